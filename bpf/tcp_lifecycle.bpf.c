@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * TCP connection lifecycle on sock/inet_sock_set_state.
+ *
+ * The tracepoint fires about ten times per connection; shipping each to user space would cost
+ * ring-buffer traffic for no information. Instead the program keeps per-socket state in an LRU
+ * hash and emits two records per connection: one when it is established, one when it closes
+ * (with byte, segment, RTT and retransmit counters read from tcp_sock at that moment).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include "flowsec.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+
+/* Wake the consumer only when this much is queued; otherwise it drains on its own interval. */
+#define WAKEUP_THRESHOLD (256 * 1024)
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Referenced so the record layout lands in the object's BTF, where the layout test reads it. */
+struct fs_tcp_record *unused_fs_tcp_record __attribute__((unused));
+
+struct sock_owner {
+	__u64 start_ns;
+	__u64 cgroup_id;
+	__u32 tgid;
+	__u32 pid;
+	__u8 initiator;
+	__u8 first_state;
+	__u8 reserved[6];
+	char comm[FS_COMM_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 * 1024 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, __u64);
+	__type(value, struct sock_owner);
+} sockets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FS_COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 index)
+{
+	__u64 *value = bpf_map_lookup_elem(&counters, &index);
+	if (value)
+		(*value)++;
+}
+
+static __always_inline void fill_owner_from_current(struct sock_owner *owner)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	owner->tgid = pid_tgid >> 32;
+	owner->pid = (__u32)pid_tgid;
+	owner->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(owner->comm, sizeof(owner->comm));
+}
+
+static __always_inline void emit(struct trace_event_raw_inet_sock_set_state *ctx, __u32 kind,
+				 const struct sock_owner *owner, __u64 now)
+{
+	struct fs_tcp_record *rec = bpf_ringbuf_reserve(&events, sizeof(*rec), 0);
+	if (!rec) {
+		count(FS_COUNTER_RINGBUF_RESERVE_FAILED);
+		return;
+	}
+	rec->kind = kind;
+	rec->family = ctx->family;
+	rec->old_state = ctx->oldstate;
+	rec->new_state = ctx->newstate;
+	rec->timestamp_ns = now;
+	rec->sock_id = (__u64)ctx->skaddr;
+	rec->sport = ctx->sport;
+	rec->dport = ctx->dport;
+	rec->reserved = 0;
+	if (ctx->family == AF_INET) {
+		__builtin_memset(rec->saddr, 0, sizeof(rec->saddr));
+		__builtin_memset(rec->daddr, 0, sizeof(rec->daddr));
+		__builtin_memcpy(rec->saddr, ctx->saddr, 4);
+		__builtin_memcpy(rec->daddr, ctx->daddr, 4);
+	} else {
+		__builtin_memcpy(rec->saddr, ctx->saddr_v6, 16);
+		__builtin_memcpy(rec->daddr, ctx->daddr_v6, 16);
+	}
+	if (owner) {
+		rec->tgid = owner->tgid;
+		rec->pid = owner->pid;
+		rec->start_ns = owner->start_ns;
+		rec->cgroup_id = owner->cgroup_id;
+		rec->initiator = owner->initiator;
+		rec->first_state = owner->first_state;
+		__builtin_memcpy(rec->comm, owner->comm, sizeof(rec->comm));
+	} else {
+		rec->tgid = 0;
+		rec->pid = 0;
+		rec->start_ns = 0;
+		rec->cgroup_id = 0;
+		rec->initiator = 0;
+		rec->first_state = 0;
+		__builtin_memset(rec->comm, 0, sizeof(rec->comm));
+	}
+	if (kind == FS_RECORD_TCP_CLOSE) {
+		struct tcp_sock *tp = (struct tcp_sock *)ctx->skaddr;
+		rec->bytes_acked = BPF_CORE_READ(tp, bytes_acked);
+		rec->bytes_received = BPF_CORE_READ(tp, bytes_received);
+		rec->segs_out = BPF_CORE_READ(tp, segs_out);
+		rec->segs_in = BPF_CORE_READ(tp, segs_in);
+		rec->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+		rec->total_retrans = BPF_CORE_READ(tp, total_retrans);
+	} else {
+		rec->bytes_acked = 0;
+		rec->bytes_received = 0;
+		rec->segs_out = 0;
+		rec->segs_in = 0;
+		rec->srtt_us = 0;
+		rec->total_retrans = 0;
+	}
+	__u64 queued = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(rec, queued > WAKEUP_THRESHOLD ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int handle_inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP)
+		return 0;
+
+	__u64 sk = (__u64)ctx->skaddr;
+	int oldstate = ctx->oldstate;
+	int newstate = ctx->newstate;
+	__u64 now = bpf_ktime_get_ns();
+
+	if (newstate == TCP_SYN_SENT) {
+		/* connect(): we are in the connecting process. Ports are not assigned yet. */
+		struct sock_owner owner = {};
+		owner.start_ns = now;
+		owner.initiator = 1;
+		owner.first_state = TCP_SYN_SENT;
+		fill_owner_from_current(&owner);
+		if (bpf_map_update_elem(&sockets, &sk, &owner, BPF_ANY))
+			count(FS_COUNTER_SOCKET_TABLE_FULL);
+		return 0;
+	}
+
+	if (newstate == TCP_ESTABLISHED) {
+		struct sock_owner *owner = bpf_map_lookup_elem(&sockets, &sk);
+		if (!owner && oldstate == TCP_SYN_RECV) {
+			/* Passive open completes in softirq: the current task is not the server. The
+			 * owner is filled in when the server closes the socket (process context). */
+			struct sock_owner fresh = {};
+			fresh.start_ns = now;
+			fresh.first_state = TCP_SYN_RECV;
+			if (bpf_map_update_elem(&sockets, &sk, &fresh, BPF_ANY))
+				count(FS_COUNTER_SOCKET_TABLE_FULL);
+			owner = bpf_map_lookup_elem(&sockets, &sk);
+		}
+		emit(ctx, FS_RECORD_TCP_OPEN, owner, now);
+		return 0;
+	}
+
+	if (newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) {
+		/* Only a local close()/shutdown() enters these states: process context. */
+		struct sock_owner *owner = bpf_map_lookup_elem(&sockets, &sk);
+		if (owner && owner->tgid == 0)
+			fill_owner_from_current(owner);
+		return 0;
+	}
+
+	if (newstate == TCP_CLOSE) {
+		struct sock_owner *owner = bpf_map_lookup_elem(&sockets, &sk);
+		/* A socket closed from LISTEN or never connected carries no flow. */
+		if (!owner && (oldstate == TCP_LISTEN || oldstate == TCP_CLOSE))
+			return 0;
+		emit(ctx, FS_RECORD_TCP_CLOSE, owner, now);
+		if (owner)
+			bpf_map_delete_elem(&sockets, &sk);
+	}
+	return 0;
+}
