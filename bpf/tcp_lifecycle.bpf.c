@@ -67,7 +67,11 @@ static __always_inline void fill_owner_from_current(struct sock_owner *owner)
 	owner->tgid = pid_tgid >> 32;
 	owner->pid = (__u32)pid_tgid;
 	owner->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(owner->comm, sizeof(owner->comm));
+	/* The process's name, not the calling thread's: bpf_get_current_comm() would give thread
+	 * names such as ".NET TP Worker" or "tokio-runtime-w" for multi-threaded servers. */
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+	bpf_core_read_str(owner->comm, sizeof(owner->comm), &leader->comm);
 }
 
 static __always_inline void emit(struct trace_event_raw_inet_sock_set_state *ctx, __u32 kind,
@@ -87,14 +91,16 @@ static __always_inline void emit(struct trace_event_raw_inet_sock_set_state *ctx
 	rec->sport = ctx->sport;
 	rec->dport = ctx->dport;
 	rec->reserved = 0;
+	/* Copied with a helper: clang merges the two branches' ctx offsets into one computed
+	 * pointer, and the verifier rejects loads through a modified ctx pointer. */
 	if (ctx->family == AF_INET) {
 		__builtin_memset(rec->saddr, 0, sizeof(rec->saddr));
 		__builtin_memset(rec->daddr, 0, sizeof(rec->daddr));
-		__builtin_memcpy(rec->saddr, ctx->saddr, 4);
-		__builtin_memcpy(rec->daddr, ctx->daddr, 4);
+		bpf_probe_read_kernel(rec->saddr, 4, ctx->saddr);
+		bpf_probe_read_kernel(rec->daddr, 4, ctx->daddr);
 	} else {
-		__builtin_memcpy(rec->saddr, ctx->saddr_v6, 16);
-		__builtin_memcpy(rec->daddr, ctx->daddr_v6, 16);
+		bpf_probe_read_kernel(rec->saddr, 16, ctx->saddr_v6);
+		bpf_probe_read_kernel(rec->daddr, 16, ctx->daddr_v6);
 	}
 	if (owner) {
 		rec->tgid = owner->tgid;

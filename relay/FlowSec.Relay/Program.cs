@@ -1,1 +1,53 @@
+using System.Net;
+using FlowSec.Api.Auth;
+using FlowSec.Api.Grpc;
+using FlowSec.Api.V1;
+using FlowSec.Relay;
+using FlowSec.Relay.Ingest;
+using FlowSec.Relay.Live;
+using FlowSec.Relay.Observer;
+using FlowSec.Relay.Pipeline;
+using FlowSec.Relay.Storage;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.Options;
+
+// The relay: gRPC ingest from sensors → pipeline → ClickHouse and live fan-out (SignalR, observers).
+var builder = WebApplication.CreateBuilder(args);
+var relay = builder.Configuration.GetSection("Relay").Get<RelayOptions>() ?? new RelayOptions();
+builder.Services.Configure<RelayOptions>(builder.Configuration.GetSection("Relay"));
+
+if (relay.TokenFile.Length == 0)
+{
+    Console.Error.WriteLine("flowsec-relay: --Relay:TokenFile=PATH is required (sensors and CLI authenticate with it)");
+    return 2;
+}
+builder.Services.AddSingleton(new TokenAuthenticator(TokenFile.Read(relay.TokenFile)));
+
+builder.WebHost.ConfigureKestrel(kestrel =>
+{
+    kestrel.Listen(IPEndPoint.Parse(relay.GrpcListen), o => o.Protocols = HttpProtocols.Http2);
+    kestrel.Listen(IPEndPoint.Parse(relay.UiListen), o => o.Protocols = HttpProtocols.Http1AndHttp2);
+});
+
+builder.Services.AddSingleton<NodeRegistry>();
+builder.Services.AddSingleton<ObserverFeed>();
+builder.Services.AddSingleton<ILiveEventSink>(sp => sp.GetRequiredService<ObserverFeed>());
+builder.Services.AddSingleton<EventPipeline>();
+builder.Services.AddSingleton<IngestService>();
+builder.Services.AddSingleton<ObserverService>();
+builder.Services.AddClickHouseStorage(builder.Configuration);
+builder.Services.AddLiveUpdates();
+
+var app = builder.Build();
+
+var ingest = app.Services.GetRequiredService<IngestService>();
+var observer = app.Services.GetRequiredService<ObserverService>();
+app.MapGrpcDuplex<EventBatch, IngestAck>(RelayMethods.Push, EventBatch.Parser, ingest.PushAsync);
+app.MapGrpcServerStreaming<GetEventsRequest, Event>(RelayMethods.GetEvents, GetEventsRequest.Parser, observer.GetEventsAsync);
+app.MapGrpcUnary<StatusRequest, StatusResponse>(RelayMethods.GetStatus, StatusRequest.Parser, observer.GetStatusAsync);
+
+app.MapLiveUpdates(UiLocator.Find(app.Services.GetRequiredService<IOptions<RelayOptions>>().Value.UiDirectory));
+
+app.Logger.LogInformation("FlowSec relay: gRPC on {Grpc}, UI on {Ui}", relay.GrpcListen, relay.UiUrl);
+await app.RunAsync();
 return 0;

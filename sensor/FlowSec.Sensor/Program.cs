@@ -1,1 +1,14 @@
-return 0;
+using FlowSec.Sensor;
+using FlowSec.Sensor.Capture;
+using FlowSec.Sensor.Export;
+
+// The per-node sensor: kernel capture → decode → attribute → batches streamed to the relay.
+var builder = Host.CreateApplicationBuilder(args);
+builder.Services.Configure<SensorOptions>(builder.Configuration.GetSection("Sensor"));
+builder.Services.AddSingleton<SensorEventQueue>();
+builder.Services.AddTcpCapture(o => builder.Configuration.GetSection("Sensor").Bind(o));
+builder.Services.AddSingleton<SensorStatusReporter>();
+builder.Services.AddHostedService<RelayExporter>();
+builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(10));
+
+await builder.Build().RunAsync();

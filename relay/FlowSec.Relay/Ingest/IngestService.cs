@@ -1,0 +1,56 @@
+using FlowSec.Api.Grpc;
+using FlowSec.Api.V1;
+using FlowSec.Relay.Pipeline;
+
+namespace FlowSec.Relay.Ingest;
+
+/// <summary>
+/// <c>flowsec.v1.Ingest/Push</c>: sensors stream event batches; each batch is acked once the
+/// pipeline holds it. The ack waits while the storage queue is full, which is how a slow
+/// ClickHouse slows sensors down instead of growing relay memory.
+/// </summary>
+public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, ILogger<IngestService> logger)
+{
+    /// <summary>Handles one sensor stream until the sensor closes it.</summary>
+    public async Task PushAsync(IAsyncEnumerable<EventBatch> batches, GrpcResponseStream<IngestAck> acks,
+        GrpcCallContext call)
+    {
+        string? node = null;
+        try
+        {
+            await foreach (var batch in batches.WithCancellation(call.CancellationToken))
+            {
+                if (batch.Node.Length == 0)
+                {
+                    throw new GrpcException(GrpcStatusCode.InvalidArgument, "batch without a node name");
+                }
+                if (node is null)
+                {
+                    node = batch.Node;
+                    nodes.Connected(node);
+                    logger.LogInformation("Node {Node} connected from {Peer}", node, call.Http.Connection.RemoteIpAddress);
+                }
+                else if (node != batch.Node)
+                {
+                    throw new GrpcException(GrpcStatusCode.InvalidArgument,
+                        $"stream opened by node {node} sent a batch for node {batch.Node}");
+                }
+                foreach (var e in batch.Events)
+                {
+                    e.Node = batch.Node;
+                }
+                nodes.Received(batch);
+                await pipeline.PublishAsync(batch, call.CancellationToken);
+                await acks.WriteAsync(new IngestAck { BatchId = batch.BatchId, Accepted = (uint)batch.Events.Count });
+            }
+        }
+        finally
+        {
+            if (node is not null)
+            {
+                nodes.Disconnected(node);
+                logger.LogInformation("Node {Node} disconnected", node);
+            }
+        }
+    }
+}

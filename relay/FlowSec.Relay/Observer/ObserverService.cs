@@ -1,0 +1,92 @@
+using FlowSec.Api.Grpc;
+using FlowSec.Api.V1;
+using FlowSec.Relay.Ingest;
+using FlowSec.Relay.Pipeline;
+using FlowSec.Relay.Storage;
+using Microsoft.Extensions.Options;
+
+namespace FlowSec.Relay.Observer;
+
+/// <summary>
+/// <c>flowsec.v1.Observer</c>: events out of the relay for the CLI and other tools. History comes
+/// from ClickHouse; <c>follow</c> continues with live events, subscribed before the history query
+/// so nothing falls between the two.
+/// </summary>
+public sealed class ObserverService(
+    ClickHouseEventStore store,
+    ClickHouseHttpClient clickHouse,
+    ClickHouseFlowWriter writer,
+    ObserverFeed feed,
+    EventPipeline pipeline,
+    NodeRegistry nodes,
+    IOptions<RelayOptions> options)
+{
+    /// <summary>Streams stored events matching the request, then live ones when following.</summary>
+    public async Task GetEventsAsync(GetEventsRequest request, GrpcResponseStream<Event> responses, GrpcCallContext call)
+    {
+        if (request.UntilUnixNano != 0 && request.UntilUnixNano < request.SinceUnixNano)
+        {
+            throw new GrpcException(GrpcStatusCode.InvalidArgument, "until is before since");
+        }
+        using var live = request.Follow ? feed.Subscribe() : null;
+        ulong newestSent = 0;
+        var wantsHistory = request.SinceUnixNano != 0 || request.Last != 0 || !request.Follow;
+        if (wantsHistory && Wants(request, EventType.Flow))
+        {
+            var query = new EventQuery(
+                request.SinceUnixNano == 0 ? null : FromUnixNano(request.SinceUnixNano),
+                request.UntilUnixNano == 0 ? null : FromUnixNano(request.UntilUnixNano),
+                request.Last == 0 ? null : (int)request.Last);
+            foreach (var e in await store.QueryFlowsAsync(query, call.CancellationToken))
+            {
+                newestSent = Math.Max(newestSent, e.TimeUnixNano);
+                await responses.WriteAsync(e);
+            }
+        }
+        if (live is null)
+        {
+            return;
+        }
+        await foreach (var e in live.Channel.Reader.ReadAllAsync(call.CancellationToken))
+        {
+            if (e.TimeUnixNano <= newestSent || !Wants(request, e.Type) ||
+                (request.UntilUnixNano != 0 && e.TimeUnixNano > request.UntilUnixNano))
+            {
+                continue;
+            }
+            await responses.WriteAsync(e);
+        }
+    }
+
+    /// <summary>Reports storage, ingest and node state.</summary>
+    public async Task<StatusResponse> GetStatusAsync(StatusRequest request, GrpcCallContext call)
+    {
+        var response = new StatusResponse
+        {
+            Version = typeof(ObserverService).Assembly.GetName().Version?.ToString() ?? "",
+            EventsReceived = (ulong)pipeline.EventsReceived,
+            EventsStored = (ulong)writer.EventsStored,
+            UiUrl = options.Value.UiUrl,
+        };
+        try
+        {
+            response.StorageOk = await clickHouse.PingAsync(call.CancellationToken);
+        }
+        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or InvalidOperationException)
+        {
+            response.StorageError = ex.Message;
+        }
+        if (response.StorageOk && writer.LastError is { } lastError)
+        {
+            response.StorageError = lastError;
+        }
+        response.Nodes.AddRange(nodes.Snapshot());
+        return response;
+    }
+
+    private static bool Wants(GetEventsRequest request, EventType type) =>
+        request.EventTypes.Count == 0 || request.EventTypes.Contains(type);
+
+    private static DateTimeOffset FromUnixNano(ulong ns) =>
+        DateTimeOffset.FromUnixTimeMilliseconds((long)(ns / 1_000_000)).AddTicks((long)(ns % 1_000_000) / 100);
+}

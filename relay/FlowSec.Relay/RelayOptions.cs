@@ -1,0 +1,20 @@
+namespace FlowSec.Relay;
+
+/// <summary>Relay settings, bound from the "Relay" configuration section (or --Relay:Name=value).</summary>
+public sealed class RelayOptions
+{
+    /// <summary>Address of the gRPC endpoint (ingest from sensors, observer for the CLI). HTTP/2 only.</summary>
+    public string GrpcListen { get; set; } = "127.0.0.1:4245";
+
+    /// <summary>Address of the web UI and its SignalR hub.</summary>
+    public string UiListen { get; set; } = "127.0.0.1:12000";
+
+    /// <summary>File holding the bearer token sensors and CLI must present. Required: the relay refuses to start without one.</summary>
+    public string TokenFile { get; set; } = "";
+
+    /// <summary>Directory of the static UI; empty = find <c>ui/</c> above the binary.</summary>
+    public string UiDirectory { get; set; } = "";
+
+    /// <summary>The URL users open, as printed by status.</summary>
+    public string UiUrl => "http://" + UiListen + "/";
+}

@@ -1,0 +1,29 @@
+namespace FlowSec.Relay.Storage;
+
+/// <summary>Where and how the relay stores events in ClickHouse (configuration section "ClickHouse").</summary>
+public sealed class ClickHouseOptions
+{
+    /// <summary>The configuration section these options are bound from.</summary>
+    public const string SectionName = "ClickHouse";
+
+    /// <summary>Base URL of the ClickHouse HTTP interface.</summary>
+    public string Url { get; set; } = "http://127.0.0.1:8123";
+
+    /// <summary>Database that holds FlowSec's tables; created on start if missing.</summary>
+    public string Database { get; set; } = "flowsec";
+
+    /// <summary>ClickHouse user.</summary>
+    public string User { get; set; } = "default";
+
+    /// <summary>ClickHouse password.</summary>
+    public string Password { get; set; } = "";
+
+    /// <summary>Largest number of rows sent in one INSERT.</summary>
+    public int BatchMaxRows { get; set; } = 50_000;
+
+    /// <summary>Longest time a stored event waits in the writer before its batch is sent.</summary>
+    public TimeSpan FlushInterval { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Timeout of one HTTP request to ClickHouse.</summary>
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(60);
+}

@@ -1,0 +1,64 @@
+using System.Globalization;
+
+namespace FlowSec.Relay.Storage;
+
+/// <summary>
+/// Creates FlowSec's database and tables, idempotently: every statement is <c>IF NOT EXISTS</c>,
+/// and <c>schema_version</c> records which numbered migrations ran, so a later release can add
+/// steps (ALTERs) that run once. Several relays starting together may both run a step; each step
+/// must therefore be idempotent itself, and readers take <c>max(version)</c>.
+/// </summary>
+public sealed class ClickHouseSchema
+{
+    private readonly ClickHouseHttpClient _client;
+    private readonly string _database;
+
+    /// <summary>Creates the schema manager for the database named in <paramref name="options"/>.</summary>
+    public ClickHouseSchema(ClickHouseHttpClient client, ClickHouseOptions options)
+    {
+        _client = client;
+        _database = SqlLiteral.Identifier(options.Database);
+    }
+
+    /// <summary>The version this release creates.</summary>
+    public static int LatestVersion => Migrations.Count;
+
+    // Step n creates schema version n. Arguments: database, whether LowCardinality may be used.
+    private static IReadOnlyList<(string Description, Func<string, bool, string> Sql)> Migrations { get; } =
+    [
+        ("flows table", FlowTable.CreateSql),
+    ];
+
+    /// <summary>Creates whatever is missing and returns the schema version now in place.</summary>
+    public async Task<int> EnsureAsync(CancellationToken cancellationToken = default)
+    {
+        // LowCardinality is experimental before 19.x (it needs allow_experimental_low_cardinality_type
+        // there); on those servers the columns are plain String.
+        var version = (await _client.QueryTextAsync("SELECT version()", cancellationToken)).Trim();
+        var lowCardinality = int.TryParse(version.Split('.')[0], CultureInfo.InvariantCulture, out var major) && major >= 19;
+
+        await _client.ExecuteAsync($"CREATE DATABASE IF NOT EXISTS {_database}", null, cancellationToken);
+        await _client.ExecuteAsync(
+            $"CREATE TABLE IF NOT EXISTS {_database}.schema_version (version UInt32, description String, applied_at DateTime('UTC')) " +
+            "ENGINE = MergeTree ORDER BY version", null, cancellationToken);
+
+        var current = await CurrentVersionAsync(cancellationToken);
+        for (var v = current + 1; v <= Migrations.Count; v++)
+        {
+            var (description, sql) = Migrations[v - 1];
+            await _client.ExecuteAsync(sql(_database, lowCardinality), null, cancellationToken);
+            await _client.ExecuteAsync(
+                $"INSERT INTO {_database}.schema_version (version, description, applied_at) " +
+                $"VALUES ({SqlLiteral.Integer((long)v)}, {SqlLiteral.String(description)}, now())", null, cancellationToken);
+        }
+
+        return Math.Max(current, Migrations.Count);
+    }
+
+    /// <summary>The highest migration recorded in <c>schema_version</c> (0 when none).</summary>
+    public async Task<int> CurrentVersionAsync(CancellationToken cancellationToken = default)
+    {
+        var text = await _client.QueryTextAsync($"SELECT max(version) FROM {_database}.schema_version", cancellationToken);
+        return int.Parse(text.Trim(), CultureInfo.InvariantCulture);
+    }
+}

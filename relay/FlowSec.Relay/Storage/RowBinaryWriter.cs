@@ -1,0 +1,129 @@
+using System.Buffers.Binary;
+using System.Text;
+
+namespace FlowSec.Relay.Storage;
+
+/// <summary>
+/// Writes ClickHouse's RowBinary format into a growing buffer: little-endian numbers, strings as
+/// LEB128 length + bytes, arrays as LEB128 count + items. One writer holds one INSERT body.
+/// </summary>
+public sealed class RowBinaryWriter
+{
+    private byte[] _buffer;
+    private int _length;
+
+    /// <summary>Creates a writer with an initial capacity in bytes.</summary>
+    public RowBinaryWriter(int initialCapacity = 64 * 1024) => _buffer = new byte[Math.Max(16, initialCapacity)];
+
+    /// <summary>Bytes written so far.</summary>
+    public int Length => _length;
+
+    /// <summary>The body written so far.</summary>
+    public ReadOnlyMemory<byte> WrittenMemory => _buffer.AsMemory(0, _length);
+
+    /// <summary>Forgets what was written, keeping the buffer.</summary>
+    public void Clear() => _length = 0;
+
+    /// <summary>UInt8 (also Bool-like flags).</summary>
+    public void WriteUInt8(byte value) => Reserve(1)[0] = value;
+
+    /// <summary>Int8.</summary>
+    public void WriteInt8(sbyte value) => Reserve(1)[0] = unchecked((byte)value);
+
+    /// <summary>UInt16.</summary>
+    public void WriteUInt16(ushort value) => BinaryPrimitives.WriteUInt16LittleEndian(Reserve(2), value);
+
+    /// <summary>Int16.</summary>
+    public void WriteInt16(short value) => BinaryPrimitives.WriteInt16LittleEndian(Reserve(2), value);
+
+    /// <summary>UInt32.</summary>
+    public void WriteUInt32(uint value) => BinaryPrimitives.WriteUInt32LittleEndian(Reserve(4), value);
+
+    /// <summary>Int32.</summary>
+    public void WriteInt32(int value) => BinaryPrimitives.WriteInt32LittleEndian(Reserve(4), value);
+
+    /// <summary>UInt64.</summary>
+    public void WriteUInt64(ulong value) => BinaryPrimitives.WriteUInt64LittleEndian(Reserve(8), value);
+
+    /// <summary>Int64.</summary>
+    public void WriteInt64(long value) => BinaryPrimitives.WriteInt64LittleEndian(Reserve(8), value);
+
+    /// <summary>Enum8: the enum's Int8 value (the column definition maps it to a name).</summary>
+    public void WriteEnum8(sbyte value) => WriteInt8(value);
+
+    /// <summary>DateTime: seconds since the Unix epoch as UInt32.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Before 1970 or after 2106.</exception>
+    public void WriteDateTime(DateTimeOffset value)
+    {
+        var seconds = value.ToUnixTimeSeconds();
+        if (seconds is < 0 or > uint.MaxValue)
+        {
+            throw new ArgumentOutOfRangeException(nameof(value), value, "DateTime holds 1970 to 2106.");
+        }
+
+        WriteUInt32((uint)seconds);
+    }
+
+    /// <summary>String: LEB128 byte length, then the UTF-8 bytes.</summary>
+    public void WriteString(string value)
+    {
+        var byteCount = Encoding.UTF8.GetByteCount(value);
+        WriteVarUInt((ulong)byteCount);
+        Encoding.UTF8.GetBytes(value, Reserve(byteCount));
+    }
+
+    /// <summary>String from raw bytes: LEB128 length, then the bytes.</summary>
+    public void WriteString(ReadOnlySpan<byte> value)
+    {
+        WriteVarUInt((ulong)value.Length);
+        value.CopyTo(Reserve(value.Length));
+    }
+
+    /// <summary>FixedString(N): exactly <paramref name="size"/> bytes, zero-padded on the right.</summary>
+    /// <exception cref="ArgumentException">The value is longer than the column.</exception>
+    public void WriteFixedString(ReadOnlySpan<byte> value, int size)
+    {
+        if (value.Length > size)
+        {
+            throw new ArgumentException($"{value.Length} bytes do not fit FixedString({size}).", nameof(value));
+        }
+
+        var span = Reserve(size);
+        value.CopyTo(span);
+        span[value.Length..].Clear();
+    }
+
+    /// <summary>Array(T): LEB128 count, then each item written by <paramref name="writeItem"/>.</summary>
+    public void WriteArray<T>(ICollection<T> items, Action<RowBinaryWriter, T> writeItem)
+    {
+        WriteVarUInt((ulong)items.Count);
+        foreach (var item in items)
+        {
+            writeItem(this, item);
+        }
+    }
+
+    /// <summary>Unsigned LEB128, ClickHouse's VarUInt (lengths and counts).</summary>
+    public void WriteVarUInt(ulong value)
+    {
+        while (value >= 0x80)
+        {
+            WriteUInt8((byte)(value | 0x80));
+            value >>= 7;
+        }
+
+        WriteUInt8((byte)value);
+    }
+
+    private Span<byte> Reserve(int count)
+    {
+        if (_buffer.Length - _length < count)
+        {
+            Array.Resize(ref _buffer, Math.Max(_buffer.Length * 2, _length + count));
+        }
+
+        var span = _buffer.AsSpan(_length, count);
+        _length += count;
+        return span;
+    }
+}

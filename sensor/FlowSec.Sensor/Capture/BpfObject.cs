@@ -1,0 +1,203 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.RegularExpressions;
+using Microsoft.Extensions.Logging;
+
+namespace FlowSec.Sensor.Capture;
+
+/// <summary>What happened to one program of a loaded object.</summary>
+/// <param name="Name">Program (function) name.</param>
+/// <param name="Section">ELF section, which names the attach point (e.g. <c>tracepoint/sock/inet_sock_set_state</c>).</param>
+/// <param name="Attached">True when a link is held for it.</param>
+/// <param name="Error">Why attaching failed; null when attached.</param>
+/// <param name="KernelId">The kernel's program id (as <c>bpftool prog show</c> lists it); 0 when unknown.</param>
+internal sealed record BpfProgramState(string Name, string Section, bool Attached, string? Error, uint KernelId);
+
+/// <summary>
+/// One BPF object embedded in the sensor assembly, loaded into the kernel with every program
+/// attached. Dispose destroys every link and closes the object, which unloads its programs and
+/// maps: nothing is left in the kernel after the sensor stops.
+/// </summary>
+internal sealed unsafe class BpfObject : IDisposable
+{
+    private readonly List<nint> _links = new();
+    private readonly List<BpfProgramState> _programs = new();
+    private nint _obj;
+    private void* _image;
+
+    private BpfObject(string name)
+    {
+        Name = name;
+    }
+
+    /// <summary>The object's name: its embedded resource name, e.g. <c>bpf/tcp_lifecycle.bpf.o</c>.</summary>
+    public string Name { get; }
+
+    /// <summary>Per-program attach state, in object order.</summary>
+    public IReadOnlyList<BpfProgramState> Programs => _programs;
+
+    /// <summary>
+    /// Opens the embedded object <paramref name="resourceName"/>, loads it into the kernel and
+    /// attaches every program. Throws <see cref="BpfException"/> when the object cannot be opened
+    /// or loaded (the verifier log goes to <paramref name="logger"/>); a program that loads but
+    /// fails to attach is recorded in <see cref="Programs"/> and does not stop the others.
+    /// </summary>
+    public static BpfObject LoadEmbedded(string resourceName, ILogger logger) =>
+        Load(resourceName, ReadResource(resourceName), logger);
+
+    /// <summary>As <see cref="LoadEmbedded"/>, from an ELF image in memory.</summary>
+    internal static BpfObject Load(string name, byte[] image, ILogger logger)
+    {
+        Libbpf.SetLogger(logger);
+        var obj = new BpfObject(name);
+        var warnings = new List<string>();
+        Libbpf.CapturedWarnings = warnings;
+        try
+        {
+            obj.Open(image);
+            int loaded = Libbpf.ObjectLoad(obj._obj);
+            if (loaded < 0)
+            {
+                throw new BpfException($"loading {name}{RejectedProgram(warnings)}", -loaded);
+            }
+            obj.AttachAll(logger);
+            return obj;
+        }
+        catch
+        {
+            obj.Dispose();
+            throw;
+        }
+        finally
+        {
+            Libbpf.CapturedWarnings = null;
+        }
+    }
+
+    /// <summary>
+    /// bpf_object__load does not say which program failed; libbpf's warnings do. Returns
+    /// ": program 'x' rejected: &lt;last verifier line&gt;" so status shows why, or "" if unknown.
+    /// </summary>
+    private static string RejectedProgram(List<string> warnings)
+    {
+        foreach (string w in warnings)
+        {
+            var m = Regex.Match(w, @"prog '([^']+)': -- BEGIN PROG LOAD LOG --\n(.*)-- END PROG LOAD LOG --", RegexOptions.Singleline);
+            if (m.Success)
+            {
+                // The verifier's complaint is the last line before its "processed N insns" summary.
+                string[] lines = m.Groups[2].Value.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+                int summary = Array.FindLastIndex(lines, l => l.StartsWith("processed ", StringComparison.Ordinal));
+                string reason = summary > 0 ? lines[summary - 1] : lines.LastOrDefault() ?? "";
+                return $": program '{m.Groups[1].Value}' rejected: {reason}";
+            }
+        }
+        foreach (string w in warnings)
+        {
+            var m = Regex.Match(w, @"prog '([^']+)': failed to load");
+            if (m.Success)
+            {
+                return $": program '{m.Groups[1].Value}' failed to load";
+            }
+        }
+        return "";
+    }
+
+    /// <summary>The file descriptor of map <paramref name="name"/>; throws when the object has none.</summary>
+    public int MapFd(string name)
+    {
+        ObjectDisposedException.ThrowIf(_obj == 0, this);
+        nint map = Libbpf.ObjectFindMapByName(_obj, name);
+        if (map == 0)
+        {
+            throw new BpfException($"map '{name}' in {Name}", 2 /* ENOENT */);
+        }
+        return Libbpf.Check(Libbpf.MapFd(map), $"map '{name}' in {Name}");
+    }
+
+    /// <summary>Destroys every link, then closes the object (unloading programs and maps).</summary>
+    public void Dispose()
+    {
+        foreach (nint link in _links)
+        {
+            Libbpf.LinkDestroy(link);
+        }
+        _links.Clear();
+        if (_obj != 0)
+        {
+            Libbpf.ObjectClose(_obj);
+            _obj = 0;
+        }
+        // libbpf may refer to the ELF image until the object is closed, so it lives until here.
+        if (_image != null)
+        {
+            NativeMemory.Free(_image);
+            _image = null;
+        }
+    }
+
+    private static byte[] ReadResource(string resourceName)
+    {
+        using Stream stream = typeof(BpfObject).Assembly.GetManifestResourceStream(resourceName)
+            ?? throw new BpfException($"embedded BPF object '{resourceName}'", 2 /* ENOENT */);
+        var image = new byte[stream.Length];
+        stream.ReadExactly(image);
+        return image;
+    }
+
+    private void Open(byte[] image)
+    {
+        _image = NativeMemory.Alloc((nuint)image.Length);
+        image.CopyTo(new Span<byte>(_image, image.Length));
+        // libbpf names the object's internal maps (.bss, .rodata) after it; the default would be an address.
+        string objectName = Path.GetFileName(Name).Split('.')[0];
+        byte[] nameBytes = Encoding.UTF8.GetBytes(objectName + "\0");
+        fixed (byte* namePtr = nameBytes)
+        {
+            var opts = new Libbpf.ObjectOpenOpts { Size = (nuint)sizeof(Libbpf.ObjectOpenOpts), ObjectName = namePtr };
+            _obj = Libbpf.CheckPointer(Libbpf.ObjectOpenMem(_image, (nuint)image.Length, &opts), $"opening {Name}");
+        }
+    }
+
+    private void AttachAll(ILogger logger)
+    {
+        string? tracefsError = null;
+        bool tracefsChecked = false;
+        for (nint prog = Libbpf.ObjectNextProgram(_obj, 0); prog != 0; prog = Libbpf.ObjectNextProgram(_obj, prog))
+        {
+            string name = Libbpf.ReadString(Libbpf.ProgramName(prog)) ?? "?";
+            string section = Libbpf.ReadString(Libbpf.ProgramSectionName(prog)) ?? "?";
+            uint id = KernelId(Libbpf.ProgramFd(prog));
+            if (!tracefsChecked && (section.StartsWith("tracepoint/", StringComparison.Ordinal) || section.StartsWith("tp/", StringComparison.Ordinal)))
+            {
+                tracefsError = Tracefs.EnsureMounted(logger);
+                tracefsChecked = true;
+            }
+            try
+            {
+                nint link = Libbpf.CheckPointer(Libbpf.ProgramAttach(prog), $"attaching program '{name}' ({section})");
+                _links.Add(link);
+                _programs.Add(new BpfProgramState(name, section, true, null, id));
+                logger.LogInformation("BPF program {Program} attached at {Section} (id {Id})", name, section, id);
+            }
+            catch (BpfException e)
+            {
+                string reason = tracefsError is null ? e.Message : $"{e.Message} ({tracefsError})";
+                _programs.Add(new BpfProgramState(name, section, false, reason, id));
+                logger.LogError("BPF {Error}", reason);
+            }
+        }
+    }
+
+    private static uint KernelId(int progFd)
+    {
+        if (progFd < 0)
+        {
+            return 0;
+        }
+        // struct bpf_prog_info starts { __u32 type; __u32 id; }; the kernel fills only what we ask for.
+        uint* info = stackalloc uint[2];
+        uint length = 8;
+        return Libbpf.ObjGetInfoByFd(progFd, info, &length) == 0 ? info[1] : 0;
+    }
+}

@@ -1,0 +1,180 @@
+using FlowSec.Api.Auth;
+using FlowSec.Api.Grpc;
+using FlowSec.Api.V1;
+using Microsoft.Extensions.Options;
+
+namespace FlowSec.Sensor.Export;
+
+/// <summary>
+/// Streams the sensor's events to the relay in batches over <c>Ingest/Push</c>. A batch stays in
+/// memory until the relay acks it and is sent again after a reconnect, so a relay restart loses
+/// nothing the sensor had queued.
+/// </summary>
+public sealed class RelayExporter(
+    SensorEventQueue queue,
+    SensorStatusReporter status,
+    IOptions<SensorOptions> options,
+    ILogger<RelayExporter> logger) : BackgroundService
+{
+    private readonly LinkedList<EventBatch> _unacked = new();
+    private readonly SemaphoreSlim _ackSignal = new(0);
+    private ulong _nextBatchId = (ulong)DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() << 16;
+
+    /// <summary>Whether a stream to the relay is open right now.</summary>
+    public bool Connected { get; private set; }
+
+    /// <inheritdoc />
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var o = options.Value;
+        var token = o.TokenFile.Length > 0 ? TokenFile.Read(o.TokenFile) : null;
+        var backoff = TimeSpan.FromMilliseconds(200);
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                using var client = new GrpcClient(new Uri(o.Relay), token);
+                await using var call = await client.DuplexAsync<EventBatch, IngestAck>(
+                    RelayMethods.Push, IngestAck.Parser, stoppingToken);
+                using var streamCts = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+                var acks = ReadAcksAsync(call, streamCts.Token);
+                Connected = true;
+                logger.LogInformation("Streaming to relay {Relay} as node {Node}", o.Relay, o.Node);
+                backoff = TimeSpan.FromMilliseconds(200);
+                try
+                {
+                    await SendLoopAsync(call, acks, streamCts.Token);
+                }
+                finally
+                {
+                    Connected = false;
+                    await streamCts.CancelAsync();
+                }
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception ex) when (ex is GrpcException or HttpRequestException or IOException or OperationCanceledException)
+            {
+                logger.LogWarning("Relay {Relay} unavailable ({Error}); {Unacked} batches held, retrying in {Backoff}",
+                    o.Relay, ex.Message, UnackedCount, backoff);
+                try
+                {
+                    await Task.Delay(backoff, stoppingToken);
+                }
+                catch (OperationCanceledException)
+                {
+                    break;
+                }
+                backoff = TimeSpan.FromMilliseconds(Math.Min(backoff.TotalMilliseconds * 2, 5000));
+            }
+        }
+    }
+
+    private int UnackedCount
+    {
+        get
+        {
+            lock (_unacked)
+            {
+                return _unacked.Count;
+            }
+        }
+    }
+
+    private async Task SendLoopAsync(GrpcDuplexCall<EventBatch, IngestAck> call, Task acks, CancellationToken ct)
+    {
+        var o = options.Value;
+        // Resend what the previous stream did not get acked, oldest first.
+        EventBatch[] pending;
+        lock (_unacked)
+        {
+            pending = [.. _unacked];
+        }
+        foreach (var batch in pending)
+        {
+            await call.WriteAsync(batch, ct);
+        }
+        var lastSent = DateTime.UtcNow - o.HeartbeatInterval;
+        while (true)
+        {
+            if (acks.IsCompleted)
+            {
+                await acks; // surfaces the stream's error
+                throw new IOException("relay closed the stream");
+            }
+            while (UnackedCount >= o.MaxUnackedBatches)
+            {
+                await _ackSignal.WaitAsync(TimeSpan.FromSeconds(1), ct);
+                if (acks.IsCompleted)
+                {
+                    await acks;
+                    throw new IOException("relay closed the stream");
+                }
+            }
+            var batch = await CollectAsync(o, ct);
+            if (batch.Events.Count == 0 && DateTime.UtcNow - lastSent < o.HeartbeatInterval)
+            {
+                continue;
+            }
+            batch.Node = o.Node;
+            batch.BatchId = _nextBatchId++;
+            batch.Status = status.Snapshot();
+            lock (_unacked)
+            {
+                _unacked.AddLast(batch);
+            }
+            await call.WriteAsync(batch, ct);
+            lastSent = DateTime.UtcNow;
+        }
+    }
+
+    /// <summary>Takes up to BatchMaxEvents events, waiting at most BatchMaxDelay for the first ones.</summary>
+    private async Task<EventBatch> CollectAsync(SensorOptions o, CancellationToken ct)
+    {
+        var batch = new EventBatch();
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        timeout.CancelAfter(o.BatchMaxDelay);
+        try
+        {
+            while (batch.Events.Count < o.BatchMaxEvents)
+            {
+                if (queue.Reader.TryRead(out var e))
+                {
+                    batch.Events.Add(e);
+                    continue;
+                }
+                if (!await queue.Reader.WaitToReadAsync(timeout.Token))
+                {
+                    break;
+                }
+            }
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            // The batch's time is up: send what we have.
+        }
+        return batch;
+    }
+
+    private async Task ReadAcksAsync(GrpcDuplexCall<EventBatch, IngestAck> call, CancellationToken ct)
+    {
+        while (await call.ReadAsync(ct) is { } ack)
+        {
+            lock (_unacked)
+            {
+                for (var node = _unacked.First; node is not null; node = node.Next)
+                {
+                    if (node.Value.BatchId == ack.BatchId)
+                    {
+                        Interlocked.Add(ref status.EventsAcked, node.Value.Events.Count);
+                        _unacked.Remove(node);
+                        break;
+                    }
+                }
+            }
+            _ackSignal.Release();
+        }
+    }
+}

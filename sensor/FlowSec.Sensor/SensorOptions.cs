@@ -1,0 +1,26 @@
+namespace FlowSec.Sensor;
+
+/// <summary>Sensor settings, bound from the "Sensor" configuration section (or --Sensor:Name=value).</summary>
+public sealed class SensorOptions
+{
+    /// <summary>The relay's gRPC address.</summary>
+    public string Relay { get; set; } = "http://127.0.0.1:4245";
+
+    /// <summary>This node's name on every event; defaults to the host name.</summary>
+    public string Node { get; set; } = Environment.MachineName;
+
+    /// <summary>File holding the bearer token for the relay.</summary>
+    public string TokenFile { get; set; } = "";
+
+    /// <summary>Most events in one batch sent to the relay.</summary>
+    public int BatchMaxEvents { get; set; } = 4096;
+
+    /// <summary>How long an incomplete batch may wait before it is sent.</summary>
+    public TimeSpan BatchMaxDelay { get; set; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>Batches sent but not yet acked by the relay; sending waits beyond this.</summary>
+    public int MaxUnackedBatches { get; set; } = 64;
+
+    /// <summary>Interval of the status heartbeat sent even when no events flow.</summary>
+    public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromSeconds(2);
+}

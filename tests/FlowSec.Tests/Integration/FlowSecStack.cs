@@ -1,0 +1,184 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using FlowSec.Api.Auth;
+using FlowSec.Api.Grpc;
+using FlowSec.Api.V1;
+using FlowSec.Cli.Up;
+
+namespace FlowSec.Tests.Integration;
+
+/// <summary>
+/// The whole product running for real, as `flowsec up` runs it: a managed ClickHouse, the relay
+/// and the sensor as separate processes on free loopback ports, in a temporary state directory.
+/// Shared by the tests of the "stack" collection.
+/// </summary>
+public sealed class FlowSecStack : IAsyncLifetime
+{
+    /// <summary>The node name the sensor reports.</summary>
+    public const string Node = "test-node";
+
+    private ManagedClickHouse? _clickHouse;
+    private ChildProcess? _relay;
+    private ChildProcess? _sensor;
+
+    /// <summary>The temporary state directory.</summary>
+    public string Dir { get; } = Directory.CreateTempSubdirectory("flowsec-stack-").FullName;
+
+    /// <summary>The bearer token file.</summary>
+    public string TokenFilePath => Path.Combine(Dir, "token");
+
+    /// <summary>The relay's gRPC port.</summary>
+    public int GrpcPort { get; } = FreePort();
+
+    /// <summary>The relay's UI port.</summary>
+    public int UiPort { get; } = FreePort();
+
+    /// <summary>The web UI's URL.</summary>
+    public string UiUrl => $"http://127.0.0.1:{UiPort}/";
+
+    /// <summary>The relay's gRPC address.</summary>
+    public Uri RelayAddress => new($"http://127.0.0.1:{GrpcPort}");
+
+    /// <summary>The managed ClickHouse.</summary>
+    public ManagedClickHouse ClickHouse => _clickHouse ?? throw new InvalidOperationException("not started");
+
+    /// <summary>An authenticated client for the relay.</summary>
+    public GrpcClient Client { get; private set; } = null!;
+
+    /// <summary>The token.</summary>
+    public string Token { get; private set; } = "";
+
+    /// <inheritdoc />
+    public async Task InitializeAsync()
+    {
+        Token = TokenFile.ReadOrCreate(TokenFilePath);
+        _clickHouse = await ManagedClickHouse.StartAsync(Path.Combine(Dir, "clickhouse"), FreePort(), FreePort(), CancellationToken.None);
+        var bin = AppContext.BaseDirectory;
+        _relay = ChildProcess.Start("relay", "dotnet",
+        [
+            Path.Combine(bin, "FlowSec.Relay.dll"),
+            $"--Relay:GrpcListen=127.0.0.1:{GrpcPort}", $"--Relay:UiListen=127.0.0.1:{UiPort}",
+            $"--Relay:TokenFile={TokenFilePath}", $"--Relay:UiDirectory={Path.Combine(RepoRoot, "ui")}",
+            $"--ClickHouse:Url={_clickHouse.Url}",
+        ], Path.Combine(Dir, "relay.log"));
+        Client = new GrpcClient(RelayAddress, Token);
+        await WaitForStatusAsync(s => s.StorageOk, _relay, "relay with storage");
+        _sensor = ChildProcess.Start("sensor", "dotnet",
+        [
+            Path.Combine(bin, "FlowSec.Sensor.dll"),
+            $"--Sensor:Relay={RelayAddress}", $"--Sensor:TokenFile={TokenFilePath}", $"--Sensor:Node={Node}",
+            "--Sensor:BatchMaxDelay=00:00:00.050",
+        ], Path.Combine(Dir, "sensor.log"));
+        await WaitForStatusAsync(s => s.Nodes.Any(n => n.Node == Node && n.Connected && n.Sensor is not null &&
+                                                      n.Sensor.Capture.Any(c => c.State == "active")), _sensor, "sensor");
+    }
+
+    /// <summary>The repository root (where FlowSec.sln is), recorded at build time.</summary>
+    public static string RepoRoot { get; } = typeof(FlowSecStack).Assembly
+        .GetCustomAttributes(typeof(System.Reflection.AssemblyMetadataAttribute), false)
+        .Cast<System.Reflection.AssemblyMetadataAttribute>()
+        .Single(a => a.Key == "RepoRoot").Value!.TrimEnd('/');
+
+    /// <summary>Relay status.</summary>
+    public Task<StatusResponse> StatusAsync() =>
+        Client.UnaryAsync(RelayMethods.GetStatus, new StatusRequest(), StatusResponse.Parser, CancellationToken.None, TimeSpan.FromSeconds(5));
+
+    /// <summary>The sensor's log so far, for failure messages.</summary>
+    public string SensorLog => _sensor?.Tail(40) ?? "";
+
+    /// <summary>The relay's log so far, for failure messages.</summary>
+    public string RelayLog => _relay?.Tail(40) ?? "";
+
+    /// <summary>
+    /// Polls stored events (through the relay's observer API, i.e. from ClickHouse) until one
+    /// matches, or fails after <paramref name="timeout"/> with the logs attached.
+    /// </summary>
+    public async Task<Event> WaitForStoredEventAsync(Func<Event, bool> match, TimeSpan timeout, DateTimeOffset since)
+    {
+        var watch = Stopwatch.StartNew();
+        var seen = 0;
+        while (watch.Elapsed < timeout)
+        {
+            var request = new GetEventsRequest { SinceUnixNano = (ulong)since.ToUnixTimeMilliseconds() * 1_000_000 };
+            seen = 0;
+            await foreach (var e in Client.ServerStreamingAsync(RelayMethods.GetEvents, request, Event.Parser, CancellationToken.None))
+            {
+                seen++;
+                if (match(e))
+                {
+                    return e;
+                }
+            }
+            await Task.Delay(100);
+        }
+        throw new TimeoutException($"no matching stored event within {timeout} ({seen} events seen)\n--- sensor log\n{SensorLog}\n--- relay log\n{RelayLog}");
+    }
+
+    private async Task WaitForStatusAsync(Func<StatusResponse, bool> ready, ChildProcess child, string what)
+    {
+        var watch = Stopwatch.StartNew();
+        var last = "";
+        while (watch.Elapsed < TimeSpan.FromSeconds(60))
+        {
+            if (child.Exited.IsCompleted)
+            {
+                throw new InvalidOperationException($"{what} exited ({child.ExitCode}):\n{child.Tail(40)}");
+            }
+            try
+            {
+                if (ready(await StatusAsync()))
+                {
+                    return;
+                }
+            }
+            catch (GrpcException ex)
+            {
+                last = ex.Message;
+            }
+            await Task.Delay(100);
+        }
+        throw new TimeoutException($"{what} not ready within 60 s ({last}):\n{child.Tail(40)}");
+    }
+
+    /// <summary>A free loopback TCP port.</summary>
+    public static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    /// <inheritdoc />
+    public async Task DisposeAsync()
+    {
+        Client?.Dispose();
+        if (_sensor is not null)
+        {
+            await _sensor.DisposeAsync();
+        }
+        if (_relay is not null)
+        {
+            await _relay.DisposeAsync();
+        }
+        if (_clickHouse is not null)
+        {
+            await _clickHouse.DisposeAsync();
+        }
+        try
+        {
+            Directory.Delete(Dir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
+
+/// <summary>Tests that share one running FlowSec stack; they run one after another.</summary>
+[CollectionDefinition(Name)]
+public sealed class StackCollection : ICollectionFixture<FlowSecStack>
+{
+    /// <summary>The collection name.</summary>
+    public const string Name = "stack";
+}

@@ -1,0 +1,115 @@
+using System.Collections.Concurrent;
+using System.Text;
+using FlowSec.Sensor.Capture;
+using FlowSec.Sensor.Export;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Xunit.Abstractions;
+
+namespace FlowSec.Tests.Sensor;
+
+/// <summary>Failure paths of loading: errors carry libbpf's text, and the sensor stays up.</summary>
+[Collection(LibbpfCollection.Name)]
+public sealed class BpfObjectTests(ITestOutputHelper output)
+{
+    [Fact]
+    public void Garbage_object_fails_with_libbpf_error_text_and_a_formatted_log_line()
+    {
+        var log = new ListLogger();
+
+        var act = () => BpfObject.Load("bpf/garbage.bpf.o", Encoding.ASCII.GetBytes("this is not an ELF object"), log);
+
+        var error = act.Should().Throw<BpfException>().Which;
+        output.WriteLine(error.Message);
+        error.Message.Should().StartWith("opening bpf/garbage.bpf.o: ").And.NotContain("Unknown error");
+        error.Errno.Should().BeGreaterThan(0);
+        // libbpf's printf-style message, formatted with its va_list: the %s became the object name.
+        log.Messages.Should().Contain(m => m.Contains("'garbage'"));
+    }
+
+    [Fact]
+    public void Verifier_rejection_names_the_program_and_logs_the_verifier_output()
+    {
+        const string source = """
+            #define SEC(name) __attribute__((section(name), used))
+            SEC("tracepoint/sock/inet_sock_set_state")
+            int reads_a_wild_pointer(void *ctx) { return *(volatile int *)(long)0x1234; }
+            char LICENSE[] SEC("license") = "GPL";
+            """;
+        byte[] image = CompileBpf(source);
+        var log = new ListLogger();
+
+        var act = () => BpfObject.Load("bpf/wild.bpf.o", image, log);
+
+        var error = act.Should().Throw<BpfException>().Which;
+        error.Message.Should().Be(
+            "loading bpf/wild.bpf.o: program 'reads_a_wild_pointer' rejected: R1 invalid mem access 'scalar': Permission denied (errno 13)");
+        string all = string.Join("\n", log.Messages);
+        output.WriteLine(all);
+        all.Should().Contain("reads_a_wild_pointer").And.Contain("BEGIN PROG LOAD LOG").And.Contain("invalid mem access");
+    }
+
+    [Fact]
+    public void Missing_embedded_object_is_a_clear_error()
+    {
+        var act = () => BpfObject.LoadEmbedded("bpf/nope.bpf.o", new ListLogger());
+
+        act.Should().Throw<BpfException>().Which.Message.Should().Contain("bpf/nope.bpf.o").And.Contain("No such file");
+    }
+
+    [Fact]
+    public async Task Capture_that_cannot_load_reports_unavailable_and_does_not_fault()
+    {
+        var capture = new TcpCapture(new SensorEventQueue(), Options.Create(new CaptureOptions()),
+            new TestOutputLogger<TcpCapture>(output), "bpf/missing.bpf.o");
+
+        await capture.StartAsync(CancellationToken.None);
+        await capture.ExecuteTask!.WaitAsync(TimeSpan.FromSeconds(10));
+
+        capture.ExecuteTask.IsFaulted.Should().BeFalse("a capture that cannot load must not take the host down");
+        var path = capture.CapturePaths().Should().ContainSingle().Subject;
+        path.Signal.Should().Be("tcp");
+        path.State.Should().Be("unavailable");
+        path.Reason.Should().Contain("bpf/missing.bpf.o").And.Contain("No such file");
+        var counters = new Dictionary<string, ulong>();
+        capture.AddCounters(counters);
+        counters.Should().ContainKey("tcp_ringbuf_dropped").WhoseValue.Should().Be(0);
+        await capture.StopAsync(CancellationToken.None);
+        capture.Dispose();
+    }
+
+    private static byte[] CompileBpf(string source)
+    {
+        string dir = Directory.CreateTempSubdirectory("fs-bpf-").FullName;
+        try
+        {
+            File.WriteAllText(Path.Combine(dir, "x.bpf.c"), source);
+            KernelLayoutTests.Run("clang-14", $"-O2 -target bpf -c {dir}/x.bpf.c -o {dir}/x.bpf.o");
+            return File.ReadAllBytes(Path.Combine(dir, "x.bpf.o"));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private sealed class ListLogger : ILogger
+    {
+        public ConcurrentQueue<string> Messages { get; } = new();
+
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            Messages.Enqueue(formatter(state, exception));
+    }
+}
+
+/// <summary>libbpf's log hook is process-wide: tests that load objects share it, so they run one at a time.</summary>
+[CollectionDefinition(Name)]
+public sealed class LibbpfCollection
+{
+    /// <summary>The collection name.</summary>
+    public const string Name = "libbpf";
+}

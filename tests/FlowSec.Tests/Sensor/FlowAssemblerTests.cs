@@ -1,0 +1,335 @@
+using System.Net;
+using System.Net.Sockets;
+using FlowSec.Api.V1;
+using FlowSec.Sensor.Capture;
+using FlowSec.Sensor.Flows;
+
+namespace FlowSec.Tests.Sensor;
+
+public class FlowAssemblerTests
+{
+    private const long Offset = 1_700_000_000_000_000_000; // Unix ns at monotonic 0
+    private const ulong Second = 1_000_000_000;
+    private static readonly IPAddress Client = IPAddress.Parse("10.0.0.1");
+    private static readonly IPAddress Server = IPAddress.Parse("10.0.0.2");
+
+    private static FlowAssembler NewAssembler(int max = 1000) =>
+        new("node-a", Offset, TimeSpan.FromSeconds(10), max);
+
+    // An active (connect()ing) socket on the client, as the kernel would report it.
+    private static TcpRecord ActiveOpen(ulong sock = 1, ulong at = 100 * Second) => new(
+        RecordKind.TcpOpen, 1000, 1001, AddressFamily.InterNetwork, TcpState.SynSent, TcpState.Established,
+        at, at - Second / 1000, 55, sock, Client, Server, 40000, 443, true, TcpState.SynSent,
+        0, 0, 0, 0, 0, 0, "curl");
+
+    private static TcpRecord ActiveClose(ulong sock = 1, ulong at = 103 * Second, TcpState from = TcpState.LastAck) =>
+        ActiveOpen(sock) with
+        {
+            Kind = RecordKind.TcpClose,
+            OldState = from,
+            NewState = TcpState.Close,
+            TimestampNs = at,
+            // SYN and our FIN are acked (+2), the peer's FIN received (+1): see PayloadBytes.
+            BytesAcked = 102,
+            BytesReceived = 5001,
+            SegsOut = 7,
+            SegsIn = 9,
+            SrttUs = 250,
+            TotalRetrans = 1,
+        };
+
+    // The accepted socket on the server: the owner is only known from close().
+    private static TcpRecord PassiveOpen(ulong sock = 2, ulong at = 100 * Second) => new(
+        RecordKind.TcpOpen, 0, 0, AddressFamily.InterNetwork, TcpState.SynRecv, TcpState.Established,
+        at, at, 0, sock, Server, Client, 443, 40000, false, TcpState.SynRecv,
+        0, 0, 0, 0, 0, 0, "");
+
+    private static TcpRecord PassiveClose(ulong sock = 2, ulong at = 104 * Second) => PassiveOpen(sock) with
+    {
+        Kind = RecordKind.TcpClose,
+        Tgid = 2000,
+        Pid = 2001,
+        CgroupId = 66,
+        Comm = "nginx",
+        OldState = TcpState.LastAck,
+        NewState = TcpState.Close,
+        TimestampNs = at,
+        BytesAcked = 5001,   // 5000 + our FIN
+        BytesReceived = 101, // 100 + the client's FIN
+        SegsOut = 9,
+        SegsIn = 7,
+        SrttUs = 30,
+    };
+
+    [Fact]
+    public void Active_connection_becomes_one_egress_flow_at_close()
+    {
+        var assembler = NewAssembler();
+
+        assembler.Add(ActiveOpen()).Should().BeNull();
+        var e = assembler.Add(ActiveClose())!;
+
+        e.Should().NotBeNull();
+        e.Type.Should().Be(EventType.Flow);
+        e.Node.Should().Be("node-a");
+        e.Capture.Should().Be("bpf");
+        e.TimeUnixNano.Should().Be((ulong)Offset + 103 * Second);
+        e.Source.Ip.ToByteArray().Should().Equal(Client.GetAddressBytes());
+        e.Source.Port.Should().Be(40000);
+        e.Source.Pid.Should().Be(1000);
+        e.Source.Process.Should().Be("curl");
+        e.Source.CgroupId.Should().Be(55);
+        e.Destination.Ip.ToByteArray().Should().Equal(Server.GetAddressBytes());
+        e.Destination.Port.Should().Be(443);
+        e.Destination.Pid.Should().Be(0);
+        e.Destination.Process.Should().BeEmpty();
+        e.Flow.Protocol.Should().Be(Protocol.Tcp);
+        e.Flow.State.Should().Be("closed");
+        e.Flow.Direction.Should().Be("egress");
+        e.Flow.Verdict.Should().Be(Verdict.Forwarded);
+        e.Flow.DurationNs.Should().Be(3 * Second + Second / 1000); // from SYN_SENT, not ESTABLISHED
+        e.Flow.BytesSent.Should().Be(100);
+        e.Flow.BytesReceived.Should().Be(5000);
+        e.Flow.PacketsSent.Should().Be(7);
+        e.Flow.PacketsReceived.Should().Be(9);
+        e.Flow.RttUs.Should().Be(250);
+        e.Flow.Retransmits.Should().Be(1);
+        e.Flow.SocketId.Should().Be(1);
+        assembler.OpenConnections.Should().Be(0);
+    }
+
+    [Fact]
+    public void Accepted_connection_is_ingress_from_the_peer_with_counters_flipped()
+    {
+        var assembler = NewAssembler();
+
+        assembler.Add(PassiveOpen()).Should().BeNull();
+        var e = assembler.Add(PassiveClose())!;
+
+        e.Flow.Direction.Should().Be("ingress");
+        e.Source.Ip.ToByteArray().Should().Equal(Client.GetAddressBytes());
+        e.Source.Port.Should().Be(40000);
+        e.Source.Pid.Should().Be(0);
+        e.Destination.Ip.ToByteArray().Should().Equal(Server.GetAddressBytes());
+        e.Destination.Port.Should().Be(443);
+        e.Destination.Pid.Should().Be(2000);
+        e.Destination.Process.Should().Be("nginx");
+        e.Destination.CgroupId.Should().Be(66);
+        // Source → destination is client → server: what the server received.
+        e.Flow.BytesSent.Should().Be(100);
+        e.Flow.BytesReceived.Should().Be(5000);
+        e.Flow.PacketsSent.Should().Be(7);
+        e.Flow.PacketsReceived.Should().Be(9);
+        e.Flow.State.Should().Be("closed");
+        e.Flow.DurationNs.Should().Be(4 * Second);
+    }
+
+    [Fact]
+    public void Server_pid_stays_empty_when_the_owner_was_never_seen()
+    {
+        var e = NewAssembler().Add(PassiveClose() with { Tgid = 0, Pid = 0, Comm = "", CgroupId = 0 })!;
+
+        e.Destination.Pid.Should().Be(0);
+        e.Destination.Process.Should().BeEmpty();
+        e.Destination.CgroupId.Should().Be(0);
+    }
+
+    [Fact]
+    public void Connect_answered_by_rst_is_refused()
+    {
+        var close = ActiveClose() with
+        {
+            OldState = TcpState.SynSent, StartNs = 100 * Second, TimestampNs = 100 * Second + 200_000,
+            BytesAcked = 0, BytesReceived = 0, SegsOut = 1, SegsIn = 1, TotalRetrans = 0,
+        };
+
+        var e = NewAssembler().Add(close)!;
+
+        e.Flow.State.Should().Be("refused");
+        e.Flow.Direction.Should().Be("egress");
+        e.Flow.DurationNs.Should().Be(200_000);
+        e.Flow.BytesSent.Should().Be(0);
+        e.Source.Pid.Should().Be(1000);
+    }
+
+    [Fact]
+    public void Connect_that_retransmitted_its_syn_until_giving_up_is_a_timeout()
+    {
+        var close = ActiveClose() with { OldState = TcpState.SynSent, BytesAcked = 0, BytesReceived = 0, TotalRetrans = 6 };
+
+        NewAssembler().Add(close)!.Flow.State.Should().Be("timeout");
+    }
+
+    [Theory]
+    [InlineData((int)TcpState.Established, "reset")]
+    [InlineData((int)TcpState.CloseWait, "reset")]
+    [InlineData((int)TcpState.FinWait1, "reset")]
+    [InlineData((int)TcpState.SynRecv, "reset")]
+    [InlineData((int)TcpState.FinWait2, "closed")]
+    [InlineData((int)TcpState.LastAck, "closed")]
+    [InlineData((int)TcpState.Closing, "closed")]
+    [InlineData((int)TcpState.TimeWait, "closed")]
+    public void Close_state_follows_the_state_before_close(int from, string expected)
+    {
+        NewAssembler().Add(ActiveClose(from: (TcpState)from))!.Flow.State.Should().Be(expected);
+    }
+
+    [Theory]
+    // Abortive close: SYN counted, no FIN either way.
+    [InlineData((int)TcpState.Established, 101ul, 5000ul, 100ul, 5000ul)]
+    // Our FIN acked; the peer's FIN may or may not be counted, so bytes received are left alone.
+    [InlineData((int)TcpState.FinWait2, 102ul, 5001ul, 100ul, 5001ul)]
+    // Both FINs.
+    [InlineData((int)TcpState.LastAck, 102ul, 5001ul, 100ul, 5000ul)]
+    // The peer's FIN only, then an abortive close.
+    [InlineData((int)TcpState.CloseWait, 101ul, 5001ul, 100ul, 5000ul)]
+    public void Syn_and_fin_are_not_counted_as_payload(int from, ulong rawAcked, ulong rawReceived, ulong sent, ulong received)
+    {
+        var e = NewAssembler().Add(ActiveClose(from: (TcpState)from) with { BytesAcked = rawAcked, BytesReceived = rawReceived })!;
+
+        e.Flow.BytesSent.Should().Be(sent);
+        e.Flow.BytesReceived.Should().Be(received);
+    }
+
+    [Fact]
+    public void Accepted_side_has_no_syn_to_subtract()
+    {
+        // The accepted socket starts after its SYN-ACK, so only FINs are in its counters.
+        var e = NewAssembler().Add(PassiveClose() with { OldState = TcpState.Established, BytesAcked = 5000, BytesReceived = 100 })!;
+
+        e.Flow.BytesSent.Should().Be(100);
+        e.Flow.BytesReceived.Should().Be(5000);
+    }
+
+    [Fact]
+    public void Socket_that_predates_the_sensor_has_unknown_direction_and_no_process()
+    {
+        var close = ActiveClose() with
+        {
+            Tgid = 0, Pid = 0, Comm = "", CgroupId = 0, StartNs = 0, Initiator = false, FirstState = TcpState.Unknown,
+        };
+
+        var e = NewAssembler().Add(close)!;
+
+        e.Flow.Direction.Should().Be("unknown");
+        e.Source.Port.Should().Be(40000); // local side first, as reported
+        e.Source.Pid.Should().Be(0);
+        e.Flow.DurationNs.Should().Be(0);
+    }
+
+    [Fact]
+    public void Duration_falls_back_to_the_open_record_when_the_close_has_no_start()
+    {
+        var assembler = NewAssembler();
+        assembler.Add(PassiveOpen(at: 100 * Second));
+
+        var e = assembler.Add(PassiveClose(at: 107 * Second) with { StartNs = 0 })!;
+
+        e.Flow.DurationNs.Should().Be(7 * Second);
+    }
+
+    [Fact]
+    public void Ipv4_mapped_ipv6_addresses_are_reported_as_ipv4()
+    {
+        var close = ActiveClose() with
+        {
+            Family = AddressFamily.InterNetworkV6,
+            LocalAddress = Client.MapToIPv6(),
+            RemoteAddress = Server.MapToIPv6(),
+        };
+
+        var e = NewAssembler().Add(close)!;
+
+        e.Source.Ip.Length.Should().Be(4);
+        e.Source.Ip.ToByteArray().Should().Equal(Client.GetAddressBytes());
+        e.Destination.Ip.ToByteArray().Should().Equal(Server.GetAddressBytes());
+    }
+
+    [Fact]
+    public void Ipv6_addresses_keep_16_bytes()
+    {
+        var v6 = IPAddress.Parse("fd00::7");
+        var e = NewAssembler().Add(ActiveClose() with { Family = AddressFamily.InterNetworkV6, RemoteAddress = v6 })!;
+
+        e.Destination.Ip.ToByteArray().Should().Equal(v6.GetAddressBytes());
+    }
+
+    [Fact]
+    public void Long_lived_connections_are_reported_every_interval_until_they_close()
+    {
+        var assembler = NewAssembler();
+        assembler.Add(ActiveOpen(at: 100 * Second));
+        ulong start = 100 * Second - Second / 1000;
+
+        assembler.Tick((long)(109 * Second)).Should().BeEmpty();
+
+        var first = assembler.Tick((long)(110 * Second)).Should().ContainSingle().Subject;
+        first.Flow.State.Should().Be("established");
+        first.Flow.Direction.Should().Be("egress");
+        first.Flow.DurationNs.Should().Be(110 * Second - start);
+        first.TimeUnixNano.Should().Be((ulong)Offset + 110 * Second);
+        first.Source.Pid.Should().Be(1000);
+        first.Flow.SocketId.Should().Be(1);
+
+        assembler.Tick((long)(115 * Second)).Should().BeEmpty();
+        assembler.Tick((long)(120 * Second)).Should().ContainSingle()
+            .Which.Flow.DurationNs.Should().Be(120 * Second - start);
+
+        assembler.Add(ActiveClose(at: 125 * Second))!.Flow.State.Should().Be("closed");
+        assembler.Tick((long)(200 * Second)).Should().BeEmpty();
+    }
+
+    [Fact]
+    public void Short_connections_are_never_reported_as_established()
+    {
+        var assembler = NewAssembler();
+        assembler.Add(ActiveOpen(at: 100 * Second));
+        assembler.Add(ActiveClose(at: 101 * Second));
+
+        assembler.Tick((long)(300 * Second)).Should().BeEmpty();
+    }
+
+    [Fact]
+    public void Several_due_connections_are_all_reported_in_one_tick()
+    {
+        var assembler = NewAssembler();
+        for (ulong i = 1; i <= 5; i++)
+        {
+            assembler.Add(ActiveOpen(sock: i, at: (100 + i) * Second));
+        }
+
+        assembler.Tick((long)(113 * Second)).Select(e => e.Flow.SocketId).Should().Equal(1ul, 2ul, 3ul);
+        assembler.Tick((long)(116 * Second)).Select(e => e.Flow.SocketId).Should().Equal(4ul, 5ul);
+    }
+
+    [Fact]
+    public void Table_is_bounded_and_evictions_are_counted()
+    {
+        var assembler = NewAssembler(max: 2);
+
+        assembler.Add(ActiveOpen(sock: 1, at: 100 * Second));
+        assembler.Add(ActiveOpen(sock: 2, at: 101 * Second));
+        assembler.Add(ActiveOpen(sock: 3, at: 102 * Second));
+
+        assembler.OpenConnections.Should().Be(2);
+        assembler.Evicted.Should().Be(1);
+        // The evicted connection loses its periodic reports, not its flow: the close record suffices.
+        assembler.Tick((long)(111 * Second)).Select(e => e.Flow.SocketId).Should().Equal(2ul);
+        assembler.Add(ActiveClose(sock: 1))!.Flow.SocketId.Should().Be(1);
+    }
+
+    [Fact]
+    public void A_second_open_for_the_same_socket_replaces_the_first_and_is_counted()
+    {
+        var assembler = NewAssembler();
+
+        assembler.Add(ActiveOpen(sock: 1, at: 100 * Second));
+        assembler.Add(ActiveOpen(sock: 1, at: 105 * Second));
+
+        assembler.OpenConnections.Should().Be(1);
+        assembler.Superseded.Should().Be(1);
+        assembler.Evicted.Should().Be(0);
+        assembler.Tick((long)(110 * Second)).Should().BeEmpty();
+        assembler.Tick((long)(115 * Second)).Should().ContainSingle();
+    }
+}

@@ -1,0 +1,337 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json;
+using FlowSec.Api.V1;
+using FlowSec.Sensor.Capture;
+using FlowSec.Sensor.Export;
+using Microsoft.Extensions.Options;
+using Xunit.Abstractions;
+
+namespace FlowSec.Tests.Sensor;
+
+/// <summary>
+/// Against the real kernel (the tests run as root): the embedded program loads, attaches,
+/// sees this process's loopback connections, and leaves nothing behind when stopped.
+/// They share the libbpf collection, so no two loads run at once.
+/// </summary>
+[Collection(LibbpfCollection.Name)]
+public sealed class TcpCaptureKernelTests(ITestOutputHelper output)
+{
+    private const string ProgramName = "handle_inet_sock_set_state";
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(15);
+    private static readonly string ProcessComm = File.ReadAllText("/proc/self/comm").Trim();
+
+    [Theory]
+    [InlineData("127.0.0.1", false)]
+    [InlineData("::1", false)]
+    [InlineData("127.0.0.1", true)] // dual-stack client socket: the kernel reports ::ffff:127.0.0.1
+    public async Task Loopback_connection_becomes_an_egress_and_an_ingress_flow(string address, bool dualModeClient)
+    {
+        var server = IPAddress.Parse(address);
+        await using var run = await CaptureRun.StartAsync(output);
+
+        var c = Converse(server, dualModeClient);
+        var flows = await run.CollectAsync(e => e.Flow.SocketId != 0 && Involves(e, c.ServerPort, c.ClientPort), 2);
+
+        flows.Should().HaveCount(2, "one flow for the connecting socket and one for the accepted socket");
+        byte[] ip = server.GetAddressBytes();
+        var egress = flows.Should().ContainSingle(e => e.Flow.Direction == "egress").Subject;
+        var ingress = flows.Should().ContainSingle(e => e.Flow.Direction == "ingress").Subject;
+        foreach (var e in flows)
+        {
+            output.WriteLine(e.ToString());
+            e.Type.Should().Be(EventType.Flow);
+            e.Capture.Should().Be("bpf");
+            e.Node.Should().Be("kernel-test");
+            e.Flow.Protocol.Should().Be(Protocol.Tcp);
+            e.Flow.State.Should().Be("closed");
+            e.Flow.Verdict.Should().Be(Verdict.Forwarded);
+            e.Source.Ip.ToByteArray().Should().Equal(ip);
+            e.Source.Port.Should().Be((uint)c.ClientPort);
+            e.Destination.Ip.ToByteArray().Should().Equal(ip);
+            e.Destination.Port.Should().Be((uint)c.ServerPort);
+            e.Flow.DurationNs.Should().BeGreaterThan(0).And.BeLessThan((ulong)(c.Elapsed + TimeSpan.FromSeconds(1)).Ticks * 100);
+            e.Flow.PacketsSent.Should().BeGreaterThan(0);
+            e.Flow.PacketsReceived.Should().BeGreaterThan(0);
+            long unixNow = (DateTime.UtcNow - DateTime.UnixEpoch).Ticks * 100;
+            ((long)e.TimeUnixNano).Should().BeCloseTo(unixNow, 10_000_000_000);
+        }
+        // The connecting side carries this process; the accepted side's owner is its server.
+        egress.Source.Pid.Should().Be((uint)Environment.ProcessId);
+        egress.Source.Process.Should().Be(ProcessComm, "the process's name, not the calling thread's");
+        egress.Source.CgroupId.Should().Be(OwnCgroupId());
+        egress.Destination.Pid.Should().Be(0);
+        ingress.Source.Pid.Should().Be(0);
+        ingress.Destination.Pid.Should().Be((uint)Environment.ProcessId);
+        ingress.Destination.Process.Should().Be(ProcessComm);
+        // Payload, in client → server orientation on both sides. The client closes first and
+        // ends in FIN_WAIT2, where the server's FIN may count as one received byte.
+        egress.Flow.BytesSent.Should().Be(100);
+        egress.Flow.BytesReceived.Should().BeInRange(1000, 1001);
+        ingress.Flow.BytesSent.Should().Be(100);
+        ingress.Flow.BytesReceived.Should().Be(1000);
+        egress.Flow.SocketId.Should().NotBe(ingress.Flow.SocketId);
+    }
+
+    [Fact]
+    public async Task Connect_to_a_closed_port_is_a_refused_flow()
+    {
+        await using var run = await CaptureRun.StartAsync(output);
+        int deadPort = UnusedPort();
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        client.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        int clientPort = ((IPEndPoint)client.LocalEndPoint!).Port;
+
+        var connect = () => client.Connect(IPAddress.Loopback, deadPort);
+        connect.Should().Throw<SocketException>().Which.SocketErrorCode.Should().Be(SocketError.ConnectionRefused);
+
+        var flows = await run.CollectAsync(e => Involves(e, deadPort, clientPort), 1);
+        var flow = flows.Should().ContainSingle().Subject;
+        flow.Flow.State.Should().Be("refused");
+        flow.Flow.Direction.Should().Be("egress");
+        flow.Source.Pid.Should().Be((uint)Environment.ProcessId);
+        flow.Source.Port.Should().Be((uint)clientPort);
+        flow.Destination.Port.Should().Be((uint)deadPort);
+        flow.Flow.BytesSent.Should().Be(0);
+        flow.Flow.BytesReceived.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task Open_connection_is_reported_as_established_while_it_lasts()
+    {
+        await using var run = await CaptureRun.StartAsync(output, reportInterval: TimeSpan.FromMilliseconds(300));
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        int serverPort = ((IPEndPoint)listener.LocalEndpoint).Port;
+        using var client = new TcpClient(AddressFamily.InterNetwork);
+        client.Connect(IPAddress.Loopback, serverPort);
+        using var accepted = listener.AcceptSocket();
+        int clientPort = ((IPEndPoint)client.Client.LocalEndPoint!).Port;
+
+        var reports = await run.CollectAsync(
+            e => e.Flow.State == "established" && e.Flow.Direction == "egress" && Involves(e, serverPort, clientPort), 2);
+
+        reports.Should().HaveCount(2, "a connection open for two intervals is reported at each");
+        reports[1].Flow.DurationNs.Should().BeGreaterThan(reports[0].Flow.DurationNs);
+        reports[0].Flow.DurationNs.Should().BeGreaterThanOrEqualTo(300_000_000);
+        reports[0].Source.Pid.Should().Be((uint)Environment.ProcessId);
+    }
+
+    [Fact]
+    public async Task A_burst_of_connections_loses_nothing()
+    {
+        const int connections = 500;
+        await using var run = await CaptureRun.StartAsync(output);
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start(connections);
+        int serverPort = ((IPEndPoint)listener.LocalEndpoint).Port;
+        var server = Task.Run(async () =>
+        {
+            for (int i = 0; i < connections; i++)
+            {
+                using var accepted = await listener.AcceptSocketAsync();
+            }
+        });
+        var watch = Stopwatch.StartNew();
+        for (int i = 0; i < connections; i++)
+        {
+            using var client = new TcpClient(AddressFamily.InterNetwork);
+            client.Connect(IPAddress.Loopback, serverPort);
+        }
+        await server.WaitAsync(Timeout);
+        output.WriteLine($"{connections} connections in {watch.ElapsedMilliseconds} ms");
+
+        var flows = await run.CollectAsync(
+            e => e.Destination.Port == serverPort && e.Flow.State != "established", 2 * connections);
+
+        flows.Should().HaveCount(2 * connections, "every connection yields a flow from each side");
+        // Socket ids are kernel addresses, reused once a socket is freed; client ports identify connections here.
+        var egressPorts = flows.Where(e => e.Flow.Direction == "egress").Select(e => e.Source.Port).ToList();
+        egressPorts.Should().HaveCount(connections).And.OnlyHaveUniqueItems();
+        flows.Where(e => e.Flow.Direction == "ingress").Select(e => e.Source.Port).Should().BeEquivalentTo(egressPorts);
+        var counters = new Dictionary<string, ulong>();
+        run.Capture.AddCounters(counters);
+        output.WriteLine(string.Join(", ", counters.Select(c => $"{c.Key}={c.Value}")));
+        counters["tcp_records_malformed"].Should().Be(0);
+        counters["tcp_ringbuf_dropped"].Should().Be(0);
+        counters["tcp_handler_errors"].Should().Be(0);
+        counters["tcp_records_decoded"].Should().BeGreaterThanOrEqualTo(4 * connections);
+    }
+
+    [Fact]
+    public async Task Stopping_leaves_no_program_or_link_in_the_kernel()
+    {
+        var before = ProgramIdsNamed(ProgramName);
+        IReadOnlyList<uint> ours;
+        var status = new List<CapturePath>();
+        await using (var run = await CaptureRun.StartAsync(output))
+        {
+            ours = run.Capture.ProgramIds;
+            status.AddRange(run.Capture.CapturePaths());
+            ours.Should().NotBeEmpty().And.NotContain(0u);
+            ProgramIdsNamed(ProgramName).Should().Contain(ours, "bpftool must list the loaded program");
+            LinkedProgramIds().Should().Contain(ours);
+        }
+
+        status.Should().ContainSingle().Which.Should().BeEquivalentTo(new CapturePath
+        {
+            Signal = "tcp", Program = ProgramName, Path = "tracepoint/sock/inet_sock_set_state", State = "active", Reason = "",
+        });
+        ProgramIdsNamed(ProgramName).Should().NotIntersectWith(ours).And.BeSubsetOf(before);
+        LinkedProgramIds().Should().NotIntersectWith(ours);
+    }
+
+    private static bool Involves(Event e, int serverPort, int clientPort) =>
+        e.Type == EventType.Flow
+        && ((e.Source.Port == clientPort && e.Destination.Port == serverPort)
+            || (e.Source.Port == serverPort && e.Destination.Port == clientPort));
+
+    private sealed record Conversation(int ServerPort, int ClientPort, TimeSpan Elapsed);
+
+    /// <summary>Client sends 100 bytes, server answers 1000, client closes, then server.</summary>
+    private static Conversation Converse(IPAddress server, bool dualModeClient)
+    {
+        var watch = Stopwatch.StartNew();
+        using var listener = new TcpListener(server, 0);
+        listener.Start();
+        int serverPort = ((IPEndPoint)listener.LocalEndpoint).Port;
+        int clientPort = 0;
+        Exception? clientError = null;
+        // A named thread: the flow must carry the process's name, not this thread's.
+        var clientThread = new Thread(() =>
+        {
+            try
+            {
+                using var client = dualModeClient ? new TcpClient(AddressFamily.InterNetworkV6) : new TcpClient(server.AddressFamily);
+                if (dualModeClient)
+                {
+                    client.Client.DualMode = true;
+                }
+                client.Connect(server, serverPort);
+                clientPort = ((IPEndPoint)client.Client.LocalEndPoint!).Port;
+                var stream = client.GetStream();
+                stream.Write(new byte[100]);
+                stream.ReadExactly(new byte[1000]);
+            }
+            catch (Exception e)
+            {
+                clientError = e;
+            }
+        }) { Name = "fs-test-client" };
+        clientThread.Start();
+        using (var accepted = listener.AcceptSocket())
+        using (var stream = new NetworkStream(accepted))
+        {
+            stream.ReadExactly(new byte[100]);
+            stream.Write(new byte[1000]);
+            clientThread.Join();
+            stream.Read(new byte[1]).Should().Be(0, "the client closed");
+        }
+        clientError.Should().BeNull();
+        return new Conversation(serverPort, clientPort, watch.Elapsed);
+    }
+
+    private static int UnusedPort()
+    {
+        using var probe = new TcpListener(IPAddress.Loopback, 0);
+        probe.Start();
+        return ((IPEndPoint)probe.LocalEndpoint).Port;
+    }
+
+    // cgroup v2 id = inode of the process's cgroup directory in the unified hierarchy.
+    private static ulong OwnCgroupId()
+    {
+        string path = File.ReadAllLines("/proc/self/cgroup").Single(l => l.StartsWith("0::"))[3..];
+        string mount = File.ReadAllLines("/proc/self/mounts").Select(l => l.Split(' ')).First(f => f[2] == "cgroup2")[1];
+        return ulong.Parse(KernelLayoutTests.Run("stat", $"-c %i {mount}{path}").Trim());
+    }
+
+    private static HashSet<uint> ProgramIdsNamed(string name)
+    {
+        using var json = JsonDocument.Parse(KernelLayoutTests.Run("bpftool", "-j prog show"));
+        // The kernel keeps 15 characters of a name; bpftool shows the full one when BTF has it.
+        return json.RootElement.EnumerateArray()
+            .Where(p => p.TryGetProperty("name", out var n) && n.GetString() is { Length: > 0 } shown
+                        && name.StartsWith(shown, StringComparison.Ordinal))
+            .Select(p => p.GetProperty("id").GetUInt32())
+            .ToHashSet();
+    }
+
+    private static HashSet<uint> LinkedProgramIds()
+    {
+        using var json = JsonDocument.Parse(KernelLayoutTests.Run("bpftool", "-j link show"));
+        return json.RootElement.EnumerateArray()
+            .Where(l => l.TryGetProperty("prog_id", out _))
+            .Select(l => l.GetProperty("prog_id").GetUInt32())
+            .ToHashSet();
+    }
+
+    /// <summary>A started <see cref="TcpCapture"/> with its queue; disposing stops it.</summary>
+    private sealed class CaptureRun : IAsyncDisposable
+    {
+        private CaptureRun(TcpCapture capture, SensorEventQueue queue)
+        {
+            Capture = capture;
+            Queue = queue;
+        }
+
+        public TcpCapture Capture { get; }
+
+        public SensorEventQueue Queue { get; }
+
+        public static async Task<CaptureRun> StartAsync(ITestOutputHelper output, TimeSpan? reportInterval = null)
+        {
+            var queue = new SensorEventQueue();
+            var options = new CaptureOptions
+            {
+                Node = "kernel-test",
+                ActiveFlowReportInterval = reportInterval ?? TimeSpan.FromMinutes(10),
+            };
+            var capture = new TcpCapture(queue, Options.Create(options), new TestOutputLogger<TcpCapture>(output));
+            await capture.StartAsync(CancellationToken.None);
+            var watch = Stopwatch.StartNew();
+            while (!capture.CapturePaths().All(p => p.State == "active"))
+            {
+                if (watch.Elapsed > Timeout || capture.ExecuteTask?.IsCompleted == true)
+                {
+                    string paths = string.Join("; ", capture.CapturePaths());
+                    await capture.StopAsync(CancellationToken.None);
+                    capture.Dispose();
+                    throw new Xunit.Sdk.XunitException($"capture did not become active: {paths}");
+                }
+                await Task.Delay(10);
+            }
+            output.WriteLine($"capture active after {watch.ElapsedMilliseconds} ms");
+            return new CaptureRun(capture, queue);
+        }
+
+        /// <summary>Reads events until <paramref name="count"/> match or the timeout passes.</summary>
+        public async Task<List<Event>> CollectAsync(Func<Event, bool> match, int count)
+        {
+            var found = new List<Event>();
+            using var cts = new CancellationTokenSource(Timeout);
+            try
+            {
+                while (found.Count < count)
+                {
+                    var e = await Queue.Reader.ReadAsync(cts.Token);
+                    if (match(e))
+                    {
+                        found.Add(e);
+                    }
+                }
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            return found;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Capture.StopAsync(CancellationToken.None);
+            Capture.Dispose();
+        }
+    }
+}
