@@ -48,14 +48,15 @@ internal static class FlowTable
         EventColumn("capture", "LowCardinality(String)", (w, e) => w.WriteString(e.Capture), (e, v) => e.Capture = v.GetString()!),
         .. EndpointColumns("src", e => e.Source ?? new Endpoint(), e => e.Source ??= new Endpoint()),
         .. EndpointColumns("dst", e => e.Destination ?? new Endpoint(), e => e.Destination ??= new Endpoint()),
-        FlowColumn("protocol", "Enum8('unspecified' = 0, 'ICMP' = 1, 'TCP' = 6, 'UDP' = 17)",
-            (w, f) => w.WriteEnum8(Enum.IsDefined(f.Protocol) ? (sbyte)f.Protocol : (sbyte)0),
+        // A value the enum does not list would fail the whole INSERT, so unknown values store as 'unspecified'.
+        FlowColumn("protocol", Enum8(ProtocolNames),
+            (w, f) => w.WriteEnum8(ProtocolNames.ContainsValue(f.Protocol) ? (sbyte)f.Protocol : (sbyte)0),
             (f, v) => f.Protocol = ProtocolNames.TryGetValue(v.GetString()!, out var p) ? p : Protocol.Unspecified),
         FlowColumn("state", "LowCardinality(String)", (w, f) => w.WriteString(f.State), (f, v) => f.State = v.GetString()!),
         FlowColumn("duration_ns", "UInt64", (w, f) => w.WriteUInt64(f.DurationNs), (f, v) => f.DurationNs = UInt64(v)),
         FlowColumn("direction", "LowCardinality(String)", (w, f) => w.WriteString(f.Direction), (f, v) => f.Direction = v.GetString()!),
-        FlowColumn("verdict", "Enum8('unspecified' = 0, 'forwarded' = 1, 'dropped' = 2)",
-            (w, f) => w.WriteEnum8(Enum.IsDefined(f.Verdict) ? (sbyte)f.Verdict : (sbyte)0),
+        FlowColumn("verdict", Enum8(VerdictNames),
+            (w, f) => w.WriteEnum8(VerdictNames.ContainsValue(f.Verdict) ? (sbyte)f.Verdict : (sbyte)0),
             (f, v) => f.Verdict = VerdictNames.TryGetValue(v.GetString()!, out var p) ? p : Verdict.Unspecified),
         FlowColumn("drop_reason", "LowCardinality(String)", (w, f) => w.WriteString(f.DropReason), (f, v) => f.DropReason = v.GetString()!),
         FlowColumn("bytes_sent", "UInt64", (w, f) => w.WriteUInt64(f.BytesSent), (f, v) => f.BytesSent = UInt64(v)),
@@ -113,7 +114,7 @@ internal static class FlowTable
 
         return
         [
-            Col("ip", "FixedString(16)", (w, p) => w.WriteFixedString(IpToFixed16(p.Ip.Span), 16), (p, v) => p.Ip = IpFromFixed16(v.GetString()!)),
+            Col("ip", "FixedString(16)", (w, p) => WriteIp(w, p.Ip.Span), (p, v) => p.Ip = IpFromFixed16(v.GetString()!)),
             Col("port", "UInt16", (w, p) => w.WriteUInt16((ushort)p.Port), (p, v) => p.Port = v.GetUInt32()),
             Col("pid", "UInt32", (w, p) => w.WriteUInt32(p.Pid), (p, v) => p.Pid = v.GetUInt32()),
             Col("process", "LowCardinality(String)", (w, p) => w.WriteString(p.Process), (p, v) => p.Process = v.GetString()!),
@@ -129,7 +130,6 @@ internal static class FlowTable
             Col("names", "Array(String)", (w, p) => w.WriteArray(p.Names, (w2, s) => w2.WriteString(s)),
                 (p, v) => p.Names.AddRange(v.EnumerateArray().Select(n => n.GetString()!))),
         ];
-
     }
 
     // Keys and values are read together, when the value column comes by.
@@ -150,12 +150,28 @@ internal static class FlowTable
     private static ulong UInt64(JsonElement v) =>
         v.ValueKind == JsonValueKind.String ? ulong.Parse(v.GetString()!, CultureInfo.InvariantCulture) : v.GetUInt64();
 
-    private static byte[] IpToFixed16(ReadOnlySpan<byte> ip) => ip.Length switch
+    private static string Enum8<T>(Dictionary<string, T> names)
+        where T : Enum =>
+        "Enum8(" + string.Join(", ", names.Select(n => $"{SqlLiteral.String(n.Key)} = {Convert.ToInt32(n.Value, CultureInfo.InvariantCulture)}")) + ")";
+
+    // IPv4 as IPv4-mapped IPv6; no address (or a malformed one) as ::.
+    private static void WriteIp(RowBinaryWriter writer, ReadOnlySpan<byte> ip)
     {
-        4 => [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ip[0], ip[1], ip[2], ip[3]],
-        16 => ip.ToArray(),
-        _ => new byte[16], // no address (or a malformed one): stored as ::
-    };
+        Span<byte> v6 = stackalloc byte[16];
+        v6.Clear();
+        if (ip.Length == 4)
+        {
+            v6[10] = 0xff;
+            v6[11] = 0xff;
+            ip.CopyTo(v6[12..]);
+        }
+        else if (ip.Length == 16)
+        {
+            ip.CopyTo(v6);
+        }
+
+        writer.WriteFixedString(v6, 16);
+    }
 
     private static ByteString IpFromFixed16(string hex)
     {
