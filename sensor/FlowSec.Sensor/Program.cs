@@ -1,4 +1,5 @@
 using FlowSec.Sensor;
+using FlowSec.Sensor.Attribution;
 using FlowSec.Sensor.Capture;
 using FlowSec.Sensor.Export;
 
@@ -8,6 +9,8 @@ builder.Services.Configure<SensorOptions>(builder.Configuration.GetSection("Sens
 builder.Services.AddSingleton<SensorEventQueue>();
 builder.Services.AddTcpCapture(o => builder.Configuration.GetSection("Sensor").Bind(o));
 builder.Services.AddSingleton<SensorStatusReporter>();
+builder.Services.AddSingleton<CgroupResolver>();
+builder.Services.AddSingleton<EndpointEnricher>();
 builder.Services.AddHostedService<RelayExporter>();
 builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(10));
 

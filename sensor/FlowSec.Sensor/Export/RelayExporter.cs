@@ -1,6 +1,7 @@
 using FlowSec.Api.Auth;
 using FlowSec.Api.Grpc;
 using FlowSec.Api.V1;
+using FlowSec.Sensor.Attribution;
 using Microsoft.Extensions.Options;
 
 namespace FlowSec.Sensor.Export;
@@ -13,6 +14,7 @@ namespace FlowSec.Sensor.Export;
 public sealed class RelayExporter(
     SensorEventQueue queue,
     SensorStatusReporter status,
+    EndpointEnricher enricher,
     IOptions<SensorOptions> options,
     ILogger<RelayExporter> logger) : BackgroundService
 {
@@ -118,6 +120,7 @@ public sealed class RelayExporter(
             {
                 continue;
             }
+            enricher.Enrich(batch.Events);
             batch.Node = o.Node;
             batch.BatchId = _nextBatchId++;
             batch.Status = status.Snapshot();

@@ -41,6 +41,8 @@ public sealed class KernelToStorageTests(FlowSecStack stack, ITestOutputHelper o
         flow.Source.Port.Should().BeInRange(1024, 65535);
         flow.Source.Process.Should().Be("curl");
         flow.Source.CgroupId.Should().Be(client.CgroupId);
+        flow.Source.Workload.Should().Be("client", "a process in cgroup .../client is workload client");
+        flow.Destination.Workload.Should().Be("server", "the remote IP belongs to the local server pod");
         flow.Flow.Protocol.Should().Be(Protocol.Tcp);
         flow.Flow.State.Should().Be("closed");
         flow.Flow.Direction.Should().Be("egress");
@@ -55,6 +57,8 @@ public sealed class KernelToStorageTests(FlowSecStack stack, ITestOutputHelper o
         accepted.Destination.Pid.Should().Be((uint)serverProcess.Id);
         accepted.Destination.Process.Should().Be("python3");
         accepted.Destination.CgroupId.Should().Be(server.CgroupId);
+        accepted.Destination.Workload.Should().Be("server");
+        accepted.Source.Workload.Should().Be("client");
     }
 
     private static async Task WaitForListenerAsync(TestPod pod, int port)

@@ -1,0 +1,133 @@
+using System.Net;
+using FlowSec.Api.V1;
+using Google.Protobuf;
+using Endpoint = FlowSec.Api.V1.Endpoint;
+
+namespace FlowSec.Sensor.Attribution;
+
+/// <summary>Names learned for IP addresses (from DNS answers).</summary>
+public interface IEndpointNames
+{
+    /// <summary>The DNS names <paramref name="ip"/> was resolved from, most recent first; empty when none.</summary>
+    IReadOnlyList<string> NamesFor(IPAddress ip);
+}
+
+/// <summary>
+/// Gives every endpoint of an event its identity: cgroup id → container/pod/workload, a remote IP
+/// that belongs to another local endpoint → that endpoint's identity, a host process → its name,
+/// and DNS names for addresses. Runs on the export path, one batch at a time, single-threaded.
+/// </summary>
+public sealed class EndpointEnricher(CgroupResolver cgroups, IEnumerable<IPodMetadataSource> pods, IEndpointNames? names = null)
+{
+    private const int MaxEntries = 65_536;
+    private readonly Dictionary<ulong, WorkloadIdentity?> _byCgroup = [];
+    private readonly Dictionary<ByteString, WorkloadIdentity> _byLocalIp = [];
+
+    /// <summary>
+    /// Enriches a batch in two passes: first learn which local endpoints own which addresses, then
+    /// name every endpoint, so the two sides of a connection closed in the same batch know each other.
+    /// </summary>
+    public void Enrich(IReadOnlyList<Event> events)
+    {
+        foreach (var e in events)
+        {
+            Learn(e.Source);
+            Learn(e.Destination);
+        }
+        foreach (var e in events)
+        {
+            Name(e.Source);
+            Name(e.Destination);
+        }
+    }
+
+    private void Learn(Endpoint? ep)
+    {
+        if (ep is null || ep.CgroupId == 0 || !IsRoutable(ep.Ip) || Identity(ep.CgroupId) is not { } identity)
+        {
+            return;
+        }
+        if (_byLocalIp.Count >= MaxEntries)
+        {
+            _byLocalIp.Clear();
+        }
+        _byLocalIp[ep.Ip] = identity;
+    }
+
+    private void Name(Endpoint? ep)
+    {
+        if (ep is null)
+        {
+            return;
+        }
+        var identity = ep.CgroupId != 0 ? Identity(ep.CgroupId)
+            : IsRoutable(ep.Ip) && _byLocalIp.TryGetValue(ep.Ip, out var local) ? local
+            : null;
+        if (identity is not null)
+        {
+            Apply(ep, identity);
+        }
+        else if (ep.Workload.Length == 0 && ep.Process.Length > 0)
+        {
+            // A host process (root cgroup, or no cgroup known): its name is the best workload name.
+            ep.Workload = ep.Process;
+        }
+        if (names is not null && ep.Ip.Length is 4 or 16 && ep.Names.Count == 0)
+        {
+            ep.Names.AddRange(names.NamesFor(new IPAddress(ep.Ip.Span)));
+        }
+    }
+
+    private static void Apply(Endpoint ep, WorkloadIdentity identity)
+    {
+        ep.Workload = identity.Workload;
+        ep.ContainerId = identity.ContainerId;
+        ep.Pod = identity.Pod;
+        ep.Namespace = identity.Namespace;
+        foreach (var (key, value) in identity.Labels ?? new Dictionary<string, string>())
+        {
+            ep.Labels[key] = value;
+        }
+    }
+
+    private WorkloadIdentity? Identity(ulong cgroupId)
+    {
+        if (_byCgroup.TryGetValue(cgroupId, out var cached))
+        {
+            return cached;
+        }
+        var path = cgroups.PathOf(cgroupId);
+        if (path is null)
+        {
+            return null; // unknown for now: not cached, so a later rescan can still find it
+        }
+        var identity = WorkloadNamer.FromCgroupPath(path);
+        if (identity is not null)
+        {
+            foreach (var source in pods)
+            {
+                if (source.Lookup(identity.ContainerId, identity.PodUid) is { } pod)
+                {
+                    identity = pod with { ContainerId = identity.ContainerId, PodUid = identity.PodUid };
+                    break;
+                }
+            }
+        }
+        if (_byCgroup.Count >= MaxEntries)
+        {
+            _byCgroup.Clear();
+        }
+        _byCgroup[cgroupId] = identity;
+        return identity;
+    }
+
+    private static bool IsRoutable(ByteString ip)
+    {
+        if (ip.Length is not (4 or 16))
+        {
+            return false;
+        }
+        var address = new IPAddress(ip.Span);
+        return !IPAddress.IsLoopback(address) && !address.Equals(IPAddress.Any) && !address.Equals(IPAddress.IPv6Any);
+    }
+}
