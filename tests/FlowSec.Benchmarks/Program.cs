@@ -1,0 +1,21 @@
+using FlowSec.Benchmarks;
+
+// FlowSec's bench commands. Figures go to docs/benchmarks.md; nothing here is pass/fail.
+//   capture [connections]                   user-space decode + assemble + attribute throughput
+//   e2e [relay] [token-file] [connections]  connection → live stream / ClickHouse latency (needs ./flowsec up)
+var name = args.Length > 0 ? args[0] : "";
+switch (name)
+{
+    case "capture":
+        CaptureThroughput.Run(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 1_000_000);
+        return 0;
+    case "e2e":
+        await EndToEndLatency.RunAsync(
+            args.Length > 1 ? args[1] : "http://127.0.0.1:4245",
+            args.Length > 2 ? args[2] : ".flowsec/token",
+            args.Length > 3 ? int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture) : 200);
+        return 0;
+    default:
+        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections]");
+        return 2;
+}
