@@ -21,6 +21,9 @@ public sealed class SensorOptions
     /// <summary>Batches sent but not yet acked by the relay; sending waits beyond this.</summary>
     public int MaxUnackedBatches { get; set; } = 64;
 
+    /// <summary>Where the Prometheus endpoint (/metrics) listens; loopback by default.</summary>
+    public string MetricsListen { get; set; } = "127.0.0.1:9465";
+
     /// <summary>Interval of the status heartbeat sent even when no events flow.</summary>
     public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromSeconds(2);
 }

@@ -34,6 +34,9 @@ public sealed class FlowSecStack : IAsyncLifetime
     /// <summary>The relay's UI port.</summary>
     public int UiPort { get; } = FreePort();
 
+    /// <summary>The sensor's Prometheus port.</summary>
+    public int MetricsPort { get; } = FreePort();
+
     /// <summary>The web UI's URL.</summary>
     public string UiUrl => $"http://127.0.0.1:{UiPort}/";
 
@@ -68,7 +71,7 @@ public sealed class FlowSecStack : IAsyncLifetime
         [
             Path.Combine(bin, "FlowSec.Sensor.dll"),
             $"--Sensor:Relay={RelayAddress}", $"--Sensor:TokenFile={TokenFilePath}", $"--Sensor:Node={Node}",
-            "--Sensor:BatchMaxDelay=00:00:00.050",
+            "--Sensor:BatchMaxDelay=00:00:00.050", $"--Sensor:MetricsListen=127.0.0.1:{MetricsPort}",
         ], Path.Combine(Dir, "sensor.log"));
         await WaitForStatusAsync(s => s.Nodes.Any(n => n.Node == Node && n.Connected && n.Sensor is not null &&
                                                       n.Sensor.Capture.Any(c => c.State == "active")), _sensor, "sensor");
