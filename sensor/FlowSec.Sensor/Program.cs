@@ -3,6 +3,7 @@ using FlowSec.Sensor;
 using FlowSec.Sensor.Attribution;
 using FlowSec.Sensor.Capture;
 using FlowSec.Sensor.Export;
+using FlowSec.Sensor.Fallback;
 using FlowSec.Sensor.Metrics;
 
 // The per-node sensor: kernel capture → decode → attribute → batches streamed to the relay.
@@ -12,7 +13,17 @@ builder.Services.Configure<SensorOptions>(builder.Configuration.GetSection("Sens
 builder.WebHost.ConfigureKestrel(k => k.Listen(IPEndPoint.Parse(sensor.MetricsListen)));
 
 builder.Services.AddSingleton<SensorEventQueue>();
-builder.Services.AddTcpCapture(o => builder.Configuration.GetSection("Sensor").Bind(o));
+
+// Probe what this kernel allows: eBPF capture where it can run, the labelled fallback where not.
+var features = KernelFeatures.Probe(sensor.NoBpf);
+builder.Services.AddSingleton(features);
+if (features.BpfUsable)
+{
+    builder.Services.AddTcpCapture(o => builder.Configuration.GetSection("Sensor").Bind(o));
+}
+builder.Services.AddSingleton<FallbackCapture>();
+builder.Services.AddSingleton<ICaptureStatus>(sp => sp.GetRequiredService<FallbackCapture>());
+builder.Services.AddHostedService(sp => sp.GetRequiredService<FallbackCapture>());
 builder.Services.AddSingleton<SensorStatusReporter>();
 builder.Services.AddSingleton<CgroupResolver>();
 builder.Services.AddSingleton<EndpointEnricher>();
@@ -21,5 +32,13 @@ builder.Services.AddHostedService(sp => sp.GetRequiredService<RelayExporter>());
 builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(10));
 
 var app = builder.Build();
+foreach (var feature in features.Features)
+{
+    app.Logger.LogInformation("kernel feature {Name}: {State} ({Detail})", feature.Name, feature.Available ? "yes" : "no", feature.Detail);
+}
+if (!features.BpfUsable)
+{
+    app.Logger.LogWarning("eBPF capture unavailable ({Reason}); running the /proc fallback collectors", features.BpfUnusableReason);
+}
 app.MapSensorMetrics();
 await app.RunAsync();

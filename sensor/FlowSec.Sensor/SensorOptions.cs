@@ -21,6 +21,12 @@ public sealed class SensorOptions
     /// <summary>Batches sent but not yet acked by the relay; sending waits beyond this.</summary>
     public int MaxUnackedBatches { get; set; } = 64;
 
+    /// <summary>Never load eBPF; run the /proc fallback collectors (for hosts where eBPF cannot run, and for tests).</summary>
+    public bool NoBpf { get; set; }
+
+    /// <summary>Poll interval of the fallback collectors.</summary>
+    public TimeSpan FallbackPollInterval { get; set; } = TimeSpan.FromSeconds(1);
+
     /// <summary>Where the Prometheus endpoint (/metrics) listens; loopback by default.</summary>
     public string MetricsListen { get; set; } = "127.0.0.1:9465";
 
