@@ -3,6 +3,7 @@ using FlowSec.Benchmarks;
 // FlowSec's bench commands. Figures go to docs/benchmarks.md; nothing here is pass/fail.
 //   capture [connections]                   user-space decode + assemble + attribute throughput
 //   e2e [relay] [token-file] [connections]  connection → live stream / ClickHouse latency (needs ./flowsec up)
+//   overhead [rounds] [seconds]             nginx + wrk between two netns: none vs empty programs vs sensor
 var name = args.Length > 0 ? args[0] : "";
 switch (name)
 {
@@ -15,7 +16,11 @@ switch (name)
             args.Length > 2 ? args[2] : ".flowsec/token",
             args.Length > 3 ? int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture) : 200);
         return 0;
+    case "overhead":
+        return await OverheadBenchmark.RunAsync(
+            args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 5,
+            args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 5);
     default:
-        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections]");
+        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] | overhead [rounds] [seconds]");
         return 2;
 }

@@ -1,0 +1,243 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Text.RegularExpressions;
+using FlowSec.Api.Auth;
+using FlowSec.Api.Grpc;
+using FlowSec.Api.V1;
+using FlowSec.Sensor.Capture;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace FlowSec.Benchmarks;
+
+/// <summary>
+/// What the sensor costs a busy node: nginx in one network-namespace "pod", wrk in another, with
+/// (a) nothing attached, (b) empty programs on the same hooks (the floor), (c) the full sensor,
+/// alternated round by round so drift hits all three alike; with Connection: close (a new TCP
+/// connection per request, the worst case for a flow tracer) and with keep-alive. The sensor
+/// streams to an in-process ingest endpoint that acks and counts, so the figure is the node's
+/// cost, not the relay's or ClickHouse's (which run elsewhere in a cluster).
+/// </summary>
+internal static partial class OverheadBenchmark
+{
+    private const string Server = "fsbsrv";
+    private const string Client = "fsbcli";
+    private const string ServerIp = "10.251.0.1";
+
+    public static async Task<int> RunAsync(int rounds, int seconds)
+    {
+        var work = Directory.CreateTempSubdirectory("flowsec-overhead-").FullName;
+        var sensorDll = Path.Combine(AppContext.BaseDirectory, "FlowSec.Sensor.dll");
+        long flowsReceived = 0;
+        var (sink, sinkPort) = await StartSinkAsync(() => Interlocked.Increment(ref flowsReceived), work);
+        await using var _ = sink;
+        try
+        {
+            await SetUpAsync(work);
+            var results = new Dictionary<(string Mode, string Config), List<double>>();
+            long requestsWithSensor = 0;
+            foreach (var mode in new[] { "close", "keepalive" })
+            {
+                for (var round = 0; round < rounds; round++)
+                {
+                    foreach (var config in new[] { "none", "floor", "sensor" })
+                    {
+                        var (rps, requests) = await MeasureAsync(mode, config, seconds, sensorDll, sinkPort, work);
+                        results.TryAdd((mode, config), []);
+                        results[(mode, config)].Add(rps);
+                        if (config == "sensor" && mode == "close")
+                        {
+                            requestsWithSensor += requests;
+                        }
+                        Console.WriteLine($"  {mode,-9} round {round + 1} {config,-6} {rps,10:0} req/s");
+                    }
+                }
+            }
+            Console.WriteLine();
+            foreach (var mode in new[] { "close", "keepalive" })
+            {
+                var none = Median(results[(mode, "none")]);
+                var floor = Median(results[(mode, "floor")]);
+                var sensor = Median(results[(mode, "sensor")]);
+                var floorLoss = 1 - floor / none;
+                var sensorLoss = 1 - sensor / none;
+                Console.WriteLine($"{mode}: medians none {none:0} req/s, floor {floor:0} ({floorLoss:P1} loss), sensor {sensor:0} ({sensorLoss:P1} loss); " +
+                                  $"sensor/floor loss ratio {(floorLoss > 0 ? (sensorLoss / floorLoss).ToString("0.00", CultureInfo.InvariantCulture) : "n/a")}");
+            }
+            Console.WriteLine($"lost events: requests with Connection: close under the sensor {requestsWithSensor}, client-side flows received {Interlocked.Read(ref flowsReceived)}" +
+                              " (each request is one connection; flows also include connections wrk had open when time ran out)");
+            return 0;
+        }
+        finally
+        {
+            await TearDownAsync();
+            Directory.Delete(work, recursive: true);
+        }
+    }
+
+    private static async Task<(double Rps, long Requests)> MeasureAsync(string mode, string config, int seconds, string sensorDll,
+        int sinkPort, string work)
+    {
+        BpfObject? floor = null;
+        Process? sensor = null;
+        try
+        {
+            if (config == "floor")
+            {
+                floor = BpfObject.LoadEmbedded("bpf/empty_hooks.bpf.o", NullLogger.Instance);
+            }
+            else if (config == "sensor")
+            {
+                sensor = Process.Start(new ProcessStartInfo("dotnet",
+                [
+                    sensorDll, $"--Sensor:Relay=http://127.0.0.1:{sinkPort}", $"--Sensor:TokenFile={Path.Combine(work, "token")}",
+                    "--Sensor:Node=bench", $"--Sensor:MetricsListen=127.0.0.1:{FreePort()}", "--Logging:LogLevel:Default=Warning",
+                ])
+                { RedirectStandardOutput = true, RedirectStandardError = true })!;
+                await WaitForSensorAsync(sensor);
+            }
+            // Three seconds of load first, in every configuration alike: JIT and caches warm up outside the measurement.
+            await RunAsync("ip", ["netns", "exec", Client, "wrk", "-t1", "-c32", "-d3s", $"http://{ServerIp}:8080/"]);
+            var args = new List<string> { "netns", "exec", Client, "wrk", "-t1", "-c32", $"-d{seconds}s" };
+            if (mode == "close")
+            {
+                args.AddRange(["-H", "Connection: close"]);
+            }
+            args.Add($"http://{ServerIp}:8080/");
+            var cpuBefore = sensor?.TotalProcessorTime ?? TimeSpan.Zero;
+            var wall = Stopwatch.StartNew();
+            var output = await RunAsync("ip", args);
+            if (sensor is not null)
+            {
+                sensor.Refresh();
+                Console.WriteLine($"    sensor CPU during the run: {(sensor.TotalProcessorTime - cpuBefore) / wall.Elapsed:P0} of one core, RSS {sensor.WorkingSet64 / 1048576} MB");
+            }
+            var rps = double.Parse(RequestsPerSecond().Match(output).Groups[1].Value, CultureInfo.InvariantCulture);
+            var requests = long.Parse(RequestCount().Match(output).Groups[1].Value, CultureInfo.InvariantCulture);
+            return (rps, requests);
+        }
+        finally
+        {
+            floor?.Dispose();
+            if (sensor is not null)
+            {
+                sensor.Kill();
+                await sensor.WaitForExitAsync();
+            }
+        }
+    }
+
+    private static readonly SemaphoreSlim SensorReady = new(0);
+
+    private static async Task WaitForSensorAsync(Process sensor)
+    {
+        // The sink releases the semaphore on the first batch: the sensor is attached and streaming.
+        while (SensorReady.CurrentCount > 0)
+        {
+            await SensorReady.WaitAsync();
+        }
+        if (!await SensorReady.WaitAsync(TimeSpan.FromSeconds(30)))
+        {
+            throw new TimeoutException("sensor did not connect: " + await sensor.StandardError.ReadToEndAsync());
+        }
+    }
+
+    private static async Task<(WebApplication App, int Port)> StartSinkAsync(Action onClientFlow, string work)
+    {
+        var token = TokenFile.ReadOrCreate(Path.Combine(work, "token"));
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(new TokenAuthenticator(token));
+        var port = FreePort();
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, port, o => o.Protocols = HttpProtocols.Http2));
+        var app = builder.Build();
+        app.MapGrpcDuplex<EventBatch, IngestAck>(RelayMethods.Push, EventBatch.Parser, async (batches, acks, _) =>
+        {
+            var first = true;
+            await foreach (var batch in batches)
+            {
+                foreach (var e in batch.Events)
+                {
+                    if (e.Type == EventType.Flow && e.Flow.Direction == "egress" && e.Destination?.Port == 8080)
+                    {
+                        onClientFlow();
+                    }
+                }
+                if (first)
+                {
+                    SensorReady.Release();
+                    first = false;
+                }
+                await acks.WriteAsync(new IngestAck { BatchId = batch.BatchId, Accepted = (uint)batch.Events.Count });
+            }
+        });
+        await app.StartAsync();
+        return (app, port);
+    }
+
+    private static int FreePort()
+    {
+        using var l = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    private static async Task SetUpAsync(string work)
+    {
+        await TearDownAsync();
+        await Sh($"ip netns add {Server} && ip netns add {Client}");
+        await Sh($"ip link add fsb0 type veth peer name fsb1 && ip link set fsb0 netns {Server} && ip link set fsb1 netns {Client}");
+        await Sh($"ip -n {Server} addr add {ServerIp}/24 dev fsb0 && ip -n {Server} link set fsb0 up && ip -n {Server} link set lo up");
+        await Sh($"ip -n {Client} addr add 10.251.0.2/24 dev fsb1 && ip -n {Client} link set fsb1 up && ip -n {Client} link set lo up");
+        var conf = Path.Combine(work, "nginx.conf");
+        await File.WriteAllTextAsync(conf, $$"""
+            worker_processes 1;
+            pid {{work}}/nginx.pid;
+            error_log {{work}}/nginx-error.log;
+            events { worker_connections 4096; }
+            http {
+              access_log off;
+              client_body_temp_path {{work}}; proxy_temp_path {{work}}; fastcgi_temp_path {{work}}; uwsgi_temp_path {{work}}; scgi_temp_path {{work}};
+              server { listen {{ServerIp}}:8080; location / { return 200 "ok\n"; } }
+            }
+            """);
+        await Sh($"ip netns exec {Server} nginx -c {conf}");
+        await RunAsync("ip", ["netns", "exec", Client, "curl", "-sf", $"http://{ServerIp}:8080/"]);
+    }
+
+    private static async Task TearDownAsync()
+    {
+        foreach (var ns in new[] { Server, Client })
+        {
+            await Sh($"for p in $(ip netns pids {ns} 2>/dev/null); do kill -9 $p; done; ip netns del {ns} 2>/dev/null; true");
+        }
+    }
+
+    private static Task<string> Sh(string command) => RunAsync("sh", ["-c", command]);
+
+    private static async Task<string> RunAsync(string file, IEnumerable<string> args)
+    {
+        using var p = Process.Start(new ProcessStartInfo(file, args) { RedirectStandardOutput = true, RedirectStandardError = true })!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        await p.WaitForExitAsync();
+        return p.ExitCode == 0 ? await stdout : throw new InvalidOperationException($"{file} {string.Join(' ', args)}: {await stderr}");
+    }
+
+    private static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+
+    [GeneratedRegex(@"Requests/sec:\s+([\d.]+)")]
+    private static partial Regex RequestsPerSecond();
+
+    [GeneratedRegex(@"(\d+) requests in")]
+    private static partial Regex RequestCount();
+}
