@@ -13,6 +13,9 @@ builder.Services.Configure<SensorOptions>(builder.Configuration.GetSection("Sens
 builder.WebHost.ConfigureKestrel(k => k.Listen(IPEndPoint.Parse(sensor.MetricsListen)));
 
 builder.Services.AddSingleton<SensorEventQueue>();
+// Registered first so it stops last: captures stop, then the exporter drains what they produced.
+builder.Services.AddSingleton<RelayExporter>();
+builder.Services.AddHostedService(sp => sp.GetRequiredService<RelayExporter>());
 
 // Probe what this kernel allows: eBPF capture where it can run, the labelled fallback where not.
 var features = KernelFeatures.Probe(sensor.NoBpf);
@@ -27,8 +30,6 @@ builder.Services.AddHostedService(sp => sp.GetRequiredService<FallbackCapture>()
 builder.Services.AddSingleton<SensorStatusReporter>();
 builder.Services.AddSingleton<CgroupResolver>();
 builder.Services.AddSingleton<EndpointEnricher>();
-builder.Services.AddSingleton<RelayExporter>();
-builder.Services.AddHostedService(sp => sp.GetRequiredService<RelayExporter>());
 builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(10));
 
 var app = builder.Build();

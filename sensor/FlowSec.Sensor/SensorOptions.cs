@@ -30,6 +30,9 @@ public sealed class SensorOptions
     /// <summary>Where the Prometheus endpoint (/metrics) listens; loopback by default.</summary>
     public string MetricsListen { get; set; } = "127.0.0.1:9465";
 
+    /// <summary>On shutdown, how long the exporter keeps sending queued events and waiting for their acks.</summary>
+    public TimeSpan ShutdownDrainTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
     /// <summary>Interval of the status heartbeat sent even when no events flow.</summary>
     public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromSeconds(2);
 }

@@ -21,18 +21,29 @@ public sealed class RelayExporter(
     private readonly LinkedList<EventBatch> _unacked = new();
     private readonly SemaphoreSlim _ackSignal = new(0);
     private ulong _nextBatchId = (ulong)DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() << 16;
+    private CancellationToken _stopping;
 
     /// <summary>Whether a stream to the relay is open right now.</summary>
     public bool Connected { get; private set; }
 
     /// <inheritdoc />
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    protected override async Task ExecuteAsync(CancellationToken stopping)
     {
+        // On shutdown, keep sending what is queued and wait for its acks, for a bounded time:
+        // a restart of the sensor should not lose what it had already captured.
+        using var hardStop = new CancellationTokenSource();
+        using var registration = stopping.Register(() => hardStop.CancelAfter(options.Value.ShutdownDrainTimeout));
+        _stopping = stopping;
+        var stoppingToken = hardStop.Token;
         var o = options.Value;
         var token = o.TokenFile.Length > 0 ? TokenFile.Read(o.TokenFile) : null;
         var backoff = TimeSpan.FromMilliseconds(200);
         while (!stoppingToken.IsCancellationRequested)
         {
+            if (_stopping.IsCancellationRequested && queue.Count == 0 && UnackedCount == 0)
+            {
+                break;
+            }
             try
             {
                 using var client = new GrpcClient(new Uri(o.Relay), token);
@@ -115,8 +126,13 @@ public sealed class RelayExporter(
                     throw new IOException("relay closed the stream");
                 }
             }
+            if (_stopping.IsCancellationRequested && queue.Count == 0 && UnackedCount == 0)
+            {
+                logger.LogInformation("Drained: every captured event was acked by the relay");
+                return;
+            }
             var batch = await CollectAsync(o, ct);
-            if (batch.Events.Count == 0 && DateTime.UtcNow - lastSent < o.HeartbeatInterval)
+            if (batch.Events.Count == 0 && (_stopping.IsCancellationRequested || DateTime.UtcNow - lastSent < o.HeartbeatInterval))
             {
                 continue;
             }

@@ -82,8 +82,9 @@ public sealed class FallbackCapture(
                 }
                 Interlocked.Increment(ref _polls);
             }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException)
+            catch (Exception ex) when (ex is not OperationCanceledException)
             {
+                // A fallback that dies takes the signal with it: count, log, poll again.
                 Interlocked.Increment(ref _errors);
                 logger.LogWarning(ex, "Fallback poll failed");
             }

@@ -53,6 +53,7 @@ public sealed class FallbackTests(FlowSecStack stack)
             await client.ConnectAsync(IPAddress.Loopback, port);
             using var accepted = await listener.AcceptTcpClientAsync();
             // Hold the connection open until the collector has polled it a few times.
+            sensor.Exited.IsCompleted.Should().BeFalse(sensor.Tail(40));
             var polls = await PollsAsync(metricsPort);
             await Eventually(async () => await PollsAsync(metricsPort) >= polls + 3, TimeSpan.FromSeconds(10));
         }
