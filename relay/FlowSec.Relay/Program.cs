@@ -30,6 +30,7 @@ builder.WebHost.ConfigureKestrel(kestrel =>
 });
 
 builder.Services.AddSingleton<NodeRegistry>();
+builder.Services.AddSingleton<RecentBatches>();
 builder.Services.AddSingleton<ObserverFeed>();
 builder.Services.AddSingleton<ILiveEventSink>(sp => sp.GetRequiredService<ObserverFeed>());
 builder.Services.AddSingleton<EventPipeline>();

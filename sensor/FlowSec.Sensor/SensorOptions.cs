@@ -30,6 +30,12 @@ public sealed class SensorOptions
     /// <summary>Where the Prometheus endpoint (/metrics) listens; loopback by default.</summary>
     public string MetricsListen { get; set; } = "127.0.0.1:9465";
 
+    /// <summary>Directory where batches wait while the relay is unreachable; empty = memory only (the queue's bound applies).</summary>
+    public string SpoolDirectory { get; set; } = "";
+
+    /// <summary>Most bytes the spool may hold; past it the oldest batches are dropped and counted.</summary>
+    public long SpoolMaxBytes { get; set; } = 256L * 1024 * 1024;
+
     /// <summary>On shutdown, how long the exporter keeps sending queued events and waiting for their acks.</summary>
     public TimeSpan ShutdownDrainTimeout { get; set; } = TimeSpan.FromSeconds(5);
 

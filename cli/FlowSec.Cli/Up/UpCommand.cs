@@ -83,6 +83,7 @@ public static class UpCommand
             [
                 Path.Combine(paths.BinDir, "sensor", "FlowSec.Sensor.dll"),
                 $"--Sensor:Relay=http://{grpc}", $"--Sensor:TokenFile={paths.TokenFile}", $"--Sensor:Node={node}",
+                $"--Sensor:SpoolDirectory={Path.Combine(paths.State, "spool")}",
             ], Path.Combine(paths.LogDir, "sensor.log"));
             await WaitAsync("sensor", sensor, client, s => StatusCommand.IsHealthy(s, DateTimeOffset.UtcNow), stop.Token);
 

@@ -9,7 +9,7 @@ namespace FlowSec.Relay.Ingest;
 /// pipeline holds it. The ack waits while the storage queue is full, which is how a slow
 /// ClickHouse slows sensors down instead of growing relay memory.
 /// </summary>
-public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, ILogger<IngestService> logger)
+public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, RecentBatches recent, ILogger<IngestService> logger)
 {
     /// <summary>Handles one sensor stream until the sensor closes it.</summary>
     public async Task PushAsync(IAsyncEnumerable<EventBatch> batches, GrpcResponseStream<IngestAck> acks,
@@ -40,7 +40,10 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, IL
                     e.Node = batch.Node;
                 }
                 nodes.Received(batch);
-                await pipeline.PublishAsync(batch, call.CancellationToken);
+                if (recent.TryAccept(batch.Node, batch.BatchId))
+                {
+                    await pipeline.PublishAsync(batch, call.CancellationToken);
+                }
                 await acks.WriteAsync(new IngestAck { BatchId = batch.BatchId, Accepted = (uint)batch.Events.Count });
             }
         }

@@ -22,6 +22,9 @@ public sealed class RelayExporter(
     private readonly SemaphoreSlim _ackSignal = new(0);
     private ulong _nextBatchId = (ulong)DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() << 16;
     private CancellationToken _stopping;
+    // Batch ids replayed from the spool → their spool sequence, deleted from disk once acked.
+    private readonly Dictionary<ulong, ulong> _spooledIds = [];
+    private DiskSpool? _spool;
 
     /// <summary>Whether a stream to the relay is open right now.</summary>
     public bool Connected { get; private set; }
@@ -36,6 +39,15 @@ public sealed class RelayExporter(
         _stopping = stopping;
         var stoppingToken = hardStop.Token;
         var o = options.Value;
+        if (o.SpoolDirectory.Length > 0)
+        {
+            _spool = new DiskSpool(o.SpoolDirectory, o.SpoolMaxBytes);
+            if (_spool.Batches > 0)
+            {
+                logger.LogInformation("Spool {Directory} holds {Batches} batches ({Events} events) from before; they go first",
+                    o.SpoolDirectory, _spool.Batches, _spool.Events);
+            }
+        }
         var token = o.TokenFile.Length > 0 ? TokenFile.Read(o.TokenFile) : null;
         var backoff = TimeSpan.FromMilliseconds(200);
         while (!stoppingToken.IsCancellationRequested)
@@ -74,7 +86,7 @@ public sealed class RelayExporter(
                     o.Relay, ex.Message, UnackedCount, backoff);
                 try
                 {
-                    await Task.Delay(backoff, stoppingToken);
+                    await SpoolWhileAwayAsync(backoff, stoppingToken);
                 }
                 catch (OperationCanceledException)
                 {
@@ -82,6 +94,91 @@ public sealed class RelayExporter(
                 }
                 backoff = TimeSpan.FromMilliseconds(Math.Min(backoff.TotalMilliseconds * 2, 5000));
             }
+        }
+        // Stopping without a relay (or out of drain time): what is still held goes to disk for the next run.
+        SpoolHeld();
+        while (queue.Reader.TryRead(out var e))
+        {
+            var rest = new EventBatch { Node = o.Node, BatchId = _nextBatchId++ };
+            rest.Events.Add(e);
+            while (rest.Events.Count < o.BatchMaxEvents && queue.Reader.TryRead(out var more))
+            {
+                rest.Events.Add(more);
+            }
+            enricher.Enrich(rest.Events);
+            SpoolOrDrop(rest);
+        }
+    }
+
+    /// <summary>Adds the exporter's counters (spool, unacked) to <paramref name="counters"/>.</summary>
+    public void AddCounters(IDictionary<string, ulong> counters)
+    {
+        counters["export_unacked_batches"] = (ulong)UnackedCount;
+        counters["export_dropped_no_spool"] = (ulong)Interlocked.Read(ref _droppedWithoutSpool);
+        if (_spool is { } spool)
+        {
+            lock (spool)
+            {
+                counters["spool_batches"] = (ulong)spool.Batches;
+                counters["spool_bytes"] = (ulong)spool.Bytes;
+                counters["spool_dropped_events"] = (ulong)spool.DroppedEvents;
+                counters["spool_corrupt_files"] = (ulong)spool.CorruptFiles;
+            }
+        }
+    }
+
+    private long _droppedWithoutSpool;
+
+    /// <summary>While the relay is away: keep draining the queue into the spool for <paramref name="duration"/>.</summary>
+    private async Task SpoolWhileAwayAsync(TimeSpan duration, CancellationToken ct)
+    {
+        if (_spool is null)
+        {
+            await Task.Delay(duration, ct); // no spool: the bounded queue (then its drop counter) absorbs the outage
+            return;
+        }
+        SpoolHeld();
+        var until = DateTime.UtcNow + duration;
+        while (DateTime.UtcNow < until)
+        {
+            var batch = await CollectAsync(options.Value, ct);
+            if (batch.Events.Count > 0)
+            {
+                batch.Node = options.Value.Node;
+                batch.BatchId = _nextBatchId++;
+                enricher.Enrich(batch.Events);
+                SpoolOrDrop(batch);
+            }
+        }
+    }
+
+    /// <summary>Moves batches sent but never acked from memory to the spool, oldest first.</summary>
+    private void SpoolHeld()
+    {
+        EventBatch[] held;
+        lock (_unacked)
+        {
+            held = [.. _unacked.Where(b => !_spooledIds.ContainsKey(b.BatchId))];
+            _unacked.Clear();
+            _spooledIds.Clear();
+        }
+        foreach (var batch in held)
+        {
+            SpoolOrDrop(batch);
+        }
+    }
+
+    private void SpoolOrDrop(EventBatch batch)
+    {
+        if (_spool is null)
+        {
+            Interlocked.Add(ref _droppedWithoutSpool, batch.Events.Count);
+            logger.LogWarning("Dropped {Events} events: relay unreachable at shutdown and no spool configured", batch.Events.Count);
+            return;
+        }
+        lock (_spool)
+        {
+            _spool.Append(batch);
         }
     }
 
@@ -109,6 +206,7 @@ public sealed class RelayExporter(
         {
             await call.WriteAsync(batch, ct);
         }
+        await ReplaySpoolAsync(call, acks, ct);
         var lastSent = DateTime.UtcNow - o.HeartbeatInterval;
         while (true)
         {
@@ -117,15 +215,7 @@ public sealed class RelayExporter(
                 await acks; // surfaces the stream's error
                 throw new IOException("relay closed the stream");
             }
-            while (UnackedCount >= o.MaxUnackedBatches)
-            {
-                await _ackSignal.WaitAsync(TimeSpan.FromSeconds(1), ct);
-                if (acks.IsCompleted)
-                {
-                    await acks;
-                    throw new IOException("relay closed the stream");
-                }
-            }
+            await WaitForWindowAsync(acks, ct);
             if (_stopping.IsCancellationRequested && queue.Count == 0 && UnackedCount == 0)
             {
                 logger.LogInformation("Drained: every captured event was acked by the relay");
@@ -140,12 +230,59 @@ public sealed class RelayExporter(
             batch.Node = o.Node;
             batch.BatchId = _nextBatchId++;
             batch.Status = status.Snapshot();
+            AddCounters(batch.Status.Counters);
             lock (_unacked)
             {
                 _unacked.AddLast(batch);
             }
             await call.WriteAsync(batch, ct);
             lastSent = DateTime.UtcNow;
+        }
+    }
+
+    /// <summary>Sends the spooled batches, oldest first, with their original ids (the relay drops duplicates).</summary>
+    private async Task ReplaySpoolAsync(GrpcDuplexCall<EventBatch, IngestAck> call, Task acks, CancellationToken ct)
+    {
+        if (_spool is null)
+        {
+            return;
+        }
+        IReadOnlyList<ulong> sequences;
+        lock (_spool)
+        {
+            sequences = _spool.Sequences();
+        }
+        foreach (var seq in sequences)
+        {
+            await WaitForWindowAsync(acks, ct);
+            EventBatch? batch;
+            lock (_spool)
+            {
+                batch = _spool.Read(seq);
+            }
+            if (batch is null)
+            {
+                continue;
+            }
+            lock (_unacked)
+            {
+                _unacked.AddLast(batch);
+                _spooledIds[batch.BatchId] = seq;
+            }
+            await call.WriteAsync(batch, ct);
+        }
+    }
+
+    private async Task WaitForWindowAsync(Task acks, CancellationToken ct)
+    {
+        while (UnackedCount >= options.Value.MaxUnackedBatches)
+        {
+            await _ackSignal.WaitAsync(TimeSpan.FromSeconds(1), ct);
+            if (acks.IsCompleted)
+            {
+                await acks;
+                throw new IOException("relay closed the stream");
+            }
         }
     }
 
@@ -189,6 +326,13 @@ public sealed class RelayExporter(
                     {
                         Interlocked.Add(ref status.EventsAcked, node.Value.Events.Count);
                         _unacked.Remove(node);
+                        if (_spooledIds.Remove(ack.BatchId, out var seq) && _spool is { } spool)
+                        {
+                            lock (spool)
+                            {
+                                spool.Remove(seq);
+                            }
+                        }
                         break;
                     }
                 }

@@ -11,19 +11,21 @@ namespace FlowSec.Sensor.Metrics;
 public static class SensorMetrics
 {
     // Counters that are levels, not totals.
-    private static readonly HashSet<string> Gauges = ["queue_depth"];
+    private static readonly HashSet<string> Gauges = ["queue_depth", "export_unacked_batches", "spool_batches", "spool_bytes"];
 
     /// <summary>Maps GET /metrics.</summary>
     public static void MapSensorMetrics(this WebApplication app)
     {
         app.MapGet("/metrics", (SensorStatusReporter reporter, RelayExporter exporter, Microsoft.Extensions.Options.IOptions<SensorOptions> options) =>
-            Results.Text(PrometheusText.Render(Samples(reporter, exporter.Connected, options.Value.Node)), PrometheusText.ContentType));
+            Results.Text(PrometheusText.Render(Samples(reporter, exporter, options.Value.Node)), PrometheusText.ContentType));
     }
 
     /// <summary>The samples for one scrape.</summary>
-    public static IEnumerable<MetricSample> Samples(SensorStatusReporter reporter, bool relayConnected, string node)
+    public static IEnumerable<MetricSample> Samples(SensorStatusReporter reporter, RelayExporter exporter, string node)
     {
         var status = reporter.Snapshot();
+        exporter.AddCounters(status.Counters);
+        var relayConnected = exporter.Connected;
         var nodeLabel = new KeyValuePair<string, string>("node", node);
         foreach (var (name, value) in status.Counters)
         {
