@@ -1,6 +1,7 @@
 using System.CommandLine;
 using FlowSec.Api.Grpc;
 using FlowSec.Cli;
+using FlowSec.Cli.Observe;
 using FlowSec.Cli.Query;
 using FlowSec.Cli.Status;
 using FlowSec.Cli.Up;
@@ -12,6 +13,7 @@ var root = new RootCommand("FlowSec: network flows and runtime security for Linu
     UpCommand.Create(),
     StatusCommand.Create(relay),
     QueryCommand.Create(relay),
+    ObserveCommand.Create(relay),
 };
 try
 {

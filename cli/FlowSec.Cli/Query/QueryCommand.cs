@@ -1,6 +1,5 @@
 using System.CommandLine;
 using FlowSec.Api.Grpc;
-using FlowSec.Api.Json;
 using FlowSec.Api.V1;
 
 namespace FlowSec.Cli.Query;
@@ -16,10 +15,12 @@ public static class QueryCommand
         var since = new Option<string>("--since") { Description = "Start: an age (10m, 2h, 1d) or a timestamp", DefaultValueFactory = _ => "1h" };
         var until = new Option<string?>("--until") { Description = "End: an age or a timestamp (default: now)" };
         var last = new Option<uint>("--last") { Description = "Only the newest N events" };
-        var output = new Option<string>("--output", "-o") { Description = "json (one object per line) or table", DefaultValueFactory = _ => "table" };
-        output.AcceptOnlyFromAmong("json", "table");
+        var output = new Option<string>("--output", "-o") { Description = "json (one object per line), table or compact", DefaultValueFactory = _ => "table" };
+        output.AcceptOnlyFromAmong("json", "table", "compact");
+        var filters = new Observe.FilterOptions();
 
         var command = new Command("query", "Query stored events") { kind, since, until, last, output };
+        filters.AddTo(command);
         relay.AddTo(command);
         command.SetAction(async (parse, ct) =>
         {
@@ -31,6 +32,10 @@ public static class QueryCommand
                 if (parse.GetValue(until) is { } u)
                 {
                     request.UntilUnixNano = TimeSpec.ToUnixNano(TimeSpec.Parse(u, now));
+                }
+                if (filters.Build(parse) is { } filter)
+                {
+                    request.Allow.Add(filter);
                 }
             }
             catch (FormatException ex)
@@ -46,21 +51,10 @@ public static class QueryCommand
                 _ => new[] { EventType.File },
             });
             using var client = relay.Connect(parse);
-            var events = new List<Event>();
+            var printer = new EventPrinter(Console.Out, parse.GetValue(output)!);
             await foreach (var e in client.ServerStreamingAsync(RelayMethods.GetEvents, request, Event.Parser, ct))
             {
-                events.Add(e);
-            }
-            if (parse.GetValue(output) == "json")
-            {
-                foreach (var e in events)
-                {
-                    Console.Out.WriteLine(EventJson.ToJson(e));
-                }
-            }
-            else
-            {
-                EventTable.Write(Console.Out, events);
+                printer.Write(e);
             }
             return 0;
         });
