@@ -21,23 +21,49 @@ public sealed class ObserverService(
     NodeRegistry nodes,
     IOptions<RelayOptions> options)
 {
-    /// <summary>Streams stored events matching the request, then live ones when following.</summary>
+    /// <summary>Most stored events one request may ask for with <c>last</c>: the relay holds that many in memory while it merges tables.</summary>
+    public const uint MaxLast = 100_000;
+
+    /// <summary>Streams stored events matching the request (every requested type, merged in time order), then live ones when following.</summary>
     public async Task GetEventsAsync(GetEventsRequest request, GrpcResponseStream<Event> responses, GrpcCallContext call)
     {
         if (request.UntilUnixNano != 0 && request.UntilUnixNano < request.SinceUnixNano)
         {
             throw new GrpcException(GrpcStatusCode.InvalidArgument, "until is before since");
         }
+        // uint on the wire, int in the query: refuse rather than wrap to a negative limit or clamp silently.
+        if (request.Last > MaxLast)
+        {
+            throw new GrpcException(GrpcStatusCode.InvalidArgument, $"last is {request.Last}; at most {MaxLast} events can be asked for");
+        }
+        foreach (var type in request.EventTypes)
+        {
+            if (!ClickHouseEventStore.StoredTypes.Contains(type))
+            {
+                throw new GrpcException(GrpcStatusCode.InvalidArgument, $"unknown event type {type}");
+            }
+        }
         using var live = request.Follow ? feed.Subscribe() : null;
         ulong newestSent = 0;
         var wantsHistory = request.SinceUnixNano != 0 || request.Last != 0 || !request.Follow;
-        if (wantsHistory && Wants(request, EventType.Flow))
+        if (wantsHistory)
         {
             var query = new EventQuery(
                 request.SinceUnixNano == 0 ? null : FromUnixNano(request.SinceUnixNano),
                 request.UntilUnixNano == 0 ? null : FromUnixNano(request.UntilUnixNano),
                 request.Last == 0 ? null : (int)request.Last);
-            foreach (var e in await store.QueryFlowsAsync(query, call.CancellationToken))
+            IAsyncEnumerable<Event> history;
+            try
+            {
+                // Streamed: without `last` the window may hold millions of events.
+                history = store.StreamAsync(query, request.EventTypes, call.CancellationToken);
+            }
+            catch (ArgumentException ex)
+            {
+                // e.g. a window beyond what a ClickHouse DateTime holds (2105): the caller's mistake, said plainly.
+                throw new GrpcException(GrpcStatusCode.InvalidArgument, ex.Message);
+            }
+            await foreach (var e in history)
             {
                 newestSent = Math.Max(newestSent, e.TimeUnixNano);
                 await responses.WriteAsync(e);

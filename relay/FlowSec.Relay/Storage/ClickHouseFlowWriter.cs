@@ -7,12 +7,16 @@ using Microsoft.Extensions.Logging;
 namespace FlowSec.Relay.Storage;
 
 /// <summary>
-/// Drains <see cref="EventPipeline.StorageQueue"/> into the <c>flows</c> table: flow events are
-/// encoded as RowBinary into one large batch, sent when it holds <see cref="ClickHouseOptions.BatchMaxRows"/>
-/// rows or its first row is <see cref="ClickHouseOptions.FlushInterval"/> old. A failed insert is
-/// retried with backoff, holding the batch; meanwhile nothing is read from the bounded queue, so
-/// ingest waits (backpressure) instead of losing events.
+/// Drains <see cref="EventPipeline.StorageQueue"/> into the event tables (<c>flows</c>, <c>dns</c>,
+/// <c>process_events</c>, <c>file_events</c>): each event is encoded as RowBinary into its table's
+/// batch; all pending batches are sent (one INSERT per table) when one holds
+/// <see cref="ClickHouseOptions.BatchMaxRows"/> rows, when together they hold
+/// <see cref="ClickHouseOptions.BatchMaxBytes"/>, or when the oldest row is
+/// <see cref="ClickHouseOptions.FlushInterval"/> old. A failed insert is retried with backoff,
+/// holding the batches (a table already inserted is not sent again); meanwhile nothing is read from
+/// the bounded queue, so ingest waits (backpressure) instead of losing events.
 /// </summary>
+/// <remarks>Named for its first table; it stores every event type a table exists for.</remarks>
 public sealed class ClickHouseFlowWriter : BackgroundService
 {
     private static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(30);
@@ -23,9 +27,11 @@ public sealed class ClickHouseFlowWriter : BackgroundService
     private readonly ClickHouseSchema _schema;
     private readonly ClickHouseOptions _options;
     private readonly ILogger<ClickHouseFlowWriter> _log;
-    private readonly string _table;
-    private readonly RowBinaryWriter _rows = new(1024 * 1024);
+    private readonly PendingBatch[] _batches;
+    private readonly Dictionary<EventType, PendingBatch> _batchByType;
     private int _rowCount;
+    private int _byteCount;
+    private bool _full;
     private long _stored;
     private long _inserts;
     private long _insertErrors;
@@ -37,9 +43,9 @@ public sealed class ClickHouseFlowWriter : BackgroundService
     /// <summary>Creates the writer; it starts consuming when the host starts it.</summary>
     public ClickHouseFlowWriter(EventPipeline pipeline, ClickHouseHttpClient client, ClickHouseSchema schema, ClickHouseOptions options, ILogger<ClickHouseFlowWriter> log)
     {
-        if (options.BatchMaxRows <= 0 || options.FlushInterval <= TimeSpan.Zero)
+        if (options.BatchMaxRows <= 0 || options.BatchMaxBytes <= 0 || options.FlushInterval <= TimeSpan.Zero)
         {
-            throw new ArgumentException("ClickHouse:BatchMaxRows and ClickHouse:FlushInterval must be positive.", nameof(options));
+            throw new ArgumentException("ClickHouse:BatchMaxRows, ClickHouse:BatchMaxBytes and ClickHouse:FlushInterval must be positive.", nameof(options));
         }
 
         _pipeline = pipeline;
@@ -47,10 +53,12 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         _schema = schema;
         _options = options;
         _log = log;
-        _table = SqlLiteral.Identifier(options.Database) + "." + FlowTable.Name;
+        var database = SqlLiteral.Identifier(options.Database);
+        _batches = EventTables.All.Select(t => new PendingBatch(t, database + "." + t.Name)).ToArray();
+        _batchByType = _batches.SelectMany(b => b.Table.Types.Select(type => (type, b))).ToDictionary(x => x.type, x => x.b);
     }
 
-    /// <summary>Flow events inserted into ClickHouse.</summary>
+    /// <summary>Events inserted into ClickHouse, all tables together.</summary>
     public long EventsStored => Interlocked.Read(ref _stored);
 
     /// <summary>Successful INSERT statements (batches).</summary>
@@ -59,10 +67,10 @@ public sealed class ClickHouseFlowWriter : BackgroundService
     /// <summary>Failed insert (or schema) attempts; each is retried.</summary>
     public long InsertErrors => Interlocked.Read(ref _insertErrors);
 
-    /// <summary>Events of types this writer has no table for yet (DNS, process, file); counted, not stored.</summary>
+    /// <summary>Events of a type no table exists for (unspecified, or newer than this relay); counted, not stored.</summary>
     public long EventsNotStored => Interlocked.Read(ref _notStored);
 
-    /// <summary>Flow events lost because the relay stopped while ClickHouse was refusing them.</summary>
+    /// <summary>Events lost because the relay stopped while ClickHouse was refusing them.</summary>
     public long EventsDropped => Interlocked.Read(ref _dropped);
 
     /// <summary>The last ClickHouse error, or null after a successful insert.</summary>
@@ -81,7 +89,7 @@ public sealed class ClickHouseFlowWriter : BackgroundService
             var firstRowAt = 0L;
             while (true)
             {
-                while (_rowCount < _options.BatchMaxRows && queue.TryRead(out var batch))
+                while (!_full && queue.TryRead(out var batch))
                 {
                     if (_rowCount == 0)
                     {
@@ -92,7 +100,7 @@ public sealed class ClickHouseFlowWriter : BackgroundService
                 }
 
                 var waited = Stopwatch.GetElapsedTime(firstRowAt);
-                if (_rowCount >= _options.BatchMaxRows || (_rowCount > 0 && waited >= _options.FlushInterval))
+                if (_full || (_rowCount > 0 && waited >= _options.FlushInterval))
                 {
                     await RetryAsync(FlushAsync, stoppingToken);
                     continue;
@@ -114,18 +122,21 @@ public sealed class ClickHouseFlowWriter : BackgroundService
 
     private void Append(EventBatch batch)
     {
-        // A batch can overshoot BatchMaxRows by its own size; sensors send batches far smaller than it.
+        // A batch can overshoot the limits by its own size; sensors send batches far smaller than them.
         foreach (var e in batch.Events)
         {
-            if (e.Type == EventType.Flow)
-            {
-                FlowTable.WriteRow(_rows, e);
-                _rowCount++;
-            }
-            else
+            if (!_batchByType.TryGetValue(e.Type, out var pending))
             {
                 Interlocked.Increment(ref _notStored);
+                continue;
             }
+
+            var before = pending.Rows.Length;
+            pending.Table.WriteRow(pending.Rows, e);
+            pending.Count++;
+            _rowCount++;
+            _byteCount += pending.Rows.Length - before;
+            _full |= pending.Count >= _options.BatchMaxRows || _byteCount >= _options.BatchMaxBytes;
         }
     }
 
@@ -164,11 +175,22 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         }
 
         await EnsureSchemaAsync(ct);
-        await _client.InsertRowBinaryAsync(_table, FlowTable.ColumnNames, _rows.WrittenMemory, ct);
-        Interlocked.Add(ref _stored, _rowCount);
-        Interlocked.Increment(ref _inserts);
-        _rows.Clear();
-        _rowCount = 0;
+        foreach (var pending in _batches)
+        {
+            if (pending.Count == 0)
+            {
+                continue; // also a table inserted before a later one failed: it must not be sent twice
+            }
+
+            await _client.InsertRowBinaryAsync(pending.QualifiedName, pending.Table.ColumnNames, pending.Rows.WrittenMemory, ct);
+            Interlocked.Add(ref _stored, pending.Count);
+            Interlocked.Increment(ref _inserts);
+            _rowCount -= pending.Count;
+            _byteCount -= pending.Rows.Length;
+            pending.Clear();
+        }
+
+        _full = false;
         _lastError = null;
     }
 
@@ -210,7 +232,34 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         {
             Interlocked.Add(ref _dropped, _rowCount);
             _lastError = e.Message;
-            _log.LogError("Stopping with {Rows} flow events not stored: {Error}", _rowCount, e.Message);
+            _log.LogError("Stopping with {Rows} events not stored: {Error}", _rowCount, e.Message);
+        }
+    }
+
+    /// <summary>The rows waiting for one table.</summary>
+    private sealed class PendingBatch(EventTable table, string qualifiedName)
+    {
+        private const int InitialCapacity = 64 * 1024;
+
+        public EventTable Table { get; } = table;
+
+        public string QualifiedName { get; } = qualifiedName;
+
+        public RowBinaryWriter Rows { get; private set; } = new(InitialCapacity);
+
+        public int Count { get; set; }
+
+        public void Clear()
+        {
+            // A buffer far larger than what it carried was grown by a burst: let it go rather than
+            // pin it, while a steady load keeps reusing its buffer.
+            if (Rows.Capacity > 1024 * 1024 && Rows.Capacity > 4 * Rows.Length)
+            {
+                Rows = new RowBinaryWriter(Math.Max(InitialCapacity, Rows.Length));
+            }
+
+            Rows.Clear();
+            Count = 0;
         }
     }
 }

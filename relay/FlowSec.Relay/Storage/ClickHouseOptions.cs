@@ -18,8 +18,14 @@ public sealed class ClickHouseOptions
     /// <summary>ClickHouse password.</summary>
     public string Password { get; set; } = "";
 
-    /// <summary>Largest number of rows sent in one INSERT.</summary>
+    /// <summary>Largest number of rows sent in one INSERT (per table).</summary>
     public int BatchMaxRows { get; set; } = 50_000;
+
+    /// <summary>
+    /// Most encoded bytes the writer holds across all tables before it sends them, so events with
+    /// long arguments or paths cannot grow its memory past this (plus one incoming batch).
+    /// </summary>
+    public int BatchMaxBytes { get; set; } = 32 * 1024 * 1024;
 
     /// <summary>Longest time a stored event waits in the writer before its batch is sent.</summary>
     public TimeSpan FlushInterval { get; set; } = TimeSpan.FromSeconds(1);

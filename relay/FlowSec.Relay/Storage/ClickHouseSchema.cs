@@ -6,7 +6,9 @@ namespace FlowSec.Relay.Storage;
 /// Creates FlowSec's database and tables, idempotently: every statement is <c>IF NOT EXISTS</c>,
 /// and <c>schema_version</c> records which numbered migrations ran, so a later release can add
 /// steps (ALTERs) that run once. Several relays starting together may both run a step; each step
-/// must therefore be idempotent itself, and readers take <c>max(version)</c>.
+/// must therefore be idempotent itself, and readers take <c>max(version)</c>. A CREATE step uses
+/// the table's current definition, so a later step that adds a column must use
+/// <c>ADD COLUMN IF NOT EXISTS</c>.
 /// </summary>
 public sealed class ClickHouseSchema
 {
@@ -26,7 +28,10 @@ public sealed class ClickHouseSchema
     // Step n creates schema version n. Arguments: database, whether LowCardinality may be used.
     private static IReadOnlyList<(string Description, Func<string, bool, string> Sql)> Migrations { get; } =
     [
-        ("flows table", FlowTable.CreateSql),
+        ("flows table", FlowTable.Table.CreateSql),
+        ("dns table", DnsTable.Table.CreateSql),
+        ("process_events table", ProcessTable.Table.CreateSql),
+        ("file_events table", FileTable.Table.CreateSql),
     ];
 
     /// <summary>Creates whatever is missing and returns the schema version now in place.</summary>
@@ -50,6 +55,13 @@ public sealed class ClickHouseSchema
             await _client.ExecuteAsync(
                 $"INSERT INTO {_database}.schema_version (version, description, applied_at) " +
                 $"VALUES ({SqlLiteral.Integer((long)v)}, {SqlLiteral.String(description)}, now())", null, cancellationToken);
+        }
+
+        // A table dropped behind our back (the writer then sees error 60) comes back here; for
+        // tables that exist this changes nothing.
+        foreach (var table in EventTables.All)
+        {
+            await _client.ExecuteAsync(table.CreateSql(_database, lowCardinality), null, cancellationToken);
         }
 
         return Math.Max(current, Migrations.Count);

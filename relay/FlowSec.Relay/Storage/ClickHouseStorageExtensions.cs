@@ -11,7 +11,7 @@ public static class ClickHouseStorageExtensions
     /// Binds <see cref="ClickHouseOptions"/> from the "ClickHouse" section and registers the HTTP
     /// client, schema, <see cref="ClickHouseEventStore"/> and the <see cref="ClickHouseFlowWriter"/>
     /// hosted service, which creates the schema on start (retrying while ClickHouse is down, without
-    /// failing the relay) and then stores flows.
+    /// failing the relay) and then stores every event type in its table.
     /// </summary>
     public static IServiceCollection AddClickHouseStorage(this IServiceCollection services, IConfiguration configuration)
     {

@@ -18,6 +18,9 @@ public sealed class RowBinaryWriter
     /// <summary>Bytes written so far.</summary>
     public int Length => _length;
 
+    /// <summary>Size of the buffer, which grows by doubling and is kept across <see cref="Clear"/>.</summary>
+    public int Capacity => _buffer.Length;
+
     /// <summary>The body written so far.</summary>
     public ReadOnlyMemory<byte> WrittenMemory => _buffer.AsMemory(0, _length);
 

@@ -1,10 +1,33 @@
+using FlowSec.Api.V1;
 using FlowSec.Relay.Storage;
 
 namespace FlowSec.Tests.Storage;
 
-/// <summary>Schema creation on the real 18.16 server.</summary>
+/// <summary>Schema creation and upgrade on the real 18.16 server.</summary>
 public sealed class ClickHouseSchemaTests(ClickHouseServer ch) : IClassFixture<ClickHouseServer>
 {
+    private static readonly string[] EventTableNames = ["dns", "file_events", "flows", "process_events"];
+
+    /// <summary>
+    /// The flows table exactly as schema version 1 (the release before DNS, process and file
+    /// tables) created it on 18.16, frozen here: the upgrade must work from this, whatever the
+    /// code's column model becomes.
+    /// </summary>
+    private const string FlowsV1 =
+        "CREATE TABLE IF NOT EXISTS {0}.flows\n(\n    " +
+        "`time` DateTime('UTC'),\n    `time_ns` UInt64,\n    `node` String,\n    `capture` String,\n    " +
+        "`src_ip` FixedString(16),\n    `src_port` UInt16,\n    `src_pid` UInt32,\n    `src_process` String,\n    `src_cgroup_id` UInt64,\n    " +
+        "`src_container_id` String,\n    `src_workload` String,\n    `src_pod` String,\n    `src_namespace` String,\n    " +
+        "`src_labels.key` Array(String),\n    `src_labels.value` Array(String),\n    `src_names` Array(String),\n    " +
+        "`dst_ip` FixedString(16),\n    `dst_port` UInt16,\n    `dst_pid` UInt32,\n    `dst_process` String,\n    `dst_cgroup_id` UInt64,\n    " +
+        "`dst_container_id` String,\n    `dst_workload` String,\n    `dst_pod` String,\n    `dst_namespace` String,\n    " +
+        "`dst_labels.key` Array(String),\n    `dst_labels.value` Array(String),\n    `dst_names` Array(String),\n    " +
+        "`protocol` Enum8('unspecified' = 0, 'ICMP' = 1, 'TCP' = 6, 'UDP' = 17),\n    `state` String,\n    `duration_ns` UInt64,\n    " +
+        "`direction` String,\n    `verdict` Enum8('unspecified' = 0, 'forwarded' = 1, 'dropped' = 2),\n    `drop_reason` String,\n    " +
+        "`bytes_sent` UInt64,\n    `bytes_received` UInt64,\n    `packets_sent` UInt64,\n    `packets_received` UInt64,\n    " +
+        "`rtt_us` UInt32,\n    `retransmits` UInt32,\n    `socket_id` UInt64\n)\n" +
+        "ENGINE = MergeTree PARTITION BY toYYYYMMDD(time) ORDER BY (toStartOfHour(time), src_namespace, src_pod, src_ip, dst_ip, time_ns)";
+
     [Fact]
     public async Task Creating_the_schema_twice_is_idempotent()
     {
@@ -12,29 +35,80 @@ public sealed class ClickHouseSchemaTests(ClickHouseServer ch) : IClassFixture<C
         var schema = new ClickHouseSchema(ch.Client, ch.Options(db));
 
         (await schema.EnsureAsync()).Should().Be(ClickHouseSchema.LatestVersion);
-        var before = await ch.RunClientAsync($"SHOW CREATE TABLE {db}.flows");
+        var before = await ShowCreateAllAsync(db);
         (await schema.EnsureAsync()).Should().Be(ClickHouseSchema.LatestVersion);
 
-        (await ch.RunClientAsync($"SHOW CREATE TABLE {db}.flows")).Should().Be(before);
+        (await ShowCreateAllAsync(db)).Should().Equal(before);
         (await ch.RunClientAsync($"SELECT count(), max(version) FROM {db}.schema_version")).Trim()
             .Should().Be($"{ClickHouseSchema.LatestVersion}\t{ClickHouseSchema.LatestVersion}", "each migration is recorded once");
-        (await ch.RunClientAsync($"SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name")).Split('\n', StringSplitOptions.RemoveEmptyEntries)
-            .Should().Equal("flows", "schema_version");
+        (await TablesAsync(db)).Should().Equal([.. EventTableNames, "schema_version"]);
     }
 
     [Fact]
-    public async Task The_flows_table_partitions_by_day_and_a_pod_time_window_uses_the_index()
+    public async Task An_old_database_with_only_the_flows_table_is_upgraded_with_its_data_intact()
+    {
+        var db = ClickHouseServer.NewDatabase();
+        var flows = TestFlows.Flows(200);
+        await ch.Client.ExecuteAsync($"CREATE DATABASE {db}");
+        await ch.Client.ExecuteAsync(
+            $"CREATE TABLE {db}.schema_version (version UInt32, description String, applied_at DateTime('UTC')) ENGINE = MergeTree ORDER BY version");
+        await ch.Client.ExecuteAsync($"INSERT INTO {db}.schema_version VALUES (1, 'flows table', now())");
+        await ch.Client.ExecuteAsync(string.Format(System.Globalization.CultureInfo.InvariantCulture, FlowsV1, db));
+        // Inserted by the real client in its own format, so the old rows do not depend on our writer.
+        foreach (var sql in flows.Chunk(50).Select(chunk => $"INSERT INTO {db}.flows (time, time_ns, src_pod, bytes_sent) VALUES " +
+                     string.Join(", ", chunk.Select(f => $"({f.TimeUnixNano / 1_000_000_000}, {f.TimeUnixNano}, {SqlLiteral.String(f.Source.Pod)}, {f.Flow.BytesSent})"))))
+        {
+            await ch.RunClientAsync(sql);
+        }
+
+        var oldCreate = await ch.RunClientAsync($"SHOW CREATE TABLE {db}.flows");
+        var schema = new ClickHouseSchema(ch.Client, ch.Options(db));
+        (await schema.CurrentVersionAsync()).Should().Be(1);
+
+        (await schema.EnsureAsync()).Should().Be(ClickHouseSchema.LatestVersion);
+
+        (await TablesAsync(db)).Should().Equal([.. EventTableNames, "schema_version"]);
+        (await ch.RunClientAsync($"SHOW CREATE TABLE {db}.flows")).Should().Be(oldCreate, "the flows table is not touched");
+        (await ch.RunClientAsync($"SELECT version, description FROM {db}.schema_version ORDER BY version FORMAT TabSeparated"))
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Should().Equal("1\tflows table", "2\tdns table", "3\tprocess_events table", "4\tfile_events table");
+        (await ch.RunClientAsync($"SELECT count(), sum(bytes_sent), uniqExact(src_pod), min(time_ns), max(time_ns) FROM {db}.flows")).Trim()
+            .Should().Be(string.Join('\t', 200, flows.Aggregate(0UL, (s, f) => unchecked(s + f.Flow.BytesSent)), flows.Select(f => f.Source.Pod).Distinct().Count(),
+                flows[0].TimeUnixNano, flows[^1].TimeUnixNano));
+
+        // The refactored column model still describes the v1 table: a fresh database gets the same flows DDL,
+        // and the writer and query work on the upgraded one.
+        var fresh = ClickHouseServer.NewDatabase();
+        await new ClickHouseSchema(ch.Client, ch.Options(fresh)).EnsureAsync();
+        (await ch.RunClientAsync($"SHOW CREATE TABLE {fresh}.flows")).Replace(fresh, db).Should().Be(oldCreate);
+        await using var relay = await FlowStorageTests.StartAsync(ch.Server.Url, db);
+        var events = TestEvents.Mixed(10).Select(e => { e.TimeUnixNano += 86_400UL * 1_000_000_000; return e; }).ToList(); // a day later
+        var batch = new EventBatch();
+        batch.Events.AddRange(events);
+        await relay.Pipeline.PublishAsync(batch, CancellationToken.None);
+        await Eventually.HoldsAsync(() => relay.Writer.EventsStored == events.Count, TimeSpan.FromSeconds(30), () => $"stored {relay.Writer.EventsStored}");
+        (await relay.Store.QueryAsync(new EventQuery(Since: DateTimeOffset.UnixEpoch.AddTicks((long)(events[0].TimeUnixNano / 100))))).Should().Equal(events);
+        (await relay.Store.QueryFlowsAsync(new EventQuery())).Should().HaveCount(210);
+    }
+
+    [Theory]
+    [InlineData("flows", "src_ip")]
+    [InlineData("dns", "query")]
+    [InlineData("process_events", "pid")]
+    [InlineData("file_events", "path")]
+    public async Task Each_table_partitions_by_day_and_a_pod_time_window_uses_the_index(string table, string keyColumn)
     {
         var db = ClickHouseServer.NewDatabase();
         await new ClickHouseSchema(ch.Client, ch.Options(db)).EnsureAsync();
 
-        var create = await ch.RunClientAsync($"SHOW CREATE TABLE {db}.flows");
+        var create = await ch.RunClientAsync($"SHOW CREATE TABLE {db}.{table}");
         create.Should().Contain("PARTITION BY toYYYYMMDD(time)").And.Contain("src_ip FixedString(16)")
-            .And.Contain("`src_labels.key` Array(String)").And.Contain("time_ns UInt64");
+            .And.Contain("`src_labels.key` Array(String)").And.Contain("time_ns UInt64")
+            .And.Contain($"ORDER BY (toStartOfHour(time), src_namespace, src_pod, {keyColumn}");
 
         // force_* make the server refuse a query that would scan without partition or key pruning.
         var count = await ch.RunClientAsync(
-            $"SELECT count() FROM {db}.flows WHERE time >= toDateTime('2026-11-22 02:00:00', 'UTC') AND time < toDateTime('2026-11-22 02:15:00', 'UTC') " +
+            $"SELECT count() FROM {db}.{table} WHERE time >= toDateTime('2026-11-22 02:00:00', 'UTC') AND time < toDateTime('2026-11-22 02:15:00', 'UTC') " +
             "AND src_namespace = 'shop' AND src_pod = 'web-1-abc1'",
             "--force_primary_key=1", "--force_index_by_date=1");
         count.Trim().Should().Be("0");
@@ -46,15 +120,37 @@ public sealed class ClickHouseSchemaTests(ClickHouseServer ch) : IClassFixture<C
         // 18.16 uses plain String; this checks the DDL newer servers get, on a server that allows it.
         var db = ClickHouseServer.NewDatabase();
         await ch.Client.ExecuteAsync($"CREATE DATABASE {db}");
-        await ch.Client.ExecuteAsync(FlowTable.CreateSql(db, lowCardinality: true));
-        (await ch.RunClientAsync($"SELECT type FROM system.columns WHERE database = '{db}' AND name = 'src_process'")).Trim()
-            .Should().Be("LowCardinality(String)");
-        var flows = TestFlows.Flows(20);
-        var rows = new RowBinaryWriter();
-        flows.ForEach(f => FlowTable.WriteRow(rows, f));
+        var events = TestEvents.Mixed(20);
+        var store = new ClickHouseEventStore(ch.Client, ch.Options(db));
+        foreach (var table in new[] { FlowTable.Table, DnsTable.Table, ProcessTable.Table, FileTable.Table })
+        {
+            await ch.Client.ExecuteAsync(table.CreateSql(db, lowCardinality: true));
+            var rows = new RowBinaryWriter();
+            var stored = events.Where(e => table.Types.Contains(e.Type)).ToList();
+            stored.ForEach(e => table.WriteRow(rows, e));
 
-        await ch.Client.InsertRowBinaryAsync($"{db}.flows", FlowTable.ColumnNames, rows.WrittenMemory);
+            await ch.Client.InsertRowBinaryAsync($"{db}.{table.Name}", table.ColumnNames, rows.WrittenMemory);
 
-        (await new ClickHouseEventStore(ch.Client, ch.Options(db)).QueryFlowsAsync(new EventQuery())).Should().Equal(flows);
+            (await store.QueryAsync(new EventQuery(), table.Types.ToArray())).Should().Equal(stored, table.Name);
+        }
+
+        (await ch.RunClientAsync($"SELECT table, type FROM system.columns WHERE database = '{db}' AND name IN ('src_process', 'answers.type') ORDER BY table, name"))
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries).Should().Equal(
+                "dns\tArray(LowCardinality(String))", "dns\tLowCardinality(String)", "file_events\tLowCardinality(String)",
+                "flows\tLowCardinality(String)", "process_events\tLowCardinality(String)");
     }
+
+    private async Task<List<string>> ShowCreateAllAsync(string db)
+    {
+        var result = new List<string>();
+        foreach (var table in EventTableNames)
+        {
+            result.Add(await ch.RunClientAsync($"SHOW CREATE TABLE {db}.{table}"));
+        }
+
+        return result;
+    }
+
+    private async Task<string[]> TablesAsync(string db) =>
+        (await ch.RunClientAsync($"SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name")).Split('\n', StringSplitOptions.RemoveEmptyEntries);
 }
