@@ -1,3 +1,4 @@
+using FlowSec.Api.Filters;
 using FlowSec.Api.Grpc;
 using FlowSec.Api.V1;
 using FlowSec.Relay.Ingest;
@@ -43,15 +44,27 @@ public sealed class ObserverService(
                 throw new GrpcException(GrpcStatusCode.InvalidArgument, $"unknown event type {type}");
             }
         }
+        EventFilterMatcher filter;
+        try
+        {
+            filter = new EventFilterMatcher(request.Allow, request.Deny);
+        }
+        catch (ArgumentException ex)
+        {
+            throw new GrpcException(GrpcStatusCode.InvalidArgument, ex.Message);
+        }
         using var live = request.Follow ? feed.Subscribe() : null;
         ulong newestSent = 0;
         var wantsHistory = request.SinceUnixNano != 0 || request.Last != 0 || !request.Follow;
         if (wantsHistory)
         {
+            // Filters are applied here, after the time window: with `last`, the newest MaxLast events
+            // of the window are read and the newest `last` matches kept.
+            var limit = request.Last == 0 ? (int?)null : filter.IsEmpty ? (int)request.Last : (int)MaxLast;
             var query = new EventQuery(
                 request.SinceUnixNano == 0 ? null : FromUnixNano(request.SinceUnixNano),
                 request.UntilUnixNano == 0 ? null : FromUnixNano(request.UntilUnixNano),
-                request.Last == 0 ? null : (int)request.Last);
+                limit);
             IAsyncEnumerable<Event> history;
             try
             {
@@ -63,7 +76,26 @@ public sealed class ObserverService(
                 // e.g. a window beyond what a ClickHouse DateTime holds (2105): the caller's mistake, said plainly.
                 throw new GrpcException(GrpcStatusCode.InvalidArgument, ex.Message);
             }
+            var newest = request.Last == 0 || filter.IsEmpty ? null : new Queue<Event>();
             await foreach (var e in history)
+            {
+                if (!filter.Matches(e))
+                {
+                    continue;
+                }
+                if (newest is not null)
+                {
+                    newest.Enqueue(e);
+                    if (newest.Count > request.Last)
+                    {
+                        newest.Dequeue();
+                    }
+                    continue;
+                }
+                newestSent = Math.Max(newestSent, e.TimeUnixNano);
+                await responses.WriteAsync(e);
+            }
+            foreach (var e in newest ?? [])
             {
                 newestSent = Math.Max(newestSent, e.TimeUnixNano);
                 await responses.WriteAsync(e);
@@ -75,7 +107,7 @@ public sealed class ObserverService(
         }
         await foreach (var e in live.Channel.Reader.ReadAllAsync(call.CancellationToken))
         {
-            if (e.TimeUnixNano <= newestSent || !Wants(request, e.Type) ||
+            if (e.TimeUnixNano <= newestSent || !Wants(request, e.Type) || !filter.Matches(e) ||
                 (request.UntilUnixNano != 0 && e.TimeUnixNano > request.UntilUnixNano))
             {
                 continue;

@@ -87,9 +87,27 @@ public sealed class TestTopology : IAsyncDisposable
         return process;
     }
 
+    /// <summary>
+    /// Points a pod's resolver at <paramref name="nameserver"/>: `ip netns exec` bind-mounts
+    /// /etc/netns/NAME/resolv.conf over /etc/resolv.conf, so curl and dig resolve through it.
+    /// </summary>
+    public void SetResolver(TestPod pod, IPAddress nameserver)
+    {
+        var dir = $"/etc/netns/{pod.Namespace}";
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "resolv.conf"), $"nameserver {nameserver}\n");
+        _resolverDirs.Add(dir);
+    }
+
+    private readonly List<string> _resolverDirs = [];
+
     /// <inheritdoc />
     public async ValueTask DisposeAsync()
     {
+        foreach (var dir in _resolverDirs)
+        {
+            Directory.Delete(dir, recursive: true);
+        }
         lock (_processes)
         {
             foreach (var p in _processes)
