@@ -16,6 +16,7 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
         GrpcCallContext call)
     {
         string? node = null;
+        var pendingAcks = new List<Task>();
         try
         {
             await foreach (var batch in batches.WithCancellation(call.CancellationToken))
@@ -40,20 +41,45 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
                     e.Node = batch.Node;
                 }
                 nodes.Received(batch);
-                if (recent.TryAccept(batch.Node, batch.BatchId))
+                var (stored, _) = await recent.AcceptAsync(batch.Node, batch.BatchId,
+                    () => pipeline.PublishAsync(batch, call.CancellationToken));
+                // Ack once ClickHouse holds it (at-least-once); keep reading meanwhile, the
+                // sensor's window of unacked batches bounds how many wait here.
+                pendingAcks.Add(AckWhenStoredAsync(stored, batch, acks));
+                if (pendingAcks.Count > 1024)
                 {
-                    await pipeline.PublishAsync(batch, call.CancellationToken);
+                    pendingAcks.RemoveAll(t => t.IsCompleted);
                 }
-                await acks.WriteAsync(new IngestAck { BatchId = batch.BatchId, Accepted = (uint)batch.Events.Count });
             }
         }
         finally
         {
+            // The sensor half-closed and waits for the last acks; stop waiting if it goes away.
+            try
+            {
+                await Task.WhenAll(pendingAcks).WaitAsync(call.CancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+            }
             if (node is not null)
             {
                 nodes.Disconnected(node);
                 logger.LogInformation("Node {Node} disconnected", node);
             }
+        }
+    }
+
+    private static async Task AckWhenStoredAsync(Task stored, EventBatch batch, GrpcResponseStream<IngestAck> acks)
+    {
+        try
+        {
+            await stored;
+            await acks.WriteAsync(new IngestAck { BatchId = batch.BatchId, Accepted = (uint)batch.Events.Count });
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or ObjectDisposedException)
+        {
+            // The stream ended first: the sensor re-sends the batch after reconnecting (and the id dedups it).
         }
     }
 }

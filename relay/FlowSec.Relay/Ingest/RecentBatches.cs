@@ -3,9 +3,10 @@ using System.Collections.Concurrent;
 namespace FlowSec.Relay.Ingest;
 
 /// <summary>
-/// Batch ids recently accepted per node, so a batch a sensor sends again (its ack was lost in a
-/// reconnect, or it replays its spool) is acked without being stored twice. Bounded per node;
-/// in memory, so it covers reconnects and sensor replays, not a restart of this relay.
+/// Batch ids recently accepted per node, with the task that completes when each is stored, so a
+/// batch a sensor sends again (its ack was lost in a reconnect, or it replays its spool) is acked
+/// when the first copy is stored, without storing it twice. Bounded per node; in memory, so it
+/// covers reconnects and sensor replays, not a restart of this relay.
 /// </summary>
 public sealed class RecentBatches
 {
@@ -16,29 +17,38 @@ public sealed class RecentBatches
     /// <summary>Duplicate batches acked without storing.</summary>
     public long Duplicates => Interlocked.Read(ref _duplicates);
 
-    /// <summary>Records the id; false (and counted) when it was seen before.</summary>
-    public bool TryAccept(string node, ulong batchId)
+    /// <summary>
+    /// Returns the stored-task of an id seen before (counted as a duplicate), or null after
+    /// recording the id with the task <paramref name="publish"/> returns.
+    /// </summary>
+    public async ValueTask<(Task Stored, bool Duplicate)> AcceptAsync(string node, ulong batchId, Func<ValueTask<Task>> publish)
     {
         var window = _nodes.GetOrAdd(node, _ => new Window());
         lock (window)
         {
-            if (!window.Ids.Add(batchId))
+            if (window.Stored.TryGetValue(batchId, out var earlier))
             {
                 Interlocked.Increment(ref _duplicates);
-                return false;
+                return (earlier, true);
             }
+        }
+        // One stream per node publishes its batches in order, so no other copy races this one.
+        var stored = await publish();
+        lock (window)
+        {
+            window.Stored[batchId] = stored;
             window.Order.Enqueue(batchId);
             if (window.Order.Count > PerNode)
             {
-                window.Ids.Remove(window.Order.Dequeue());
+                window.Stored.Remove(window.Order.Dequeue());
             }
-            return true;
         }
+        return (stored, false);
     }
 
     private sealed class Window
     {
-        public HashSet<ulong> Ids { get; } = [];
+        public Dictionary<ulong, Task> Stored { get; } = [];
 
         public Queue<ulong> Order { get; } = new();
     }

@@ -10,7 +10,7 @@ namespace FlowSec.Relay.Pipeline;
 /// </summary>
 public sealed class EventPipeline
 {
-    private readonly Channel<EventBatch> _storage;
+    private readonly Channel<StorageItem> _storage;
     private readonly IEnumerable<ILiveEventSink> _liveSinks;
     private long _received;
 
@@ -18,7 +18,7 @@ public sealed class EventPipeline
     public EventPipeline(IEnumerable<ILiveEventSink> liveSinks, int storageCapacityBatches = 256)
     {
         _liveSinks = liveSinks;
-        _storage = Channel.CreateBounded<EventBatch>(new BoundedChannelOptions(storageCapacityBatches)
+        _storage = Channel.CreateBounded<StorageItem>(new BoundedChannelOptions(storageCapacityBatches)
         {
             FullMode = BoundedChannelFullMode.Wait,
             SingleReader = true,
@@ -29,19 +29,29 @@ public sealed class EventPipeline
     public long EventsReceived => Interlocked.Read(ref _received);
 
     /// <summary>Batches waiting for storage.</summary>
-    public ChannelReader<EventBatch> StorageQueue => _storage.Reader;
+    public ChannelReader<StorageItem> StorageQueue => _storage.Reader;
 
-    /// <summary>Publishes a batch: waits while the storage queue is full (backpressure).</summary>
-    public async ValueTask PublishAsync(EventBatch batch, CancellationToken cancellationToken)
+    /// <summary>
+    /// Publishes a batch. Awaiting it waits while the storage queue is full (backpressure); the
+    /// task it returns completes once storage holds the batch, which is when ingest acks it.
+    /// </summary>
+    public async ValueTask<Task> PublishAsync(EventBatch batch, CancellationToken cancellationToken)
     {
-        await _storage.Writer.WriteAsync(batch, cancellationToken);
+        var stored = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await _storage.Writer.WriteAsync(new StorageItem(batch, stored), cancellationToken);
         Interlocked.Add(ref _received, batch.Events.Count);
         foreach (var sink in _liveSinks)
         {
             sink.Publish(batch.Events);
         }
+        return stored.Task;
     }
 }
+
+/// <summary>A batch on its way to storage, with the promise storage keeps once it holds it.</summary>
+/// <param name="Batch">The events.</param>
+/// <param name="Stored">Completed by the writer after the insert that holds the batch succeeded.</param>
+public readonly record struct StorageItem(EventBatch Batch, TaskCompletionSource Stored);
 
 /// <summary>Receives every event as it arrives, for live views. Must not block.</summary>
 public interface ILiveEventSink

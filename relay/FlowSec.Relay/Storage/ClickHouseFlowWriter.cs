@@ -89,14 +89,19 @@ public sealed class ClickHouseFlowWriter : BackgroundService
             var firstRowAt = 0L;
             while (true)
             {
-                while (!_full && queue.TryRead(out var batch))
+                while (!_full && queue.TryRead(out var item))
                 {
                     if (_rowCount == 0)
                     {
                         firstRowAt = Stopwatch.GetTimestamp();
                     }
 
-                    Append(batch);
+                    Append(item.Batch);
+                    _awaitingFlush.Add(item.Stored);
+                    if (_rowCount == 0)
+                    {
+                        CompleteAwaiting(); // nothing to insert (a heartbeat): held already
+                    }
                 }
 
                 var waited = Stopwatch.GetElapsedTime(firstRowAt);
@@ -120,6 +125,18 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         }
     }
 
+    /// <summary>Batches appended since the last successful flush; their senders are acked after it.</summary>
+    private readonly List<TaskCompletionSource> _awaitingFlush = [];
+
+    private void CompleteAwaiting()
+    {
+        foreach (var stored in _awaitingFlush)
+        {
+            stored.TrySetResult();
+        }
+        _awaitingFlush.Clear();
+    }
+
     private void Append(EventBatch batch)
     {
         // A batch can overshoot the limits by its own size; sensors send batches far smaller than them.
@@ -140,7 +157,7 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         }
     }
 
-    private static async Task<bool> WaitForDataAsync(System.Threading.Channels.ChannelReader<EventBatch> queue, TimeSpan timeout, CancellationToken stoppingToken)
+    private static async Task<bool> WaitForDataAsync(System.Threading.Channels.ChannelReader<StorageItem> queue, TimeSpan timeout, CancellationToken stoppingToken)
     {
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
         if (timeout != Timeout.InfiniteTimeSpan)
@@ -192,6 +209,7 @@ public sealed class ClickHouseFlowWriter : BackgroundService
 
         _full = false;
         _lastError = null;
+        CompleteAwaiting();
     }
 
     private async Task RetryAsync(Func<CancellationToken, Task> action, CancellationToken ct)
@@ -216,10 +234,12 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         }
     }
 
-    private async Task FlushOnShutdownAsync(System.Threading.Channels.ChannelReader<EventBatch> queue)
+    private async Task FlushOnShutdownAsync(System.Threading.Channels.ChannelReader<StorageItem> queue)
     {
-        while (queue.TryRead(out var batch))
+        while (queue.TryRead(out var item))
         {
+            var batch = item.Batch;
+            _awaitingFlush.Add(item.Stored);
             Append(batch);
         }
 
