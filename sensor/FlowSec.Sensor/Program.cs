@@ -23,6 +23,13 @@ builder.Services.AddSingleton(features);
 if (features.BpfUsable)
 {
     builder.Services.AddTcpCapture(o => builder.Configuration.GetSection("Sensor").Bind(o));
+    builder.Services.AddUdpFlowCapture(o => builder.Configuration.GetSection("Sensor:Udp").Bind(o));
+    builder.Services.AddDropCapture(o => builder.Configuration.GetSection("Sensor:Drops").Bind(o));
+    builder.Services.AddDnsCapture(o =>
+    {
+        builder.Configuration.GetSection("Sensor").Bind(o);
+        builder.Configuration.GetSection("Sensor:Dns").Bind(o);
+    });
 }
 builder.Services.AddSingleton<FallbackCapture>();
 builder.Services.AddSingleton<ICaptureStatus>(sp => sp.GetRequiredService<FallbackCapture>());

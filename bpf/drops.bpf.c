@@ -1,0 +1,186 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Packet drops on tracepoint skb/kfree_skb, with the kernel's own drop reason.
+ *
+ * kfree_skb fires for every freed packet that was not "consumed", most of them with reason
+ * NOT_SPECIFIED (plain kfree_skb() calls that are not drops anyone asked about). Those return
+ * after one compare. Real drops are parsed (IPv4/IPv6 + TCP/UDP ports from skb->head) and
+ * added to an LRU hash keyed by 5-tuple, reason, netns and socket cgroup, which user space
+ * drains on an interval: a drop storm becomes counts in a few entries, not a flood of records.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "flowsec.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IP_OFFSET_MASK 0x1FFF
+#define IPV6_HEADER_LEN 40
+#define NO_HEADER 0xFFFF
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct fs_drop_key);
+	__type(value, struct fs_drop_stats);
+} drops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FS_DROP_COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} drop_counters SEC(".maps");
+
+static __always_inline void count(__u32 index)
+{
+	__u64 *value = bpf_map_lookup_elem(&drop_counters, &index);
+	if (value)
+		(*value)++;
+}
+
+/* Ports of a TCP or UDP header at offset l4 of the linear data, when it lies there. */
+static __always_inline void read_ports(struct fs_drop_key *key, unsigned char *head, __u32 l4, __u32 tail)
+{
+	if (key->protocol != IPPROTO_TCP && key->protocol != IPPROTO_UDP)
+		return;
+	if (l4 + 4 > tail)
+		return;
+	__be16 ports[2];
+	if (bpf_probe_read_kernel(ports, sizeof(ports), head + l4))
+		return;
+	key->sport = bpf_ntohs(ports[0]);
+	key->dport = bpf_ntohs(ports[1]);
+}
+
+/* The cgroup v2 id of a full socket; 0 for request and time-wait sockets, which have none. */
+static __always_inline __u64 socket_cgroup(struct sock *sk)
+{
+	if (!sk)
+		return 0;
+	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
+		return 0;
+	if (!bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
+		return 0;
+	return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
+}
+
+SEC("tracepoint/skb/kfree_skb")
+int handle_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
+{
+	/* Kernels before 5.17 have no reason: every free looks alike, so there is nothing to report. */
+	if (!bpf_core_field_exists(ctx->reason))
+		return 0;
+	__u32 reason = ctx->reason;
+	/* NOT_DROPPED_YET, CONSUMED and NOT_SPECIFIED are normal frees; their values vary by kernel. */
+	if (reason <= bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED))
+		return 0;
+	count(FS_DROP_COUNTER_SEEN);
+
+	struct sk_buff *skb = ctx->skbaddr;
+	__u16 ethertype = ctx->protocol; /* the tracepoint stores it in host byte order */
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	if (nh == NO_HEADER || (ethertype != ETH_P_IP && ethertype != ETH_P_IPV6 && ethertype != 0)) {
+		count(FS_DROP_COUNTER_NON_IP);
+		return 0;
+	}
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u32 tail = BPF_CORE_READ(skb, tail);
+
+	struct fs_drop_key key = {};
+	__u8 first;
+	if (bpf_probe_read_kernel(&first, 1, head + nh)) {
+		count(FS_DROP_COUNTER_NON_IP);
+		return 0;
+	}
+	if ((first >> 4) == 4) {
+		struct iphdr ip;
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh) || ip.ihl < 5) {
+			count(FS_DROP_COUNTER_NON_IP);
+			return 0;
+		}
+		key.family = AF_INET;
+		key.protocol = ip.protocol;
+		__builtin_memcpy(key.saddr, &ip.saddr, 4);
+		__builtin_memcpy(key.daddr, &ip.daddr, 4);
+		/* A non-first fragment carries no ports. */
+		if (!(bpf_ntohs(ip.frag_off) & IP_OFFSET_MASK))
+			read_ports(&key, head, nh + ip.ihl * 4, tail);
+	} else if ((first >> 4) == 6) {
+		struct ipv6hdr ip6;
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh)) {
+			count(FS_DROP_COUNTER_NON_IP);
+			return 0;
+		}
+		key.family = AF_INET6;
+		key.protocol = ip6.nexthdr; /* extension headers are not followed */
+		__builtin_memcpy(key.saddr, &ip6.saddr, 16);
+		__builtin_memcpy(key.daddr, &ip6.daddr, 16);
+		read_ports(&key, head, nh + IPV6_HEADER_LEN, tail);
+	} else {
+		count(FS_DROP_COUNTER_NON_IP);
+		return 0;
+	}
+	key.reason = reason;
+
+	/* A packet that came in through a device has an input ifindex; one built here has none. */
+	__u32 iif = BPF_CORE_READ(skb, skb_iif);
+	key.direction = iif ? FS_FLOW_DIR_INGRESS : FS_FLOW_DIR_EGRESS;
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	struct sock *sk = BPF_CORE_READ(skb, sk);
+	if (!sk && bpf_core_field_exists(ctx->rx_sk))
+		sk = ctx->rx_sk;
+	if (dev)
+		key.netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	else if (sk)
+		key.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	key.cgroup_id = socket_cgroup(sk);
+
+	__u64 now = bpf_ktime_get_ns();
+	/* skb->len counts from skb->data, which sits at L2, L3 or L4 depending on where the drop
+	 * happened: count from the network header instead, so every drop point measures alike. */
+	__s64 len = BPF_CORE_READ(skb, len);
+	unsigned char *data = BPF_CORE_READ(skb, data);
+	__s64 pulled = (__s64)(data - head) - nh;
+	if (pulled > -256 && pulled < 256)
+		len += pulled;
+	if (len < 0)
+		len = 0;
+	__u32 ifindex = dev ? BPF_CORE_READ(dev, ifindex) : iif;
+	__u64 location = (__u64)ctx->location;
+
+	struct fs_drop_stats *stats = bpf_map_lookup_elem(&drops, &key);
+	if (!stats) {
+		struct fs_drop_stats fresh = {};
+		fresh.first_ns = now;
+		fresh.last_ns = now;
+		fresh.packets = 1;
+		fresh.bytes = len;
+		fresh.location = location;
+		fresh.ifindex = ifindex;
+		if (bpf_map_update_elem(&drops, &key, &fresh, BPF_NOEXIST) == 0) {
+			count(FS_DROP_COUNTER_INSERTS);
+			return 0;
+		}
+		stats = bpf_map_lookup_elem(&drops, &key);
+		if (!stats) {
+			count(FS_DROP_COUNTER_INSERT_FAILED);
+			return 0;
+		}
+	}
+	__sync_fetch_and_add(&stats->packets, 1);
+	__sync_fetch_and_add(&stats->bytes, len);
+	stats->last_ns = now;
+	stats->location = location;
+	stats->ifindex = ifindex;
+	return 0;
+}

@@ -1,0 +1,33 @@
+using FlowSec.Sensor.Attribution;
+using FlowSec.Sensor.Dns;
+using FlowSec.Sensor.Export;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+
+namespace FlowSec.Sensor.Capture;
+
+/// <summary>Wiring of the DNS capture into the sensor host.</summary>
+public static class DnsCaptureRegistration
+{
+    /// <summary>
+    /// Registers <see cref="DnsCapture"/> as a hosted service and as an <see cref="ICaptureStatus"/>,
+    /// the <see cref="DnsNameCache"/> as a singleton and as the <see cref="IEndpointNames"/> the
+    /// <see cref="EndpointEnricher"/> uses to name flow endpoints, plus a <see cref="SensorEventQueue"/>
+    /// if none is registered yet.
+    /// </summary>
+    public static IServiceCollection AddDnsCapture(this IServiceCollection services, Action<DnsCaptureOptions>? configure = null)
+    {
+        services.AddOptions<DnsCaptureOptions>();
+        if (configure is not null)
+        {
+            services.Configure(configure);
+        }
+        services.TryAddSingleton<SensorEventQueue>(_ => new SensorEventQueue());
+        services.TryAddSingleton<DnsNameCache>();
+        services.TryAddSingleton<IEndpointNames>(sp => sp.GetRequiredService<DnsNameCache>());
+        services.TryAddSingleton<DnsCapture>();
+        services.AddSingleton<ICaptureStatus>(sp => sp.GetRequiredService<DnsCapture>());
+        services.AddHostedService(sp => sp.GetRequiredService<DnsCapture>());
+        return services;
+    }
+}

@@ -1,0 +1,143 @@
+using System.Net;
+using System.Reflection;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Text.RegularExpressions;
+using FlowSec.Sensor.Capture;
+
+namespace FlowSec.Tests.Sensor.Dns;
+
+/// <summary>The C# mirror of struct fs_dns_record against the BTF of the embedded object, and its decoder.</summary>
+public class DnsRecordDecoderTests
+{
+    [Fact]
+    public void Fs_dns_record_matches_the_btf_of_the_embedded_object()
+    {
+        string btf = KernelLayoutTests.DumpEmbeddedObjectBtf(DnsCapture.ObjectName);
+
+        var header = Regex.Match(btf, @"STRUCT 'fs_dns_record' size=(\d+) vlen=(\d+)");
+        header.Success.Should().BeTrue("the object's BTF must describe struct fs_dns_record");
+        int size = int.Parse(header.Groups[1].Value);
+        int memberCount = int.Parse(header.Groups[2].Value);
+        var members = btf[(header.Index + header.Length)..]
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Take(memberCount)
+            .Select(line => Regex.Match(line, @"^\s+'(\w+)' type_id=\d+ bits_offset=(\d+)"))
+            .Select(m => (Name: m.Groups[1].Value, BitOffset: int.Parse(m.Groups[2].Value)))
+            .ToList();
+
+        size.Should().Be(616);
+        Marshal.SizeOf<FsDnsRecord>().Should().Be(size);
+        DnsRecordDecoder.RecordSize.Should().Be(size);
+        typeof(FsDnsRecord).GetFields(BindingFlags.Public | BindingFlags.Instance).Select(f => f.Name)
+            .Should().Equal(members.Select(m => m.Name), "the C# mirror must have the same fields in the same order");
+        foreach (var (name, bitOffset) in members)
+        {
+            ((int)Marshal.OffsetOf<FsDnsRecord>(name) * 8).Should().Be(bitOffset, $"offset of {name}");
+        }
+    }
+
+    [Fact]
+    public void Constants_match_flowsec_h()
+    {
+        string header = File.ReadAllText(Path.Combine(RepoRoot(), "bpf", "flowsec.h"));
+
+        Value(header, @"\bFS_RECORD_DNS\s*=\s*(\d+)").Should().Be(FsDnsRecord.RecordKind);
+        Value(header, @"#define\s+FS_DNS_MAX_PAYLOAD\s+(\d+)").Should().Be(FsDnsRecord.MaxPayload);
+        Value(header, @"\bFS_DNS_EGRESS\s*=\s*(\d+)").Should().Be(FsDnsRecord.Egress);
+        Value(header, @"\bFS_DNS_COUNTER_RINGBUF_RESERVE_FAILED\s*=\s*(\d+)").Should().Be((long)DnsKernelCounter.RingBufferReserveFailed);
+        Value(header, @"\bFS_DNS_COUNTER_PAYLOAD_TRUNCATED\s*=\s*(\d+)").Should().Be((long)DnsKernelCounter.PayloadTruncated);
+        Value(header, @"\bFS_DNS_COUNTER_LOAD_FAILED\s*=\s*(\d+)").Should().Be((long)DnsKernelCounter.LoadFailed);
+    }
+
+    [Fact]
+    public void Decodes_an_ipv4_ingress_record()
+    {
+        byte[] payload = DnsParserTests.Real.ResponseWebA;
+        var bytes = Record(family: 2, direction: 0, "10.0.0.53", "10.0.0.7", 53, 41000, payload, payload.Length, tgid: 321, comm: "dig");
+
+        DnsRecordDecoder.TryDecode(bytes, out var o, out var message).Should().Be(DecodeResult.Ok);
+
+        o.Egress.Should().BeFalse();
+        o.Source.Should().Be(IPAddress.Parse("10.0.0.53"));
+        o.Destination.Should().Be(IPAddress.Parse("10.0.0.7"));
+        o.SourcePort.Should().Be(53);
+        o.DestinationPort.Should().Be(41000);
+        o.Tgid.Should().Be(321);
+        o.Comm.Should().Be("dig");
+        o.CgroupId.Should().Be(99);
+        o.TimestampNs.Should().Be(123_456_789);
+        o.MessageLength.Should().Be(payload.Length);
+        message.ToArray().Should().Equal(payload);
+    }
+
+    [Fact]
+    public void Decodes_an_ipv6_egress_record_with_a_cut_payload()
+    {
+        var payload = new byte[512];
+        var bytes = Record(family: 10, direction: 1, "fd00::1", "fd00::53", 5353, 53, payload, 1400, tgid: 0, comm: "");
+
+        DnsRecordDecoder.TryDecode(bytes, out var o, out var message).Should().Be(DecodeResult.Ok);
+
+        o.Egress.Should().BeTrue();
+        o.Source.Should().Be(IPAddress.Parse("fd00::1"));
+        o.Comm.Should().BeEmpty();
+        o.MessageLength.Should().Be(1400);
+        message.Length.Should().Be(512);
+    }
+
+    [Fact]
+    public void Bad_records_are_reported_not_thrown()
+    {
+        var good = Record(2, 0, "10.0.0.1", "10.0.0.2", 53, 1, [1, 2], 2, 0, "");
+
+        DnsRecordDecoder.TryDecode(good.AsSpan(0, 100), out _, out _).Should().Be(DecodeResult.TooShort);
+        var kind = (byte[])good.Clone();
+        kind[0] = 1;
+        DnsRecordDecoder.TryDecode(kind, out _, out _).Should().Be(DecodeResult.UnknownKind);
+        var family = (byte[])good.Clone();
+        family[12] = 7;
+        DnsRecordDecoder.TryDecode(family, out _, out _).Should().Be(DecodeResult.UnknownFamily);
+        var captured = (byte[])good.Clone();
+        BitConverter.TryWriteBytes(captured.AsSpan((int)Marshal.OffsetOf<FsDnsRecord>(nameof(FsDnsRecord.captured_len))), (ushort)513);
+        DnsRecordDecoder.TryDecode(captured, out _, out _).Should().Be(DecodeResult.TooShort);
+    }
+
+    internal static unsafe byte[] Record(ushort family, byte direction, string source, string destination, ushort sport, ushort dport,
+        byte[] payload, int messageLength, uint tgid, string comm)
+    {
+        var raw = new FsDnsRecord
+        {
+            kind = FsDnsRecord.RecordKind,
+            tgid = tgid,
+            pid = tgid,
+            family = family,
+            direction = direction,
+            protocol = 17,
+            timestamp_ns = 123_456_789,
+            cgroup_id = 99,
+            sock_cookie = 5,
+            sport = sport,
+            dport = dport,
+            payload_len = (ushort)messageLength,
+            captured_len = (ushort)Math.Min(payload.Length, FsDnsRecord.MaxPayload),
+        };
+        IPAddress.Parse(source).GetAddressBytes().CopyTo(new Span<byte>(raw.saddr, 16));
+        IPAddress.Parse(destination).GetAddressBytes().CopyTo(new Span<byte>(raw.daddr, 16));
+        System.Text.Encoding.UTF8.GetBytes(comm).CopyTo(new Span<byte>(raw.comm, FsDnsRecord.CommLength));
+        payload.AsSpan(0, raw.captured_len).CopyTo(new Span<byte>(raw.payload, FsDnsRecord.MaxPayload));
+        var bytes = new byte[sizeof(FsDnsRecord)];
+        MemoryMarshal.Write(bytes, in raw);
+        return bytes;
+    }
+
+    private static long Value(string header, string pattern)
+    {
+        var m = Regex.Match(header, pattern);
+        m.Success.Should().BeTrue($"{pattern} must match flowsec.h");
+        return long.Parse(m.Groups[1].Value);
+    }
+
+    private static string RepoRoot([CallerFilePath] string thisFile = "") =>
+        Path.GetFullPath(Path.Combine(Path.GetDirectoryName(thisFile)!, "..", "..", "..", ".."));
+}
