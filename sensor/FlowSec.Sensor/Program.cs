@@ -25,6 +25,16 @@ if (features.BpfUsable)
     builder.Services.AddTcpCapture(o => builder.Configuration.GetSection("Sensor").Bind(o));
     builder.Services.AddUdpFlowCapture(o => builder.Configuration.GetSection("Sensor:Udp").Bind(o));
     builder.Services.AddDropCapture(o => builder.Configuration.GetSection("Sensor:Drops").Bind(o));
+    builder.Services.AddProcessCapture(o =>
+    {
+        builder.Configuration.GetSection("Sensor").Bind(o);
+        builder.Configuration.GetSection("Sensor:Process").Bind(o);
+    });
+    builder.Services.AddFileCapture(o =>
+    {
+        builder.Configuration.GetSection("Sensor").Bind(o);
+        builder.Configuration.GetSection("Sensor:File").Bind(o);
+    });
     builder.Services.AddDnsCapture(o =>
     {
         builder.Configuration.GetSection("Sensor").Bind(o);

@@ -41,12 +41,14 @@ internal sealed unsafe class BpfObject : IDisposable
     /// attaches every program. Throws <see cref="BpfException"/> when the object cannot be opened
     /// or loaded (the verifier log goes to <paramref name="logger"/>); a program that loads but
     /// fails to attach is recorded in <see cref="Programs"/> and does not stop the others.
+    /// When <paramref name="loadProgram"/> is given, only the programs it accepts (by name) are
+    /// loaded and attached; the others are left out of <see cref="Programs"/>.
     /// </summary>
-    public static BpfObject LoadEmbedded(string resourceName, ILogger logger) =>
-        Load(resourceName, ReadResource(resourceName), logger);
+    public static BpfObject LoadEmbedded(string resourceName, ILogger logger, Func<string, bool>? loadProgram = null) =>
+        Load(resourceName, ReadResource(resourceName), logger, loadProgram);
 
     /// <summary>As <see cref="LoadEmbedded"/>, from an ELF image in memory.</summary>
-    internal static BpfObject Load(string name, byte[] image, ILogger logger)
+    internal static BpfObject Load(string name, byte[] image, ILogger logger, Func<string, bool>? loadProgram = null)
     {
         Libbpf.SetLogger(logger);
         var obj = new BpfObject(name);
@@ -55,6 +57,10 @@ internal sealed unsafe class BpfObject : IDisposable
         try
         {
             obj.Open(image);
+            if (loadProgram is not null)
+            {
+                obj.SelectPrograms(loadProgram);
+            }
             int loaded = Libbpf.ObjectLoad(obj._obj);
             if (loaded < 0)
             {
@@ -159,12 +165,27 @@ internal sealed unsafe class BpfObject : IDisposable
         }
     }
 
+    // Alternative programs of one object (e.g. for kernels with and without a kfunc) must not
+    // all load: one that the kernel cannot verify would fail the whole object.
+    private void SelectPrograms(Func<string, bool> loadProgram)
+    {
+        for (nint prog = Libbpf.ObjectNextProgram(_obj, 0); prog != 0; prog = Libbpf.ObjectNextProgram(_obj, prog))
+        {
+            string name = Libbpf.ReadString(Libbpf.ProgramName(prog)) ?? "";
+            Libbpf.Check(LibbpfSelection.ProgramSetAutoload(prog, loadProgram(name)), $"selecting program '{name}' in {Name}");
+        }
+    }
+
     private void AttachAll(ILogger logger)
     {
         string? tracefsError = null;
         bool tracefsChecked = false;
         for (nint prog = Libbpf.ObjectNextProgram(_obj, 0); prog != 0; prog = Libbpf.ObjectNextProgram(_obj, prog))
         {
+            if (!LibbpfSelection.ProgramAutoload(prog))
+            {
+                continue; // left out by SelectPrograms: not loaded, nothing to attach
+            }
             string name = Libbpf.ReadString(Libbpf.ProgramName(prog)) ?? "?";
             string section = Libbpf.ReadString(Libbpf.ProgramSectionName(prog)) ?? "?";
             uint id = KernelId(Libbpf.ProgramFd(prog));
