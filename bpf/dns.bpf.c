@@ -213,11 +213,11 @@ static __always_inline void capture(struct __sk_buff *skb, __u8 direction)
 		count(FS_DNS_COUNTER_PAYLOAD_TRUNCATED);
 	}
 	rec->payload_len = message_len;
-	/* Opaque to clang, so the bounds check below is on the very register passed to the helper
-	 * (clang otherwise reuses an unbounded copy and the verifier rejects the call). */
-	asm volatile("" : "+r"(n));
 	if (n > 0 && n <= FS_DNS_MAX_PAYLOAD) {
-		if (bpf_skb_load_bytes(skb, payload_offset, rec->payload, n)) {
+		/* The mask gives the verifier a range it can prove on every kernel (1..512): older
+		 * verifiers (6.1, 6.12) reject the plain bounds check as a possibly zero-sized read. */
+		__u32 len = ((n - 1) & (FS_DNS_MAX_PAYLOAD - 1)) + 1;
+		if (bpf_skb_load_bytes(skb, payload_offset, rec->payload, len)) {
 			count(FS_DNS_COUNTER_LOAD_FAILED);
 			n = 0;
 		}

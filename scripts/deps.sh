@@ -6,7 +6,8 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 
 runtime=(bpftool libbpf1 libbpf-dev clang-14 llvm-14 xz-utils clickhouse-server clickhouse-client iproute2)
-testing=(python3-grpcio python3-protobuf protobuf-compiler chromium nginx-light wrk dnsmasq-base bind9-dnsutils curl iptables procps)
+testing=(python3-grpcio python3-protobuf protobuf-compiler chromium nginx-light wrk dnsmasq-base bind9-dnsutils curl iptables procps
+         qemu-system-x86 busybox-static cpio gcc libelf-dev zlib1g-dev)
 
 want=("${runtime[@]}")
 [ "${1:-}" = "--test" ] && want+=("${testing[@]}")
@@ -28,6 +29,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+# The kernel matrix fetches Debian's cloud kernels with apt-get download: it needs package lists.
+if [ "${1:-}" = "--test" ] && [ "$(id -u)" = 0 ] && \
+   [ -z "$(apt-cache search --names-only 'linux-image-.*-cloud-amd64-unsigned' 2>/dev/null | head -1)" ]; then
+  apt-get update -qq >&2
 fi
 
 for tool in dotnet node npm; do

@@ -84,12 +84,20 @@ internal static partial class OverheadBenchmark
         int sinkPort, string work)
     {
         BpfObject? floor = null;
+        CgroupSkbObject? floorCgroup = null;
         Process? sensor = null;
         try
         {
             if (config == "floor")
             {
                 floor = BpfObject.LoadEmbedded("bpf/empty_hooks.bpf.o", NullLogger.Instance);
+                floorCgroup = CgroupSkbObject.LoadEmbedded("bpf/empty_cgroup_skb.bpf.o", CgroupV2.MountPoint() ?? throw new InvalidOperationException("no cgroup v2 mount"),
+                    new Dictionary<string, uint>(), NullLogger.Instance);
+                var failed = floor.Programs.Concat(floorCgroup.Programs).Where(p => !p.Attached).Select(p => p.Name + ": " + p.Error).ToList();
+                if (failed.Count > 0)
+                {
+                    throw new InvalidOperationException("floor programs failed to attach: " + string.Join("; ", failed));
+                }
             }
             else if (config == "sensor")
             {
@@ -124,6 +132,7 @@ internal static partial class OverheadBenchmark
         finally
         {
             floor?.Dispose();
+            floorCgroup?.Dispose();
             if (sensor is not null)
             {
                 sensor.Kill();

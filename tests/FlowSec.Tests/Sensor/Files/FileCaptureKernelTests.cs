@@ -264,6 +264,12 @@ public sealed class FileCaptureKernelTests(ITestOutputHelper output) : IDisposab
             status.Select(p => p.Path).Should().BeEquivalentTo(
                 syscalls.Select(s => $"tracepoint/syscalls/sys_enter_{s}").Concat(syscalls.Select(s => $"tracepoint/syscalls/sys_exit_{s}")));
         }
+        // The kernel frees detached programs asynchronously (deferred perf-event release): wait for it, bounded.
+        var released = System.Diagnostics.Stopwatch.StartNew();
+        while (ChildProcesses.AllProgramIds().Overlaps(ours) && released.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            await Task.Delay(50);
+        }
         ChildProcesses.AllProgramIds().Should().NotIntersectWith(ours);
         ChildProcesses.LinkedProgramIds().Should().NotIntersectWith(ours);
     }
