@@ -47,7 +47,8 @@ internal static partial class OverheadBenchmark
                 {
                     foreach (var config in new[] { "none", "floor", "sensor" })
                     {
-                        var (rps, requests) = await MeasureAsync(mode, config, seconds, sensorDll, sinkPort, work);
+                        var (rps, requests) = await MeasureAsync(mode, config, seconds, sensorDll, sinkPort, work,
+                            () => Interlocked.Read(ref flowsReceived));
                         results.TryAdd((mode, config), []);
                         results[(mode, config)].Add(rps);
                         if (config == "sensor" && mode == "close")
@@ -81,7 +82,7 @@ internal static partial class OverheadBenchmark
     }
 
     private static async Task<(double Rps, long Requests)> MeasureAsync(string mode, string config, int seconds, string sensorDll,
-        int sinkPort, string work)
+        int sinkPort, string work, Func<long> flowsSoFar)
     {
         BpfObject? floor = null;
         CgroupSkbObject? floorCgroup = null;
@@ -135,6 +136,13 @@ internal static partial class OverheadBenchmark
             floorCgroup?.Dispose();
             if (sensor is not null)
             {
+                // Let the sensor deliver what it captured before it goes: flows stop arriving.
+                var last = -1L;
+                for (var i = 0; i < 20 && flowsSoFar() != last; i++)
+                {
+                    last = flowsSoFar();
+                    await Task.Delay(500);
+                }
                 sensor.Kill();
                 await sensor.WaitForExitAsync();
             }
