@@ -16,16 +16,17 @@ internal sealed record BpfProgramState(string Name, string Section, bool Attache
 /// <summary>
 /// One BPF object embedded in the sensor assembly, loaded into the kernel with every program
 /// attached. Dispose destroys every link and closes the object, which unloads its programs and
-/// maps: nothing is left in the kernel after the sensor stops.
+/// maps: nothing is left in the kernel after the sensor stops. Programs attach where their
+/// section says (libbpf's automatic attach); <see cref="CgroupSkbObject"/> attaches to a cgroup instead.
 /// </summary>
-internal sealed unsafe class BpfObject : IDisposable
+internal unsafe class BpfObject : IDisposable
 {
     private readonly List<nint> _links = new();
     private readonly List<BpfProgramState> _programs = new();
     private nint _obj;
     private void* _image;
 
-    private BpfObject(string name)
+    private protected BpfObject(string name)
     {
         Name = name;
     }
@@ -48,10 +49,20 @@ internal sealed unsafe class BpfObject : IDisposable
         Load(resourceName, ReadResource(resourceName), logger, loadProgram);
 
     /// <summary>As <see cref="LoadEmbedded"/>, from an ELF image in memory.</summary>
-    internal static BpfObject Load(string name, byte[] image, ILogger logger, Func<string, bool>? loadProgram = null)
+    internal static BpfObject Load(string name, byte[] image, ILogger logger, Func<string, bool>? loadProgram = null) =>
+        Load(new BpfObject(name), image, logger, loadProgram, mapSizes: null);
+
+    /// <summary>
+    /// Opens <paramref name="image"/> into <paramref name="obj"/>, selects programs with
+    /// <paramref name="loadProgram"/> and sizes maps with <paramref name="mapSizes"/> (map name →
+    /// max entries) when given, loads it and attaches every program. On failure the object is
+    /// disposed and the <see cref="BpfException"/> names the rejected program when libbpf said which.
+    /// </summary>
+    private protected static T Load<T>(T obj, byte[] image, ILogger logger, Func<string, bool>? loadProgram,
+        IReadOnlyDictionary<string, uint>? mapSizes)
+        where T : BpfObject
     {
         Libbpf.SetLogger(logger);
-        var obj = new BpfObject(name);
         var warnings = new List<string>();
         Libbpf.CapturedWarnings = warnings;
         try
@@ -61,10 +72,14 @@ internal sealed unsafe class BpfObject : IDisposable
             {
                 obj.SelectPrograms(loadProgram);
             }
+            foreach (var (map, size) in mapSizes ?? NoMapSizes)
+            {
+                obj.SizeMap(map, size);
+            }
             int loaded = Libbpf.ObjectLoad(obj._obj);
             if (loaded < 0)
             {
-                throw new BpfException($"loading {name}{RejectedProgram(warnings)}", -loaded);
+                throw new BpfException($"loading {obj.Name}{RejectedProgram(warnings, obj.NamesProgramsThatFailedToLoad)}", -loaded);
             }
             obj.AttachAll(logger);
             return obj;
@@ -80,11 +95,19 @@ internal sealed unsafe class BpfObject : IDisposable
         }
     }
 
+    private static readonly IReadOnlyDictionary<string, uint> NoMapSizes = new Dictionary<string, uint>();
+
+    /// <summary>
+    /// Whether a load failure without a verifier log still names the program libbpf says failed
+    /// to load. Cgroup objects have always reported only verifier rejections; their status text is kept.
+    /// </summary>
+    private protected virtual bool NamesProgramsThatFailedToLoad => true;
+
     /// <summary>
     /// bpf_object__load does not say which program failed; libbpf's warnings do. Returns
     /// ": program 'x' rejected: &lt;last verifier line&gt;" so status shows why, or "" if unknown.
     /// </summary>
-    private static string RejectedProgram(List<string> warnings)
+    private static string RejectedProgram(List<string> warnings, bool namesProgramsThatFailedToLoad)
     {
         foreach (string w in warnings)
         {
@@ -97,6 +120,10 @@ internal sealed unsafe class BpfObject : IDisposable
                 string reason = summary > 0 ? lines[summary - 1] : lines.LastOrDefault() ?? "";
                 return $": program '{m.Groups[1].Value}' rejected: {reason}";
             }
+        }
+        if (!namesProgramsThatFailedToLoad)
+        {
+            return "";
         }
         foreach (string w in warnings)
         {
@@ -121,7 +148,7 @@ internal sealed unsafe class BpfObject : IDisposable
         return Libbpf.Check(Libbpf.MapFd(map), $"map '{name}' in {Name}");
     }
 
-    /// <summary>Destroys every link, then closes the object (unloading programs and maps).</summary>
+    /// <summary>Destroys every link (detaching the programs), then closes the object (unloading programs and maps).</summary>
     public void Dispose()
     {
         foreach (nint link in _links)
@@ -140,9 +167,11 @@ internal sealed unsafe class BpfObject : IDisposable
             NativeMemory.Free(_image);
             _image = null;
         }
+        GC.SuppressFinalize(this);
     }
 
-    private static byte[] ReadResource(string resourceName)
+    /// <summary>The ELF image embedded in the sensor assembly as <paramref name="resourceName"/>.</summary>
+    private protected static byte[] ReadResource(string resourceName)
     {
         using Stream stream = typeof(BpfObject).Assembly.GetManifestResourceStream(resourceName)
             ?? throw new BpfException($"embedded BPF object '{resourceName}'", 2 /* ENOENT */);
@@ -176,7 +205,18 @@ internal sealed unsafe class BpfObject : IDisposable
         }
     }
 
-    private void AttachAll(ILogger logger)
+    private void SizeMap(string map, uint size)
+    {
+        nint handle = Libbpf.ObjectFindMapByName(_obj, map);
+        if (handle == 0)
+        {
+            throw new BpfException($"map '{map}' in {Name}", 2 /* ENOENT */);
+        }
+        Libbpf.Check(LibbpfMaps.MapSetMaxEntries(handle, size), $"sizing map '{map}' to {size}");
+    }
+
+    /// <summary>Attaches every loaded program with <see cref="AttachProgram"/>, recording each one's state.</summary>
+    private protected virtual void AttachAll(ILogger logger)
     {
         string? tracefsError = null;
         bool tracefsChecked = false;
@@ -196,10 +236,10 @@ internal sealed unsafe class BpfObject : IDisposable
             }
             try
             {
-                nint link = Libbpf.CheckPointer(Libbpf.ProgramAttach(prog), $"attaching program '{name}' ({section})");
+                nint link = AttachProgram(prog, name, section);
                 _links.Add(link);
                 _programs.Add(new BpfProgramState(name, section, true, null, id));
-                logger.LogInformation("BPF program {Program} attached at {Section} (id {Id})", name, section, id);
+                LogAttached(logger, name, section, id);
             }
             catch (BpfException e)
             {
@@ -209,6 +249,14 @@ internal sealed unsafe class BpfObject : IDisposable
             }
         }
     }
+
+    /// <summary>Attaches one loaded program where its section says; returns the link, throws <see cref="BpfException"/>.</summary>
+    private protected virtual nint AttachProgram(nint prog, string name, string section) =>
+        Libbpf.CheckPointer(Libbpf.ProgramAttach(prog), $"attaching program '{name}' ({section})");
+
+    /// <summary>Logs a successful attach.</summary>
+    private protected virtual void LogAttached(ILogger logger, string name, string section, uint id) =>
+        logger.LogInformation("BPF program {Program} attached at {Section} (id {Id})", name, section, id);
 
     private static uint KernelId(int progFd)
     {

@@ -1,7 +1,6 @@
 using FlowSec.Api.V1;
 using FlowSec.Sensor.Dns;
 using FlowSec.Sensor.Export;
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
@@ -16,7 +15,7 @@ namespace FlowSec.Sensor.Capture;
 /// sensor running. Stopping destroys the links and unloads everything.
 /// </summary>
 /// <remarks>
-/// Counters (see <see cref="AddCounters"/>): <c>dns_records_decoded</c>, <c>dns_records_malformed</c>
+/// Counters (see <see cref="BpfCapture.AddCounters"/>): <c>dns_records_decoded</c>, <c>dns_records_malformed</c>
 /// (kernel records that did not decode plus messages that are not well-formed DNS),
 /// <c>dns_ringbuf_dropped</c>, <c>dns_payload_truncated</c> (messages longer than 512 bytes, parsed
 /// as far as captured), <c>dns_payload_load_failed</c>, <c>dns_queries</c>, <c>dns_responses</c>,
@@ -24,7 +23,7 @@ namespace FlowSec.Sensor.Capture;
 /// <c>dns_queries_evicted</c>, <c>dns_duplicate_sightings</c>, <c>dns_tracked</c>,
 /// <c>dns_names_cached</c>, <c>dns_handler_errors</c>.
 /// </remarks>
-public sealed class DnsCapture : BackgroundService, ICaptureStatus
+public sealed class DnsCapture : RingBufferCapture
 {
     /// <summary>The embedded object this capture loads.</summary>
     public const string ObjectName = "bpf/dns.bpf.o";
@@ -32,7 +31,6 @@ public sealed class DnsCapture : BackgroundService, ICaptureStatus
     /// <summary>Used when no cgroup2 mount is found in /proc/self/mounts.</summary>
     public const string DefaultCgroupRoot = "/sys/fs/cgroup/unified";
 
-    private static readonly TimeSpan ClockResyncInterval = TimeSpan.FromMinutes(1);
     private static readonly IReadOnlyDictionary<string, uint> NoMapSizes = new Dictionary<string, uint>();
 
     private readonly SensorEventQueue _queue;
@@ -42,14 +40,7 @@ public sealed class DnsCapture : BackgroundService, ICaptureStatus
     private readonly string _objectName;
     private readonly string _cgroupPath;
     private volatile DnsTransactionTracker? _tracker;
-    private volatile RingBufferReader? _reader;
-    private volatile IReadOnlyList<BpfProgramState>? _programs;
-    private volatile string _unavailableReason = "not started";
-    // Guards the kernel counter map against being read while the object is closed.
-    private readonly Lock _kernelCountersLock = new();
-    private PerCpuCounters? _kernelCounters;
     private long _decoded, _undecodable, _ringbufDropped, _payloadTruncated, _loadFailed;
-    private long _nextClockSyncNs;
 
     /// <summary>Creates the capture; it starts with the host.</summary>
     public DnsCapture(SensorEventQueue queue, DnsNameCache names, IOptions<DnsCaptureOptions> options, ILogger<DnsCapture> logger)
@@ -59,6 +50,7 @@ public sealed class DnsCapture : BackgroundService, ICaptureStatus
 
     // Another object name lets tests exercise the "cannot load" path.
     internal DnsCapture(SensorEventQueue queue, DnsNameCache names, IOptions<DnsCaptureOptions> options, ILogger<DnsCapture> logger, string objectName)
+        : base("dns", objectName, "DNS capture", options.Value.DrainIntervalMs, logger)
     {
         _queue = queue;
         _names = names;
@@ -71,40 +63,14 @@ public sealed class DnsCapture : BackgroundService, ICaptureStatus
     /// <summary>The cgroup v2 directory the programs attach to.</summary>
     public string CgroupPath => _cgroupPath;
 
-    /// <summary>Kernel ids of the programs while loaded (for tests that check nothing is left behind).</summary>
-    internal IReadOnlyList<uint> ProgramIds => _programs?.Select(p => p.KernelId).ToArray() ?? [];
+    // e.g. "cgroup_skb/egress on /sys/fs/cgroup/unified".
+    private protected override string ProgramPath(BpfProgramState program) => $"{program.Section} on {_cgroupPath}";
 
-    /// <summary>One <see cref="CapturePath"/> per program, e.g. "cgroup_skb/egress on /sys/fs/cgroup/unified" ("unavailable" with the reason when not loaded).</summary>
-    public IEnumerable<CapturePath> CapturePaths()
-    {
-        var programs = _programs;
-        if (programs is null)
-        {
-            return new[]
-            {
-                new CapturePath
-                {
-                    Signal = "dns", Program = _objectName, Path = $"cgroup_skb ingress+egress on {_cgroupPath}",
-                    State = "unavailable", Reason = _unavailableReason,
-                },
-            };
-        }
-        bool draining = _reader?.IsRunning == true;
-        return programs.Select(p => new CapturePath
-        {
-            Signal = "dns",
-            Program = p.Name,
-            Path = $"{p.Section} on {_cgroupPath}",
-            State = p.Attached && draining ? "active" : "unavailable",
-            Reason = p.Error ?? (draining ? "" : "ring buffer drain stopped"),
-        }).ToArray();
-    }
+    private protected override string UnavailablePath => $"cgroup_skb ingress+egress on {_cgroupPath}";
 
-    /// <summary>Adds this capture's counters (listed in the remarks) to <paramref name="counters"/>.</summary>
-    public void AddCounters(IDictionary<string, ulong> counters)
+    private protected override void AddCaptureCounters(IDictionary<string, ulong> counters)
     {
         var tracker = _tracker;
-        ReadKernelCounters();
         counters["dns_records_decoded"] = (ulong)Interlocked.Read(ref _decoded);
         counters["dns_records_malformed"] = (ulong)(Interlocked.Read(ref _undecodable) + (tracker?.Malformed ?? 0));
         counters["dns_ringbuf_dropped"] = (ulong)Interlocked.Read(ref _ringbufDropped);
@@ -119,54 +85,23 @@ public sealed class DnsCapture : BackgroundService, ICaptureStatus
         counters["dns_duplicate_sightings"] = (ulong)(tracker?.Duplicates ?? 0);
         counters["dns_tracked"] = (ulong)(tracker?.Tracked ?? 0);
         counters["dns_names_cached"] = (ulong)_names.Count;
-        counters["dns_handler_errors"] = (ulong)(_reader?.HandlerErrors ?? 0);
+        counters["dns_handler_errors"] = (ulong)HandlerErrors;
     }
 
-    /// <inheritdoc />
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    private protected override BpfObject Load()
     {
-        // Loading runs the verifier: keep it off the host's start path.
-        await Task.Yield();
-        CgroupSkbObject? bpf = null;
-        try
+        _tracker = new DnsTransactionTracker(_options.Node, _options.QueryTimeout, _options.MaxTrackedQueries, Emit, _names)
         {
-            _tracker = new DnsTransactionTracker(_options.Node, _options.QueryTimeout, _options.MaxTrackedQueries, Emit, _names)
-            {
-                UnixOffsetNs = KernelClock.UnixOffsetNs(),
-            };
-            // Attached through BPF links: other programs on the same cgroup are left alone.
-            bpf = CgroupSkbObject.LoadEmbedded(_objectName, _cgroupPath, NoMapSizes, _logger);
-            _kernelCounters = new PerCpuCounters(bpf.MapFd("counters"));
-            _reader = new RingBufferReader(bpf.MapFd("events"), OnSample, _options.DrainIntervalMs, _logger, AfterDrain);
-            _reader.Start();
-            _programs = bpf.Programs;
-            _logger.LogInformation("DNS capture active on {Cgroup} (drain every {Interval} ms)", _cgroupPath, _options.DrainIntervalMs);
-            await Task.Delay(Timeout.Infinite, stoppingToken);
-        }
-        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-        {
-        }
-        catch (Exception e)
-        {
-            // Never take the sensor down: report the path as unavailable instead.
-            _unavailableReason = e.Message;
-            _logger.LogError(e, "DNS capture unavailable: {Reason}", e.Message);
-        }
-        finally
-        {
-            _reader?.Dispose();
-            ReadKernelCounters();
-            lock (_kernelCountersLock)
-            {
-                _kernelCounters = null;
-            }
-            _programs = null;
-            _unavailableReason = stoppingToken.IsCancellationRequested ? "stopped" : _unavailableReason;
-            bpf?.Dispose();
-        }
+            UnixOffsetNs = KernelClock.UnixOffsetNs(),
+        };
+        // Attached through BPF links: other programs on the same cgroup are left alone.
+        return CgroupSkbObject.LoadEmbedded(_objectName, _cgroupPath, NoMapSizes, _logger);
     }
 
-    private void OnSample(ReadOnlySpan<byte> sample)
+    private protected override void LogActive() =>
+        _logger.LogInformation("DNS capture active on {Cgroup} (drain every {Interval} ms)", _cgroupPath, _options.DrainIntervalMs);
+
+    private protected override void OnSample(ReadOnlySpan<byte> sample)
     {
         if (DnsRecordDecoder.TryDecode(sample, out var observation, out var message) != DecodeResult.Ok)
         {
@@ -177,13 +112,12 @@ public sealed class DnsCapture : BackgroundService, ICaptureStatus
         _tracker!.Observe(observation, message);
     }
 
-    private void AfterDrain()
+    private protected override void AfterDrain()
     {
         long now = KernelClock.NowNs();
         _tracker!.Tick(now);
-        if (now >= _nextClockSyncNs)
+        if (ClockResyncDue(now))
         {
-            _nextClockSyncNs = now + ClockResyncInterval.Ticks * 100;
             _tracker.UnixOffsetNs = KernelClock.UnixOffsetNs();
         }
     }
@@ -191,25 +125,10 @@ public sealed class DnsCapture : BackgroundService, ICaptureStatus
     // The queue counts its own drops; capture never blocks on export.
     private void Emit(Event e) => _queue.TryEnqueue(e);
 
-    // Read on demand (a status snapshot every few seconds), the last values kept after stop.
-    private void ReadKernelCounters()
+    private protected override void CopyKernelCounters(PerCpuCounters kernel)
     {
-        try
-        {
-            lock (_kernelCountersLock)
-            {
-                if (_kernelCounters is null)
-                {
-                    return;
-                }
-                Interlocked.Exchange(ref _ringbufDropped, (long)_kernelCounters.Sum((uint)DnsKernelCounter.RingBufferReserveFailed));
-                Interlocked.Exchange(ref _payloadTruncated, (long)_kernelCounters.Sum((uint)DnsKernelCounter.PayloadTruncated));
-                Interlocked.Exchange(ref _loadFailed, (long)_kernelCounters.Sum((uint)DnsKernelCounter.LoadFailed));
-            }
-        }
-        catch (BpfException e)
-        {
-            _logger.LogWarning("Reading DNS capture kernel counters failed: {Error}", e.Message);
-        }
+        Interlocked.Exchange(ref _ringbufDropped, (long)kernel.Sum((uint)DnsKernelCounter.RingBufferReserveFailed));
+        Interlocked.Exchange(ref _payloadTruncated, (long)kernel.Sum((uint)DnsKernelCounter.PayloadTruncated));
+        Interlocked.Exchange(ref _loadFailed, (long)kernel.Sum((uint)DnsKernelCounter.LoadFailed));
     }
 }

@@ -17,17 +17,8 @@ public static class DnsCaptureRegistration
     /// </summary>
     public static IServiceCollection AddDnsCapture(this IServiceCollection services, Action<DnsCaptureOptions>? configure = null)
     {
-        services.AddOptions<DnsCaptureOptions>();
-        if (configure is not null)
-        {
-            services.Configure(configure);
-        }
-        services.TryAddSingleton<SensorEventQueue>(_ => new SensorEventQueue());
         services.TryAddSingleton<DnsNameCache>();
         services.TryAddSingleton<IEndpointNames>(sp => sp.GetRequiredService<DnsNameCache>());
-        services.TryAddSingleton<DnsCapture>();
-        services.AddSingleton<ICaptureStatus>(sp => sp.GetRequiredService<DnsCapture>());
-        services.AddHostedService(sp => sp.GetRequiredService<DnsCapture>());
-        return services;
+        return services.AddBpfCapture<DnsCapture, DnsCaptureOptions>(configure);
     }
 }

@@ -2,7 +2,6 @@ using System.Text;
 using FlowSec.Api.V1;
 using FlowSec.Sensor.Export;
 using FlowSec.Sensor.Processes;
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Endpoint = FlowSec.Api.V1.Endpoint;
@@ -23,14 +22,14 @@ namespace FlowSec.Sensor.Capture;
 /// rare case the kernel could not collect it (counted in <c>file_result_unknown</c>).</para>
 /// <para>Events also carry <c>process</c> (pid, effective uid, and exe, ppid, parent exe when a
 /// <see cref="ProcessTable"/> knows the process).</para>
-/// <para>Counters (see <see cref="AddCounters"/>): <c>file_records_decoded</c>,
+/// <para>Counters (see <see cref="BpfCapture.AddCounters"/>): <c>file_records_decoded</c>,
 /// <c>file_records_malformed</c>, <c>file_events_emitted</c>, <c>file_unnormalized_dropped</c>
 /// (sent by the kernel for normalization, unwatched after it), <c>file_ringbuf_dropped</c>,
 /// <c>file_pending_full</c>, <c>file_pending_replaced</c>, <c>file_result_unknown</c>,
 /// <c>file_relative_unresolved</c>, <c>file_path_unreadable</c>, <c>file_handler_errors</c>,
 /// <c>file_results_via_task_work</c> (1 when results come from task work, 0 for exit tracepoints).</para>
 /// </remarks>
-public sealed class FileCapture : BackgroundService, ICaptureStatus
+public sealed class FileCapture : RingBufferCapture
 {
     /// <summary>The embedded object this capture loads.</summary>
     public const string ObjectName = "bpf/file.bpf.o";
@@ -43,23 +42,16 @@ public sealed class FileCapture : BackgroundService, ICaptureStatus
     private const string KernelBtf = "/sys/kernel/btf/vmlinux";
     private const int MaxTrieEntries = 1024;
 
-    private static readonly TimeSpan ClockResyncInterval = TimeSpan.FromMinutes(1);
-
     private readonly SensorEventQueue _queue;
     private readonly FileCaptureOptions _options;
     private readonly ILogger<FileCapture> _logger;
     private readonly ProcessTable? _processes;
     private readonly string _objectName;
-    private volatile RingBufferReader? _reader;
-    private volatile IReadOnlyList<BpfProgramState>? _programs;
-    private volatile string _unavailableReason = "not started";
     private volatile WatchedPaths? _watched;
-    private readonly Lock _kernelCountersLock = new();
-    private PerCpuCounters? _kernelCounters;
+    private WatchedPaths? _trieEntries;
     private long _decoded, _malformed, _emitted, _unnormalizedDropped, _taskWork;
     private readonly long[] _kernel = new long[6];
     private long _unixOffsetNs;
-    private long _nextClockSyncNs;
 
     /// <summary>Creates the capture; it starts with the host. <paramref name="processes"/> names the acting process when given.</summary>
     public FileCapture(SensorEventQueue queue, IOptions<FileCaptureOptions> options, ILogger<FileCapture> logger, ProcessTable? processes = null)
@@ -70,6 +62,7 @@ public sealed class FileCapture : BackgroundService, ICaptureStatus
     // Another object name lets tests exercise the "cannot load" path.
     internal FileCapture(SensorEventQueue queue, IOptions<FileCaptureOptions> options, ILogger<FileCapture> logger,
         ProcessTable? processes, string objectName)
+        : base("file", objectName, "File capture", options.Value.DrainIntervalMs, logger)
     {
         _queue = queue;
         _options = options.Value;
@@ -87,34 +80,12 @@ public sealed class FileCapture : BackgroundService, ICaptureStatus
     /// <summary>The result mode in use once loaded; null before.</summary>
     internal FileResultMode? ActiveResultMode { get; private set; }
 
-    /// <summary>Kernel ids of the programs while loaded (for tests that check nothing is left behind).</summary>
-    internal IReadOnlyList<uint> ProgramIds => _programs?.Select(p => p.KernelId).ToArray() ?? [];
+    // With task work, the entry hook also delivers the result: say so where status shows hooks.
+    private protected override string ProgramPath(BpfProgramState program) =>
+        ActiveResultMode == FileResultMode.TaskWork ? $"{program.Section} + bpf task work" : program.Section;
 
-    /// <summary>One fresh <see cref="CapturePath"/> per program ("unavailable" with the reason when not loaded).</summary>
-    public IEnumerable<CapturePath> CapturePaths()
+    private protected override void AddCaptureCounters(IDictionary<string, ulong> counters)
     {
-        var programs = _programs;
-        if (programs is null)
-        {
-            return new[] { new CapturePath { Signal = "file", Program = _objectName, State = "unavailable", Reason = _unavailableReason } };
-        }
-        bool draining = _reader?.IsRunning == true;
-        bool taskWork = ActiveResultMode == FileResultMode.TaskWork;
-        return programs.Select(p => new CapturePath
-        {
-            Signal = "file",
-            Program = p.Name,
-            // With task work, the entry hook also delivers the result: say so where status shows hooks.
-            Path = taskWork ? $"{p.Section} + bpf task work" : p.Section,
-            State = p.Attached && draining ? "active" : "unavailable",
-            Reason = p.Error ?? (draining ? "" : "ring buffer drain stopped"),
-        }).ToArray();
-    }
-
-    /// <summary>Adds this capture's counters (listed in the remarks) to <paramref name="counters"/>.</summary>
-    public void AddCounters(IDictionary<string, ulong> counters)
-    {
-        ReadKernelCounters();
         counters["file_records_decoded"] = (ulong)Interlocked.Read(ref _decoded);
         counters["file_records_malformed"] = (ulong)Interlocked.Read(ref _malformed);
         counters["file_events_emitted"] = (ulong)Interlocked.Read(ref _emitted);
@@ -125,7 +96,7 @@ public sealed class FileCapture : BackgroundService, ICaptureStatus
         counters["file_result_unknown"] = (ulong)Interlocked.Read(ref _kernel[(int)FileKernelCounter.ResultUnknown]);
         counters["file_relative_unresolved"] = (ulong)Interlocked.Read(ref _kernel[(int)FileKernelCounter.RelativeUnresolved]);
         counters["file_path_unreadable"] = (ulong)Interlocked.Read(ref _kernel[(int)FileKernelCounter.PathUnreadable]);
-        counters["file_handler_errors"] = (ulong)(_reader?.HandlerErrors ?? 0);
+        counters["file_handler_errors"] = (ulong)HandlerErrors;
         counters["file_results_via_task_work"] = (ulong)Interlocked.Read(ref _taskWork);
     }
 
@@ -143,57 +114,33 @@ public sealed class FileCapture : BackgroundService, ICaptureStatus
         }
     }
 
-    /// <inheritdoc />
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    private protected override BpfObject Load()
     {
-        // Loading runs the verifier (hundreds of ms for this object): keep it off the host's start path.
-        await Task.Yield();
-        BpfObject? bpf = null;
-        try
+        if (_options.WatchedPrefixes.Count + _options.ChangesOnlyPrefixes.Count + _options.ExcludedPrefixes.Count > MaxTrieEntries / 2)
         {
-            if (_options.WatchedPrefixes.Count + _options.ChangesOnlyPrefixes.Count + _options.ExcludedPrefixes.Count > MaxTrieEntries / 2)
-            {
-                throw new ArgumentException($"at most {MaxTrieEntries / 2} watched, changes-only and excluded prefixes together");
-            }
-            var watched = WatchedPaths.Create(_options.WatchedPrefixes, _options.ExcludedPrefixes, _options.ChangesOnlyPrefixes);
-            _unixOffsetNs = KernelClock.UnixOffsetNs();
-            (bpf, ActiveResultMode) = Load();
-            Interlocked.Exchange(ref _taskWork, ActiveResultMode == FileResultMode.TaskWork ? 1 : 0);
-            FillTrie(bpf.MapFd("watched_prefixes"), watched);
-            _watched = watched;
-            _kernelCounters = new PerCpuCounters(bpf.MapFd("counters"));
-            _reader = new RingBufferReader(bpf.MapFd("events"), OnSample, _options.DrainIntervalMs, _logger, AfterDrain);
-            _reader.Start();
-            _programs = bpf.Programs;
-            _logger.LogInformation("File capture active: {Count} watched prefixes, results via {Mode}, drain every {Interval} ms",
-                _options.WatchedPrefixes.Count, ActiveResultMode, _options.DrainIntervalMs);
-            await Task.Delay(Timeout.Infinite, stoppingToken);
+            throw new ArgumentException($"at most {MaxTrieEntries / 2} watched, changes-only and excluded prefixes together");
         }
-        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-        {
-        }
-        catch (Exception e)
-        {
-            // Never take the sensor down: report the path as unavailable instead.
-            _unavailableReason = e.Message;
-            _logger.LogError(e, "File capture unavailable: {Reason}", e.Message);
-        }
-        finally
-        {
-            _reader?.Dispose();
-            ReadKernelCounters();
-            lock (_kernelCountersLock)
-            {
-                _kernelCounters = null;
-            }
-            _programs = null;
-            _unavailableReason = stoppingToken.IsCancellationRequested ? "stopped" : _unavailableReason;
-            bpf?.Dispose();
-        }
+        _trieEntries = WatchedPaths.Create(_options.WatchedPrefixes, _options.ExcludedPrefixes, _options.ChangesOnlyPrefixes);
+        _unixOffsetNs = KernelClock.UnixOffsetNs();
+        (BpfObject bpf, ActiveResultMode) = LoadForResultMode();
+        Interlocked.Exchange(ref _taskWork, ActiveResultMode == FileResultMode.TaskWork ? 1 : 0);
+        return bpf;
     }
 
+    private protected override void StartDraining(BpfObject bpf)
+    {
+        var watched = _trieEntries!;
+        FillTrie(bpf.MapFd("watched_prefixes"), watched);
+        _watched = watched;
+        base.StartDraining(bpf);
+    }
+
+    private protected override void LogActive() =>
+        _logger.LogInformation("File capture active: {Count} watched prefixes, results via {Mode}, drain every {Interval} ms",
+            _options.WatchedPrefixes.Count, ActiveResultMode, _options.DrainIntervalMs);
+
     // The object holds both program sets; loading both would fail where the kfunc is missing.
-    private (BpfObject, FileResultMode) Load()
+    private (BpfObject, FileResultMode) LoadForResultMode()
     {
         FileResultMode mode = _options.ResultMode;
         if (mode == FileResultMode.Auto)
@@ -226,7 +173,7 @@ public sealed class FileCapture : BackgroundService, ICaptureStatus
         }
     }
 
-    private void OnSample(ReadOnlySpan<byte> sample)
+    private protected override void OnSample(ReadOnlySpan<byte> sample)
     {
         if (FileRecordDecoder.TryDecode(sample, out FileRecord record) != DecodeResult.Ok)
         {
@@ -284,36 +231,19 @@ public sealed class FileCapture : BackgroundService, ICaptureStatus
         };
     }
 
-    private void AfterDrain()
+    private protected override void AfterDrain()
     {
-        long now = KernelClock.NowNs();
-        if (now >= _nextClockSyncNs)
+        if (ClockResyncDue(KernelClock.NowNs()))
         {
-            _nextClockSyncNs = now + ClockResyncInterval.Ticks * 100;
             Interlocked.Exchange(ref _unixOffsetNs, KernelClock.UnixOffsetNs());
         }
     }
 
-    // Read on demand (a status snapshot every few seconds), the last values kept after stop.
-    private void ReadKernelCounters()
+    private protected override void CopyKernelCounters(PerCpuCounters kernel)
     {
-        try
+        for (uint i = 0; i < _kernel.Length; i++)
         {
-            lock (_kernelCountersLock)
-            {
-                if (_kernelCounters is null)
-                {
-                    return;
-                }
-                for (uint i = 0; i < _kernel.Length; i++)
-                {
-                    Interlocked.Exchange(ref _kernel[i], (long)_kernelCounters.Sum(i));
-                }
-            }
-        }
-        catch (BpfException e)
-        {
-            _logger.LogWarning("Reading file capture kernel counters failed: {Error}", e.Message);
+            Interlocked.Exchange(ref _kernel[i], (long)kernel.Sum(i));
         }
     }
 }

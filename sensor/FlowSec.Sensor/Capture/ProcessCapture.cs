@@ -1,7 +1,6 @@
 using FlowSec.Api.V1;
 using FlowSec.Sensor.Export;
 using FlowSec.Sensor.Processes;
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Endpoint = FlowSec.Api.V1.Endpoint;
@@ -15,18 +14,17 @@ namespace FlowSec.Sensor.Capture;
 /// "unavailable" and leaves the sensor running.
 /// </summary>
 /// <remarks>
-/// Counters (see <see cref="AddCounters"/>): <c>process_execs</c>, <c>process_exits</c>,
+/// Counters (see <see cref="BpfCapture.AddCounters"/>): <c>process_execs</c>, <c>process_exits</c>,
 /// <c>process_records_malformed</c>, <c>process_ringbuf_dropped</c> (kernel reserve failures),
 /// <c>process_args_unreadable</c>, <c>process_args_truncated</c>, <c>process_exit_duplicates</c>,
 /// <c>process_seeded</c>, <c>process_table_size</c>, <c>process_table_evicted</c>,
 /// <c>process_table_refused</c>, <c>process_handler_errors</c>.
 /// </remarks>
-public sealed class ProcessCapture : BackgroundService, ICaptureStatus
+public sealed class ProcessCapture : RingBufferCapture
 {
     /// <summary>The embedded object this capture loads.</summary>
     public const string ObjectName = "bpf/process.bpf.o";
 
-    private static readonly TimeSpan ClockResyncInterval = TimeSpan.FromMinutes(1);
     private static readonly TimeSpan SweepInterval = TimeSpan.FromSeconds(1);
 
     private readonly SensorEventQueue _queue;
@@ -34,14 +32,9 @@ public sealed class ProcessCapture : BackgroundService, ICaptureStatus
     private readonly ProcessCaptureOptions _options;
     private readonly ILogger<ProcessCapture> _logger;
     private readonly string _objectName;
-    private volatile RingBufferReader? _reader;
-    private volatile IReadOnlyList<BpfProgramState>? _programs;
-    private volatile string _unavailableReason = "not started";
-    private readonly Lock _kernelCountersLock = new();
-    private PerCpuCounters? _kernelCounters;
     private long _execs, _exits, _malformed, _ringbufDropped, _argsUnreadable, _argsTruncated, _duplicates, _seeded;
     private long _unixOffsetNs;
-    private long _nextClockSyncNs, _nextSweepNs;
+    private long _nextSweepNs;
 
     /// <summary>Creates the capture; it starts with the host.</summary>
     public ProcessCapture(SensorEventQueue queue, ProcessTable table, IOptions<ProcessCaptureOptions> options, ILogger<ProcessCapture> logger)
@@ -52,6 +45,7 @@ public sealed class ProcessCapture : BackgroundService, ICaptureStatus
     // Another object name lets tests exercise the "cannot load" path.
     internal ProcessCapture(SensorEventQueue queue, ProcessTable table, IOptions<ProcessCaptureOptions> options,
         ILogger<ProcessCapture> logger, string objectName)
+        : base("process", objectName, "Process capture", options.Value.DrainIntervalMs, logger)
     {
         _queue = queue;
         _table = table;
@@ -60,32 +54,8 @@ public sealed class ProcessCapture : BackgroundService, ICaptureStatus
         _objectName = objectName;
     }
 
-    /// <summary>Kernel ids of the programs while loaded (for tests that check nothing is left behind).</summary>
-    internal IReadOnlyList<uint> ProgramIds => _programs?.Select(p => p.KernelId).ToArray() ?? [];
-
-    /// <summary>One fresh <see cref="CapturePath"/> per program ("unavailable" with the reason when not loaded).</summary>
-    public IEnumerable<CapturePath> CapturePaths()
+    private protected override void AddCaptureCounters(IDictionary<string, ulong> counters)
     {
-        var programs = _programs;
-        if (programs is null)
-        {
-            return new[] { new CapturePath { Signal = "process", Program = _objectName, State = "unavailable", Reason = _unavailableReason } };
-        }
-        bool draining = _reader?.IsRunning == true;
-        return programs.Select(p => new CapturePath
-        {
-            Signal = "process",
-            Program = p.Name,
-            Path = p.Section,
-            State = p.Attached && draining ? "active" : "unavailable",
-            Reason = p.Error ?? (draining ? "" : "ring buffer drain stopped"),
-        }).ToArray();
-    }
-
-    /// <summary>Adds this capture's counters (listed in the remarks) to <paramref name="counters"/>.</summary>
-    public void AddCounters(IDictionary<string, ulong> counters)
-    {
-        ReadKernelCounters();
         counters["process_execs"] = (ulong)Interlocked.Read(ref _execs);
         counters["process_exits"] = (ulong)Interlocked.Read(ref _exits);
         counters["process_records_malformed"] = (ulong)Interlocked.Read(ref _malformed);
@@ -97,54 +67,29 @@ public sealed class ProcessCapture : BackgroundService, ICaptureStatus
         counters["process_table_size"] = (ulong)_table.Count;
         counters["process_table_evicted"] = (ulong)_table.Evicted;
         counters["process_table_refused"] = (ulong)_table.Refused;
-        counters["process_handler_errors"] = (ulong)(_reader?.HandlerErrors ?? 0);
+        counters["process_handler_errors"] = (ulong)HandlerErrors;
     }
 
-    /// <inheritdoc />
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    private protected override BpfObject Load()
     {
-        // Loading runs the verifier and seeding reads /proc: keep both off the host's start path.
-        await Task.Yield();
-        BpfObject? bpf = null;
-        try
-        {
-            _unixOffsetNs = KernelClock.UnixOffsetNs();
-            bpf = BpfObject.LoadEmbedded(_objectName, _logger);
-            _kernelCounters = new PerCpuCounters(bpf.MapFd("counters"));
-            // Seeded after attaching and before draining: a process that starts meanwhile has its
-            // exec queued (fresher than /proc, applied after), one that ends has its exit queued.
-            Interlocked.Exchange(ref _seeded, _table.Seed());
-            _reader = new RingBufferReader(bpf.MapFd("events"), OnSample, _options.DrainIntervalMs, _logger, AfterDrain);
-            _reader.Start();
-            _programs = bpf.Programs;
-            _logger.LogInformation("Process capture active ({Seeded} processes from /proc, drain every {Interval} ms)",
-                Interlocked.Read(ref _seeded), _options.DrainIntervalMs);
-            await Task.Delay(Timeout.Infinite, stoppingToken);
-        }
-        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-        {
-        }
-        catch (Exception e)
-        {
-            // Never take the sensor down: report the path as unavailable instead.
-            _unavailableReason = e.Message;
-            _logger.LogError(e, "Process capture unavailable: {Reason}", e.Message);
-        }
-        finally
-        {
-            _reader?.Dispose();
-            ReadKernelCounters();
-            lock (_kernelCountersLock)
-            {
-                _kernelCounters = null;
-            }
-            _programs = null;
-            _unavailableReason = stoppingToken.IsCancellationRequested ? "stopped" : _unavailableReason;
-            bpf?.Dispose();
-        }
+        _unixOffsetNs = KernelClock.UnixOffsetNs();
+        return BpfObject.LoadEmbedded(_objectName, _logger);
     }
 
-    private void OnSample(ReadOnlySpan<byte> sample)
+    private protected override void StartDraining(BpfObject bpf)
+    {
+        // Seeded after attaching and before draining: a process that starts meanwhile has its
+        // exec queued (fresher than /proc, applied after), one that ends has its exit queued.
+        // Seeding reads /proc, so it too runs off the host's start path.
+        Interlocked.Exchange(ref _seeded, _table.Seed());
+        base.StartDraining(bpf);
+    }
+
+    private protected override void LogActive() =>
+        _logger.LogInformation("Process capture active ({Seeded} processes from /proc, drain every {Interval} ms)",
+            Interlocked.Read(ref _seeded), _options.DrainIntervalMs);
+
+    private protected override void OnSample(ReadOnlySpan<byte> sample)
     {
         switch (ProcessRecordDecoder.PeekKind(sample))
         {
@@ -253,7 +198,7 @@ public sealed class ProcessCapture : BackgroundService, ICaptureStatus
         return linked.Length > 0 ? linked : exe;
     }
 
-    private void AfterDrain()
+    private protected override void AfterDrain()
     {
         long now = KernelClock.NowNs();
         if (now >= _nextSweepNs)
@@ -261,31 +206,15 @@ public sealed class ProcessCapture : BackgroundService, ICaptureStatus
             _nextSweepNs = now + SweepInterval.Ticks * 100;
             _table.Sweep((ulong)now);
         }
-        if (now >= _nextClockSyncNs)
+        if (ClockResyncDue(now))
         {
-            _nextClockSyncNs = now + ClockResyncInterval.Ticks * 100;
             Interlocked.Exchange(ref _unixOffsetNs, KernelClock.UnixOffsetNs());
         }
     }
 
-    // Read on demand (a status snapshot every few seconds; two syscalls), the last values kept after stop.
-    private void ReadKernelCounters()
+    private protected override void CopyKernelCounters(PerCpuCounters kernel)
     {
-        try
-        {
-            lock (_kernelCountersLock)
-            {
-                if (_kernelCounters is null)
-                {
-                    return;
-                }
-                Interlocked.Exchange(ref _ringbufDropped, (long)_kernelCounters.Sum((uint)ProcessKernelCounter.RingBufferReserveFailed));
-                Interlocked.Exchange(ref _argsUnreadable, (long)_kernelCounters.Sum((uint)ProcessKernelCounter.ArgsUnreadable));
-            }
-        }
-        catch (BpfException e)
-        {
-            _logger.LogWarning("Reading process capture kernel counters failed: {Error}", e.Message);
-        }
+        Interlocked.Exchange(ref _ringbufDropped, (long)kernel.Sum((uint)ProcessKernelCounter.RingBufferReserveFailed));
+        Interlocked.Exchange(ref _argsUnreadable, (long)kernel.Sum((uint)ProcessKernelCounter.ArgsUnreadable));
     }
 }

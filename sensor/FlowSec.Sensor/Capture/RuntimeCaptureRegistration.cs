@@ -17,21 +17,12 @@ public static class RuntimeCaptureRegistration
     /// </summary>
     public static IServiceCollection AddProcessCapture(this IServiceCollection services, Action<ProcessCaptureOptions>? configure = null)
     {
-        services.AddOptions<ProcessCaptureOptions>();
-        if (configure is not null)
-        {
-            services.Configure(configure);
-        }
-        services.TryAddSingleton<SensorEventQueue>(_ => new SensorEventQueue());
         services.TryAddSingleton(sp =>
         {
             var o = sp.GetRequiredService<IOptions<ProcessCaptureOptions>>().Value;
             return new ProcessTable(o.MaxProcesses, o.ExitedRetention);
         });
-        services.TryAddSingleton<ProcessCapture>();
-        services.AddSingleton<ICaptureStatus>(sp => sp.GetRequiredService<ProcessCapture>());
-        services.AddHostedService(sp => sp.GetRequiredService<ProcessCapture>());
-        return services;
+        return services.AddBpfCapture<ProcessCapture, ProcessCaptureOptions>(configure);
     }
 
     /// <summary>
@@ -42,15 +33,6 @@ public static class RuntimeCaptureRegistration
     /// </summary>
     public static IServiceCollection AddFileCapture(this IServiceCollection services, Action<FileCaptureOptions>? configure = null)
     {
-        services.AddOptions<FileCaptureOptions>();
-        if (configure is not null)
-        {
-            services.Configure(configure);
-        }
-        services.TryAddSingleton<SensorEventQueue>(_ => new SensorEventQueue());
-        services.TryAddSingleton<FileCapture>();
-        services.AddSingleton<ICaptureStatus>(sp => sp.GetRequiredService<FileCapture>());
-        services.AddHostedService(sp => sp.GetRequiredService<FileCapture>());
-        return services;
+        return services.AddBpfCapture<FileCapture, FileCaptureOptions>(configure);
     }
 }

@@ -1,7 +1,6 @@
 using FlowSec.Api.V1;
 using FlowSec.Sensor.Export;
 using FlowSec.Sensor.Flows;
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
@@ -14,31 +13,22 @@ namespace FlowSec.Sensor.Capture;
 /// rejection) it logs why, reports the path as "unavailable" and leaves the sensor running.
 /// </summary>
 /// <remarks>
-/// Counters (see <see cref="AddCounters"/>): <c>tcp_records_decoded</c>, <c>tcp_records_malformed</c>,
+/// Counters (see <see cref="BpfCapture.AddCounters"/>): <c>tcp_records_decoded</c>, <c>tcp_records_malformed</c>,
 /// <c>tcp_ringbuf_dropped</c> (kernel reserve failures, all CPUs), <c>tcp_socket_table_full</c>,
 /// <c>tcp_flows_emitted</c>, <c>tcp_flows_evicted</c>, <c>tcp_flows_superseded</c>,
 /// <c>tcp_handler_errors</c>.
 /// </remarks>
-public sealed class TcpCapture : BackgroundService, ICaptureStatus
+public sealed class TcpCapture : RingBufferCapture
 {
     /// <summary>The embedded object this capture loads.</summary>
     public const string ObjectName = "bpf/tcp_lifecycle.bpf.o";
-
-    private static readonly TimeSpan ClockResyncInterval = TimeSpan.FromMinutes(1);
 
     private readonly SensorEventQueue _queue;
     private readonly CaptureOptions _options;
     private readonly ILogger<TcpCapture> _logger;
     private readonly string _objectName;
     private volatile FlowAssembler? _assembler;
-    private volatile RingBufferReader? _reader;
-    private volatile IReadOnlyList<BpfProgramState>? _programs;
-    private volatile string _unavailableReason = "not started";
-    // Guards the kernel counter map against being read while the object is closed.
-    private readonly Lock _kernelCountersLock = new();
-    private PerCpuCounters? _kernelCounters;
     private long _decoded, _malformed, _emitted, _ringbufDropped, _socketTableFull;
-    private long _nextClockSyncNs;
 
     /// <summary>Creates the capture; it starts with the host.</summary>
     public TcpCapture(SensorEventQueue queue, IOptions<CaptureOptions> options, ILogger<TcpCapture> logger)
@@ -48,6 +38,7 @@ public sealed class TcpCapture : BackgroundService, ICaptureStatus
 
     // Another object name lets tests exercise the "cannot load" path.
     internal TcpCapture(SensorEventQueue queue, IOptions<CaptureOptions> options, ILogger<TcpCapture> logger, string objectName)
+        : base("tcp", objectName, "TCP capture", options.Value.DrainIntervalMs, logger)
     {
         _queue = queue;
         _options = options.Value;
@@ -55,33 +46,9 @@ public sealed class TcpCapture : BackgroundService, ICaptureStatus
         _objectName = objectName;
     }
 
-    /// <summary>Kernel ids of the programs while loaded (for tests that check nothing is left behind).</summary>
-    internal IReadOnlyList<uint> ProgramIds => _programs?.Select(p => p.KernelId).ToArray() ?? [];
-
-    /// <summary>One fresh <see cref="CapturePath"/> per program ("unavailable" with the reason when not loaded).</summary>
-    public IEnumerable<CapturePath> CapturePaths()
-    {
-        var programs = _programs;
-        if (programs is null)
-        {
-            return new[] { new CapturePath { Signal = "tcp", Program = _objectName, State = "unavailable", Reason = _unavailableReason } };
-        }
-        bool draining = _reader?.IsRunning == true;
-        return programs.Select(p => new CapturePath
-        {
-            Signal = "tcp",
-            Program = p.Name,
-            Path = p.Section,
-            State = p.Attached && draining ? "active" : "unavailable",
-            Reason = p.Error ?? (draining ? "" : "ring buffer drain stopped"),
-        }).ToArray();
-    }
-
-    /// <summary>Adds this capture's counters (listed in the remarks) to <paramref name="counters"/>.</summary>
-    public void AddCounters(IDictionary<string, ulong> counters)
+    private protected override void AddCaptureCounters(IDictionary<string, ulong> counters)
     {
         var assembler = _assembler;
-        ReadKernelCounters();
         counters["tcp_records_decoded"] = (ulong)Interlocked.Read(ref _decoded);
         counters["tcp_records_malformed"] = (ulong)Interlocked.Read(ref _malformed);
         counters["tcp_ringbuf_dropped"] = (ulong)Interlocked.Read(ref _ringbufDropped);
@@ -89,51 +56,20 @@ public sealed class TcpCapture : BackgroundService, ICaptureStatus
         counters["tcp_flows_emitted"] = (ulong)Interlocked.Read(ref _emitted);
         counters["tcp_flows_evicted"] = (ulong)(assembler?.Evicted ?? 0);
         counters["tcp_flows_superseded"] = (ulong)(assembler?.Superseded ?? 0);
-        counters["tcp_handler_errors"] = (ulong)(_reader?.HandlerErrors ?? 0);
+        counters["tcp_handler_errors"] = (ulong)HandlerErrors;
     }
 
-    /// <inheritdoc />
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    private protected override BpfObject Load()
     {
-        // Loading runs the verifier (tens to hundreds of ms): keep it off the host's start path.
-        await Task.Yield();
-        BpfObject? bpf = null;
-        try
-        {
-            _assembler = new FlowAssembler(_options.Node, KernelClock.UnixOffsetNs(),
-                _options.ActiveFlowReportInterval, _options.MaxTrackedConnections);
-            bpf = BpfObject.LoadEmbedded(_objectName, _logger);
-            _kernelCounters = new PerCpuCounters(bpf.MapFd("counters"));
-            _reader = new RingBufferReader(bpf.MapFd("events"), OnSample, _options.DrainIntervalMs, _logger, AfterDrain);
-            _reader.Start();
-            _programs = bpf.Programs;
-            _logger.LogInformation("TCP capture active (drain every {Interval} ms)", _options.DrainIntervalMs);
-            await Task.Delay(Timeout.Infinite, stoppingToken);
-        }
-        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-        {
-        }
-        catch (Exception e)
-        {
-            // Never take the sensor down: report the path as unavailable instead.
-            _unavailableReason = e.Message;
-            _logger.LogError(e, "TCP capture unavailable: {Reason}", e.Message);
-        }
-        finally
-        {
-            _reader?.Dispose();
-            ReadKernelCounters();
-            lock (_kernelCountersLock)
-            {
-                _kernelCounters = null;
-            }
-            _programs = null;
-            _unavailableReason = stoppingToken.IsCancellationRequested ? "stopped" : _unavailableReason;
-            bpf?.Dispose();
-        }
+        _assembler = new FlowAssembler(_options.Node, KernelClock.UnixOffsetNs(),
+            _options.ActiveFlowReportInterval, _options.MaxTrackedConnections);
+        return BpfObject.LoadEmbedded(_objectName, _logger);
     }
 
-    private void OnSample(ReadOnlySpan<byte> sample)
+    private protected override void LogActive() =>
+        _logger.LogInformation("TCP capture active (drain every {Interval} ms)", _options.DrainIntervalMs);
+
+    private protected override void OnSample(ReadOnlySpan<byte> sample)
     {
         if (TcpRecordDecoder.TryDecode(sample, out TcpRecord record) != DecodeResult.Ok)
         {
@@ -147,16 +83,15 @@ public sealed class TcpCapture : BackgroundService, ICaptureStatus
         }
     }
 
-    private void AfterDrain()
+    private protected override void AfterDrain()
     {
         long now = KernelClock.NowNs();
         foreach (Event flow in _assembler!.Tick(now))
         {
             Emit(flow);
         }
-        if (now >= _nextClockSyncNs)
+        if (ClockResyncDue(now))
         {
-            _nextClockSyncNs = now + ClockResyncInterval.Ticks * 100;
             _assembler.UnixOffsetNs = KernelClock.UnixOffsetNs();
         }
     }
@@ -168,24 +103,9 @@ public sealed class TcpCapture : BackgroundService, ICaptureStatus
         Interlocked.Increment(ref _emitted);
     }
 
-    // Read on demand (a status snapshot every few seconds; two syscalls), the last values kept after stop.
-    private void ReadKernelCounters()
+    private protected override void CopyKernelCounters(PerCpuCounters kernel)
     {
-        try
-        {
-            lock (_kernelCountersLock)
-            {
-                if (_kernelCounters is null)
-                {
-                    return;
-                }
-                Interlocked.Exchange(ref _ringbufDropped, (long)_kernelCounters.Sum((uint)KernelCounter.RingBufferReserveFailed));
-                Interlocked.Exchange(ref _socketTableFull, (long)_kernelCounters.Sum((uint)KernelCounter.SocketTableFull));
-            }
-        }
-        catch (BpfException e)
-        {
-            _logger.LogWarning("Reading TCP capture kernel counters failed: {Error}", e.Message);
-        }
+        Interlocked.Exchange(ref _ringbufDropped, (long)kernel.Sum((uint)KernelCounter.RingBufferReserveFailed));
+        Interlocked.Exchange(ref _socketTableFull, (long)kernel.Sum((uint)KernelCounter.SocketTableFull));
     }
 }

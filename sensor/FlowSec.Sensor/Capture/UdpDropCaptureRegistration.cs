@@ -14,17 +14,9 @@ public static class UdpDropCaptureRegistration
     /// </summary>
     public static IServiceCollection AddUdpFlowCapture(this IServiceCollection services, Action<UdpFlowOptions>? configure = null)
     {
+        // The node name comes from CaptureOptions.
         services.AddOptions<CaptureOptions>();
-        services.AddOptions<UdpFlowOptions>();
-        if (configure is not null)
-        {
-            services.Configure(configure);
-        }
-        services.TryAddSingleton<SensorEventQueue>(_ => new SensorEventQueue());
-        services.TryAddSingleton<UdpFlowCapture>();
-        services.AddSingleton<ICaptureStatus>(sp => sp.GetRequiredService<UdpFlowCapture>());
-        services.AddHostedService(sp => sp.GetRequiredService<UdpFlowCapture>());
-        return services;
+        return services.AddBpfCapture<UdpFlowCapture, UdpFlowOptions>(configure);
     }
 
     /// <summary>
@@ -34,16 +26,8 @@ public static class UdpDropCaptureRegistration
     /// </summary>
     public static IServiceCollection AddDropCapture(this IServiceCollection services, Action<DropCaptureOptions>? configure = null)
     {
+        // The node name comes from CaptureOptions.
         services.AddOptions<CaptureOptions>();
-        services.AddOptions<DropCaptureOptions>();
-        if (configure is not null)
-        {
-            services.Configure(configure);
-        }
-        services.TryAddSingleton<SensorEventQueue>(_ => new SensorEventQueue());
-        services.TryAddSingleton<DropCapture>();
-        services.AddSingleton<ICaptureStatus>(sp => sp.GetRequiredService<DropCapture>());
-        services.AddHostedService(sp => sp.GetRequiredService<DropCapture>());
-        return services;
+        return services.AddBpfCapture<DropCapture, DropCaptureOptions>(configure);
     }
 }

@@ -1,6 +1,5 @@
 using FlowSec.Api.V1;
 using FlowSec.Sensor.Export;
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
@@ -21,30 +20,25 @@ namespace FlowSec.Sensor.Capture;
 /// <c>udp_flow_insert_failed</c>, <c>udp_packets_unparsed</c>, <c>udp_flow_events</c>,
 /// <c>udp_flows_tracked</c>, <c>udp_drain_errors</c>.
 /// </remarks>
-public sealed class UdpFlowCapture : BackgroundService, ICaptureStatus
+public sealed class UdpFlowCapture : MapDrainCapture
 {
     /// <summary>The embedded object this capture loads.</summary>
     public const string ObjectName = "bpf/udp_flows.bpf.o";
-
-    private static readonly TimeSpan ClockResyncInterval = TimeSpan.FromMinutes(1);
 
     private readonly SensorEventQueue _queue;
     private readonly UdpFlowOptions _options;
     private readonly string _node;
     private readonly ILogger<UdpFlowCapture> _logger;
-    private readonly Lock _kernelLock = new();
     private readonly List<FsUdpFlowKey> _idle = new();
     private volatile UdpFlowTable? _table;
-    private volatile IReadOnlyList<BpfProgramState>? _programs;
-    private volatile bool _draining;
-    private volatile string _unavailableReason = "not started";
+    private HashMapBatchReader<FsUdpFlowKey, FsUdpFlowStats>? _reader;
+    private int _flowsFd = -1;
     private string _cgroupPath = "";
-    private PerCpuCounters? _kernelCounters;
-    private long _inserted, _insertFailed, _unparsed, _events, _drainErrors;
-    private long _nextClockSyncNs;
+    private long _inserted, _insertFailed, _unparsed, _events;
 
     /// <summary>Creates the capture; it starts with the host.</summary>
     public UdpFlowCapture(SensorEventQueue queue, IOptions<UdpFlowOptions> options, IOptions<CaptureOptions> capture, ILogger<UdpFlowCapture> logger)
+        : base("udp", ObjectName, "UDP flow capture", "udp_counters", options.Value.DrainInterval, logger)
     {
         _queue = queue;
         _options = options.Value;
@@ -52,38 +46,13 @@ public sealed class UdpFlowCapture : BackgroundService, ICaptureStatus
         _logger = logger;
     }
 
-    /// <summary>Kernel ids of the programs while loaded (for tests that check nothing is left behind).</summary>
-    internal IReadOnlyList<uint> ProgramIds => _programs?.Select(p => p.KernelId).ToArray() ?? [];
-
     /// <summary>The cgroup directory the programs are attached to (empty before start).</summary>
     internal string CgroupPath => _cgroupPath;
 
-    /// <summary>Completes one drain after the next, so a test can wait for traffic to be read without sleeping.</summary>
-    internal event Action? Drained;
+    private protected override string ProgramPath(BpfProgramState program) => $"{program.Section}:{_cgroupPath}";
 
-    /// <summary>One <see cref="CapturePath"/> per program ("unavailable" with the reason when not loaded).</summary>
-    public IEnumerable<CapturePath> CapturePaths()
+    private protected override void AddCaptureCounters(IDictionary<string, ulong> counters)
     {
-        var programs = _programs;
-        if (programs is null)
-        {
-            return [new CapturePath { Signal = "udp", Program = ObjectName, State = "unavailable", Reason = _unavailableReason }];
-        }
-        bool draining = _draining;
-        return programs.Select(p => new CapturePath
-        {
-            Signal = "udp",
-            Program = p.Name,
-            Path = $"{p.Section}:{_cgroupPath}",
-            State = p.Attached && draining ? "active" : "unavailable",
-            Reason = p.Error ?? (draining ? "" : "drain stopped"),
-        }).ToArray();
-    }
-
-    /// <summary>Adds this capture's counters (listed in the remarks) to <paramref name="counters"/>.</summary>
-    public void AddCounters(IDictionary<string, ulong> counters)
-    {
-        ReadKernelCounters();
         var table = _table;
         long inserted = Interlocked.Read(ref _inserted);
         long drained = table?.EntriesSeen ?? 0;
@@ -96,117 +65,63 @@ public sealed class UdpFlowCapture : BackgroundService, ICaptureStatus
         counters["udp_packets_unparsed"] = (ulong)Interlocked.Read(ref _unparsed);
         counters["udp_flow_events"] = (ulong)Interlocked.Read(ref _events);
         counters["udp_flows_tracked"] = (ulong)(table?.Count ?? 0);
-        counters["udp_drain_errors"] = (ulong)Interlocked.Read(ref _drainErrors);
+        counters["udp_drain_errors"] = (ulong)DrainErrors;
     }
 
-    /// <inheritdoc />
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    private protected override BpfObject Load()
     {
-        // Loading runs the verifier: keep it off the host's start path.
-        await Task.Yield();
-        CgroupSkbObject? bpf = null;
-        HashMapBatchReader<FsUdpFlowKey, FsUdpFlowStats>? reader = null;
-        int flowsFd = -1;
-        try
-        {
-            ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(_options.DrainInterval, TimeSpan.Zero);
-            _cgroupPath = _options.CgroupPath ?? CgroupV2.MountPoint()
-                ?? throw new InvalidOperationException("no cgroup v2 hierarchy is mounted (cgroup_skb programs need one)");
-            _table = new UdpFlowTable(_node, KernelClock.UnixOffsetNs(), _options.IdleTimeout);
-            bpf = CgroupSkbObject.LoadEmbedded(ObjectName, _cgroupPath,
-                new Dictionary<string, uint> { ["udp_flows"] = _options.MaxFlows }, _logger);
-            if (!bpf.Programs.Any(p => p.Attached))
-            {
-                throw new InvalidOperationException(string.Join("; ", bpf.Programs.Select(p => p.Error)));
-            }
-            lock (_kernelLock)
-            {
-                _kernelCounters = new PerCpuCounters(bpf.MapFd("udp_counters"));
-            }
-            flowsFd = bpf.MapFd("udp_flows");
-            reader = new HashMapBatchReader<FsUdpFlowKey, FsUdpFlowStats>(flowsFd);
-            _programs = bpf.Programs;
-            _draining = true;
-            _logger.LogInformation("UDP flow capture active on {Cgroup} (drain every {Interval})", _cgroupPath, _options.DrainInterval);
-            using var timer = new PeriodicTimer(_options.DrainInterval);
-            while (await timer.WaitForNextTickAsync(stoppingToken))
-            {
-                Drain(reader, flowsFd);
-            }
-        }
-        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-        {
-        }
-        catch (Exception e)
-        {
-            // Never take the sensor down: report the path as unavailable instead.
-            _unavailableReason = e.Message;
-            _logger.LogError(e, "UDP flow capture unavailable: {Reason}", e.Message);
-        }
-        finally
-        {
-            if (reader is not null)
-            {
-                // Traffic up to the stop still counts.
-                Drain(reader, flowsFd);
-            }
-            _draining = false;
-            ReadKernelCounters();
-            lock (_kernelLock)
-            {
-                _kernelCounters = null;
-            }
-            _programs = null;
-            _unavailableReason = stoppingToken.IsCancellationRequested ? "stopped" : _unavailableReason;
-            bpf?.Dispose();
-        }
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(_options.DrainInterval, TimeSpan.Zero);
+        _cgroupPath = _options.CgroupPath ?? CgroupV2.MountPoint()
+            ?? throw new InvalidOperationException("no cgroup v2 hierarchy is mounted (cgroup_skb programs need one)");
+        _table = new UdpFlowTable(_node, KernelClock.UnixOffsetNs(), _options.IdleTimeout);
+        return CgroupSkbObject.LoadEmbedded(ObjectName, _cgroupPath,
+            new Dictionary<string, uint> { ["udp_flows"] = _options.MaxFlows }, _logger);
     }
 
-    private unsafe void Drain(HashMapBatchReader<FsUdpFlowKey, FsUdpFlowStats> reader, int flowsFd)
+    private protected override void OpenMaps(BpfObject bpf)
+    {
+        _flowsFd = bpf.MapFd("udp_flows");
+        _reader = new HashMapBatchReader<FsUdpFlowKey, FsUdpFlowStats>(_flowsFd);
+    }
+
+    private protected override bool MapsOpen => _reader is not null;
+
+    private protected override void LogActive() =>
+        _logger.LogInformation("UDP flow capture active on {Cgroup} (drain every {Interval})", _cgroupPath, _options.DrainInterval);
+
+    private protected override unsafe void DrainMaps()
     {
         var table = _table!;
-        try
+        long now = KernelClock.NowNs();
+        if (ClockResyncDue(now))
         {
-            long now = KernelClock.NowNs();
-            if (now >= _nextClockSyncNs)
-            {
-                _nextClockSyncNs = now + ClockResyncInterval.Ticks * 100;
-                table.UnixOffsetNs = KernelClock.UnixOffsetNs();
-            }
-            table.BeginPass();
-            _idle.Clear();
-            reader.ReadAll((in FsUdpFlowKey key, in FsUdpFlowStats stats) =>
-            {
-                Emit(table.Observe(key, stats, now, out bool idle));
-                if (idle)
-                {
-                    _idle.Add(key);
-                }
-            }, delete: false);
-            foreach (FsUdpFlowKey key in _idle)
-            {
-                FsUdpFlowKey k = key;
-                FsUdpFlowStats final;
-                // Atomic: a packet that lands between the read above and this delete is not lost.
-                if (LibbpfMaps.MapLookupAndDeleteElem(flowsFd, &k, &final) == 0)
-                {
-                    Emit(table.Remove(k, final));
-                }
-                else
-                {
-                    table.Forget(k);
-                }
-            }
-            table.EndPass();
+            table.UnixOffsetNs = KernelClock.UnixOffsetNs();
         }
-        catch (Exception e)
+        table.BeginPass();
+        _idle.Clear();
+        _reader!.ReadAll((in FsUdpFlowKey key, in FsUdpFlowStats stats) =>
         {
-            if (Interlocked.Increment(ref _drainErrors) <= 10)
+            Emit(table.Observe(key, stats, now, out bool idle));
+            if (idle)
             {
-                _logger.LogError(e, "UDP flow drain failed");
+                _idle.Add(key);
+            }
+        }, delete: false);
+        foreach (FsUdpFlowKey key in _idle)
+        {
+            FsUdpFlowKey k = key;
+            FsUdpFlowStats final;
+            // Atomic: a packet that lands between the read above and this delete is not lost.
+            if (LibbpfMaps.MapLookupAndDeleteElem(_flowsFd, &k, &final) == 0)
+            {
+                Emit(table.Remove(k, final));
+            }
+            else
+            {
+                table.Forget(k);
             }
         }
-        Drained?.Invoke();
+        table.EndPass();
     }
 
     private void Emit(Event? flow)
@@ -219,25 +134,10 @@ public sealed class UdpFlowCapture : BackgroundService, ICaptureStatus
         }
     }
 
-    // Read on demand (a status snapshot every few seconds), the last values kept after stop.
-    private void ReadKernelCounters()
+    private protected override void CopyKernelCounters(PerCpuCounters kernel)
     {
-        try
-        {
-            lock (_kernelLock)
-            {
-                if (_kernelCounters is null)
-                {
-                    return;
-                }
-                Interlocked.Exchange(ref _inserted, (long)_kernelCounters.Sum((uint)UdpCounter.Inserts));
-                Interlocked.Exchange(ref _insertFailed, (long)_kernelCounters.Sum((uint)UdpCounter.InsertFailed));
-                Interlocked.Exchange(ref _unparsed, (long)_kernelCounters.Sum((uint)UdpCounter.Unparsed));
-            }
-        }
-        catch (BpfException e)
-        {
-            _logger.LogWarning("Reading UDP capture kernel counters failed: {Error}", e.Message);
-        }
+        Interlocked.Exchange(ref _inserted, (long)kernel.Sum((uint)UdpCounter.Inserts));
+        Interlocked.Exchange(ref _insertFailed, (long)kernel.Sum((uint)UdpCounter.InsertFailed));
+        Interlocked.Exchange(ref _unparsed, (long)kernel.Sum((uint)UdpCounter.Unparsed));
     }
 }

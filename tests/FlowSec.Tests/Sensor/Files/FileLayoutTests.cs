@@ -1,5 +1,4 @@
 using FlowSec.Sensor.Capture;
-using FlowSec.Tests.Sensor.Processes;
 
 namespace FlowSec.Tests.Sensor.Files;
 
@@ -12,19 +11,19 @@ public class FileLayoutTests
         string btf = KernelLayoutTests.DumpEmbeddedObjectBtf(FileCapture.ObjectName);
 
         BtfLayout.AssertMatches<FsFileRecord>(btf, "fs_file_record", 592);
+        BtfLayout.AssertNoImplicitPadding<FsFileRecord>("fs_file_record");
         BtfLayout.AssertMatches<FsPathKey>(btf, "fs_path_key", 260);
+        BtfLayout.AssertNoImplicitPadding<FsPathKey>("fs_path_key");
         FileRecordDecoder.RecordSize.Should().Be(592);
     }
 
     [Fact]
     public void Kinds_ops_status_bits_counters_and_bounds_match_flowsec_h()
     {
-        string header = BtfLayout.Header();
-
-        BtfLayout.Value(header, "FS_RECORD_FILE").Should().Be((long)FileRecordKind.File);
+        BtfLayout.HeaderValue("FS_RECORD_FILE").Should().Be((long)FileRecordKind.File);
         foreach (var (name, op) in new[] { ("OPEN", FileOp.Open), ("CREATE", FileOp.Create), ("WRITE", FileOp.Write), ("UNLINK", FileOp.Unlink), ("RENAME", FileOp.Rename) })
         {
-            BtfLayout.Value(header, $"FS_FILE_OP_{name}").Should().Be((long)op, name);
+            BtfLayout.HeaderValue($"FS_FILE_OP_{name}").Should().Be((long)op, name);
         }
         foreach (var (name, bit) in new[]
         {
@@ -34,7 +33,7 @@ public class FileLayoutTests
             ("READ_LATE", FileStatus.ReadLate),
         })
         {
-            BtfLayout.Value(header, $"FS_FILE_{name}").Should().Be((long)bit, name);
+            BtfLayout.HeaderValue($"FS_FILE_{name}").Should().Be((long)bit, name);
         }
         foreach (var (name, counter) in new[]
         {
@@ -43,12 +42,12 @@ public class FileLayoutTests
             ("RELATIVE_UNRESOLVED", FileKernelCounter.RelativeUnresolved), ("PATH_UNREADABLE", FileKernelCounter.PathUnreadable),
         })
         {
-            BtfLayout.Value(header, $"FS_FILE_COUNTER_{name}").Should().Be((long)counter, name);
+            BtfLayout.HeaderValue($"FS_FILE_COUNTER_{name}").Should().Be((long)counter, name);
         }
-        BtfLayout.Value(header, "FS_FILE_WATCH_IGNORE").Should().Be((long)FileWatch.Ignore);
-        BtfLayout.Value(header, "FS_FILE_WATCH_READS").Should().Be((long)FileWatch.Reads);
-        BtfLayout.Value(header, "FS_FILE_WATCH_CHANGES").Should().Be((long)FileWatch.Changes);
-        BtfLayout.Value(header, "FS_FILE_WATCH_REPORT").Should().Be((long)(FileWatch.Reads | FileWatch.Changes));
-        BtfLayout.Value(header, "FS_PATH_LEN", define: true).Should().Be(FsFileRecord.PathLength).And.Be(FsPathKey.PathLength);
+        BtfLayout.HeaderValue("FS_FILE_WATCH_IGNORE").Should().Be((long)FileWatch.Ignore);
+        BtfLayout.HeaderValue("FS_FILE_WATCH_READS").Should().Be((long)FileWatch.Reads);
+        BtfLayout.HeaderValue("FS_FILE_WATCH_CHANGES").Should().Be((long)FileWatch.Changes);
+        BtfLayout.HeaderValue("FS_FILE_WATCH_REPORT").Should().Be((long)(FileWatch.Reads | FileWatch.Changes));
+        BtfLayout.HeaderValue("FS_PATH_LEN", define: true).Should().Be(FsFileRecord.PathLength).And.Be(FsPathKey.PathLength);
     }
 }

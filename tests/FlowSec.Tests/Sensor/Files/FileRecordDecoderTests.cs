@@ -11,7 +11,14 @@ public class FileRecordDecoderTests
     {
         var bytes = new FileRecordBytes
         {
-            Op = 5, Result = 0, Flags = 1, SyscallNr = 316, Status = 16 | 64, Path = "/etc/a", NewPath = "/etc/b", Mode = 0x1A4 /* 0644 */,
+            Op = 5,
+            Result = 0,
+            Flags = 1,
+            SyscallNr = 316,
+            Status = 16 | 64,
+            Path = "/etc/a",
+            NewPath = "/etc/b",
+            Mode = 0x1A4 /* 0644 */,
         }.ToBytes();
 
         FileRecordDecoder.TryDecode(bytes, out var r).Should().Be(DecodeResult.Ok);

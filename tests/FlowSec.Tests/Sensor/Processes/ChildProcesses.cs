@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Text.Json;
 
 namespace FlowSec.Tests.Sensor.Processes;
 
@@ -26,36 +25,6 @@ internal static class ChildProcesses
         }
         Task.WaitAll(stdout, stderr);
         return (pid, process.ExitCode, watch.Elapsed);
-    }
-
-    /// <summary>The ids of loaded BPF programs whose (possibly truncated) kernel name is a prefix of one of <paramref name="names"/>.</summary>
-    public static HashSet<uint> ProgramIdsNamed(IEnumerable<string> names)
-    {
-        var wanted = names.ToList();
-        using var json = JsonDocument.Parse(KernelLayoutTests.Run("bpftool", "-j prog show"));
-        // The kernel keeps 15 characters of a name; bpftool shows the full one when BTF has it.
-        return json.RootElement.EnumerateArray()
-            .Where(p => p.TryGetProperty("name", out var n) && n.GetString() is { Length: > 0 } shown
-                        && wanted.Any(w => w.StartsWith(shown, StringComparison.Ordinal)))
-            .Select(p => p.GetProperty("id").GetUInt32())
-            .ToHashSet();
-    }
-
-    /// <summary>Ids of programs that have a link (attached).</summary>
-    public static HashSet<uint> LinkedProgramIds()
-    {
-        using var json = JsonDocument.Parse(KernelLayoutTests.Run("bpftool", "-j link show"));
-        return json.RootElement.EnumerateArray()
-            .Where(l => l.TryGetProperty("prog_id", out _))
-            .Select(l => l.GetProperty("prog_id").GetUInt32())
-            .ToHashSet();
-    }
-
-    /// <summary>All loaded program ids.</summary>
-    public static HashSet<uint> AllProgramIds()
-    {
-        using var json = JsonDocument.Parse(KernelLayoutTests.Run("bpftool", "-j prog show"));
-        return json.RootElement.EnumerateArray().Select(p => p.GetProperty("id").GetUInt32()).ToHashSet();
     }
 
     /// <summary>This process's cgroup v2 id: the inode of its cgroup directory in the unified hierarchy.</summary>

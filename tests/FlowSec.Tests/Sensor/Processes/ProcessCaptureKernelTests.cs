@@ -153,8 +153,8 @@ public sealed class ProcessCaptureKernelTests(ITestOutputHelper output)
             ours = run.Capture.ProgramIds;
             status.AddRange(run.Capture.CapturePaths());
             ours.Should().HaveCount(2).And.NotContain(0u);
-            ChildProcesses.AllProgramIds().Should().Contain(ours);
-            ChildProcesses.LinkedProgramIds().Should().Contain(ours);
+            KernelProbe.LoadedProgramIds().Should().Contain(ours);
+            KernelProbe.LinkedProgramIds().Should().Contain(ours);
             ChildProcesses.Run("/bin/true");
             await run.WaitForAsync(e => e.Type == EventType.Exit && e.Source.Process == "true", "exit of true");
             run.Capture.AddCounters(counters);
@@ -172,8 +172,8 @@ public sealed class ProcessCaptureKernelTests(ITestOutputHelper output)
         counters["process_ringbuf_dropped"].Should().Be(0);
         counters["process_records_malformed"].Should().Be(0);
         counters["process_handler_errors"].Should().Be(0);
-        ChildProcesses.AllProgramIds().Should().NotIntersectWith(ours, "other engineers may load programs meanwhile; ours must be gone");
-        ChildProcesses.LinkedProgramIds().Should().NotIntersectWith(ours);
+        KernelProbe.LoadedProgramIds().Should().NotIntersectWith(ours, "other engineers may load programs meanwhile; ours must be gone");
+        KernelProbe.LinkedProgramIds().Should().NotIntersectWith(ours);
     }
 
     [Fact]

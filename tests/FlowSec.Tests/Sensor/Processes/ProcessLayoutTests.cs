@@ -11,7 +11,9 @@ public class ProcessLayoutTests
         string btf = KernelLayoutTests.DumpEmbeddedObjectBtf(ProcessCapture.ObjectName);
 
         BtfLayout.AssertMatches<FsExecRecord>(btf, "fs_exec_record", 1352);
+        BtfLayout.AssertNoImplicitPadding<FsExecRecord>("fs_exec_record");
         BtfLayout.AssertMatches<FsExitRecord>(btf, "fs_exit_record", 64);
+        BtfLayout.AssertNoImplicitPadding<FsExitRecord>("fs_exit_record");
         ProcessRecordDecoder.ExecRecordSize.Should().Be(1352);
         ProcessRecordDecoder.ExitRecordSize.Should().Be(64);
     }
@@ -19,14 +21,12 @@ public class ProcessLayoutTests
     [Fact]
     public void Record_kinds_counters_and_bounds_match_flowsec_h()
     {
-        string header = BtfLayout.Header();
-
-        BtfLayout.Value(header, "FS_RECORD_EXEC").Should().Be((long)ProcessRecordKind.Exec);
-        BtfLayout.Value(header, "FS_RECORD_EXIT").Should().Be((long)ProcessRecordKind.Exit);
-        BtfLayout.Value(header, "FS_PROCESS_COUNTER_RINGBUF_RESERVE_FAILED").Should().Be((long)ProcessKernelCounter.RingBufferReserveFailed);
-        BtfLayout.Value(header, "FS_PROCESS_COUNTER_ARGS_UNREADABLE").Should().Be((long)ProcessKernelCounter.ArgsUnreadable);
-        BtfLayout.Value(header, "FS_EXE_LEN", define: true).Should().Be(FsExecRecord.ExeLength);
-        BtfLayout.Value(header, "FS_ARGS_LEN", define: true).Should().Be(FsExecRecord.ArgsLength);
-        BtfLayout.Value(header, "FS_COMM_LEN", define: true).Should().Be(FsExecRecord.CommLength).And.Be(FsExitRecord.CommLength);
+        BtfLayout.HeaderValue("FS_RECORD_EXEC").Should().Be((long)ProcessRecordKind.Exec);
+        BtfLayout.HeaderValue("FS_RECORD_EXIT").Should().Be((long)ProcessRecordKind.Exit);
+        BtfLayout.HeaderValue("FS_PROCESS_COUNTER_RINGBUF_RESERVE_FAILED").Should().Be((long)ProcessKernelCounter.RingBufferReserveFailed);
+        BtfLayout.HeaderValue("FS_PROCESS_COUNTER_ARGS_UNREADABLE").Should().Be((long)ProcessKernelCounter.ArgsUnreadable);
+        BtfLayout.HeaderValue("FS_EXE_LEN", define: true).Should().Be(FsExecRecord.ExeLength);
+        BtfLayout.HeaderValue("FS_ARGS_LEN", define: true).Should().Be(FsExecRecord.ArgsLength);
+        BtfLayout.HeaderValue("FS_COMM_LEN", define: true).Should().Be(FsExecRecord.CommLength).And.Be(FsExitRecord.CommLength);
     }
 }

@@ -13,8 +13,8 @@ public class UdpDropLayoutTests
     {
         string btf = KernelLayoutTests.DumpEmbeddedObjectBtf(UdpFlowCapture.ObjectName);
 
-        BtfStructLayout.AssertMatches<FsUdpFlowKey>(btf, "fs_udp_flow_key").Should().Be(48);
-        BtfStructLayout.AssertMatches<FsUdpFlowStats>(btf, "fs_udp_flow_stats").Should().Be(56);
+        BtfLayout.AssertMatches<FsUdpFlowKey>(btf, "fs_udp_flow_key", 48);
+        BtfLayout.AssertMatches<FsUdpFlowStats>(btf, "fs_udp_flow_stats", 56);
     }
 
     [Fact]
@@ -22,21 +22,21 @@ public class UdpDropLayoutTests
     {
         string btf = KernelLayoutTests.DumpEmbeddedObjectBtf(DropCapture.ObjectName);
 
-        BtfStructLayout.AssertMatches<FsDropKey>(btf, "fs_drop_key").Should().Be(56);
-        BtfStructLayout.AssertMatches<FsDropStats>(btf, "fs_drop_stats").Should().Be(48);
+        BtfLayout.AssertMatches<FsDropKey>(btf, "fs_drop_key", 56);
+        BtfLayout.AssertMatches<FsDropStats>(btf, "fs_drop_stats", 48);
     }
 
     [Fact]
     public void Directions_and_counter_indexes_match_flowsec_h()
     {
-        BtfStructLayout.HeaderValue("FS_FLOW_DIR_EGRESS").Should().Be((long)FlowDir.Egress);
-        BtfStructLayout.HeaderValue("FS_FLOW_DIR_INGRESS").Should().Be((long)FlowDir.Ingress);
-        BtfStructLayout.HeaderValue("FS_UDP_COUNTER_INSERTS").Should().Be((long)UdpCounter.Inserts);
-        BtfStructLayout.HeaderValue("FS_UDP_COUNTER_INSERT_FAILED").Should().Be((long)UdpCounter.InsertFailed);
-        BtfStructLayout.HeaderValue("FS_UDP_COUNTER_UNPARSED").Should().Be((long)UdpCounter.Unparsed);
-        BtfStructLayout.HeaderValue("FS_DROP_COUNTER_SEEN").Should().Be((long)DropCounter.Seen);
-        BtfStructLayout.HeaderValue("FS_DROP_COUNTER_INSERTS").Should().Be((long)DropCounter.Inserts);
-        BtfStructLayout.HeaderValue("FS_DROP_COUNTER_INSERT_FAILED").Should().Be((long)DropCounter.InsertFailed);
-        BtfStructLayout.HeaderValue("FS_DROP_COUNTER_NON_IP").Should().Be((long)DropCounter.NonIp);
+        BtfLayout.HeaderValue("FS_FLOW_DIR_EGRESS").Should().Be((long)FlowDir.Egress);
+        BtfLayout.HeaderValue("FS_FLOW_DIR_INGRESS").Should().Be((long)FlowDir.Ingress);
+        BtfLayout.HeaderValue("FS_UDP_COUNTER_INSERTS").Should().Be((long)UdpCounter.Inserts);
+        BtfLayout.HeaderValue("FS_UDP_COUNTER_INSERT_FAILED").Should().Be((long)UdpCounter.InsertFailed);
+        BtfLayout.HeaderValue("FS_UDP_COUNTER_UNPARSED").Should().Be((long)UdpCounter.Unparsed);
+        BtfLayout.HeaderValue("FS_DROP_COUNTER_SEEN").Should().Be((long)DropCounter.Seen);
+        BtfLayout.HeaderValue("FS_DROP_COUNTER_INSERTS").Should().Be((long)DropCounter.Inserts);
+        BtfLayout.HeaderValue("FS_DROP_COUNTER_INSERT_FAILED").Should().Be((long)DropCounter.InsertFailed);
+        BtfLayout.HeaderValue("FS_DROP_COUNTER_NON_IP").Should().Be((long)DropCounter.NonIp);
     }
 }

@@ -34,7 +34,9 @@ public class UdpDropRegistrationTests
         provider.GetServices<ICaptureStatus>().Should().Contain([udp, drops]);
         provider.GetRequiredService<IOptions<UdpFlowOptions>>().Value.Should().BeEquivalentTo(new UdpFlowOptions
         {
-            DrainInterval = TimeSpan.FromSeconds(2), CgroupPath = "/sys/fs/cgroup/unified/kubepods", MaxFlows = 1024,
+            DrainInterval = TimeSpan.FromSeconds(2),
+            CgroupPath = "/sys/fs/cgroup/unified/kubepods",
+            MaxFlows = 1024,
         });
         provider.GetRequiredService<IOptions<DropCaptureOptions>>().Value.DrainInterval.Should().Be(TimeSpan.FromMilliseconds(500));
         udp.CapturePaths().Should().ContainSingle().Which.Signal.Should().Be("udp");

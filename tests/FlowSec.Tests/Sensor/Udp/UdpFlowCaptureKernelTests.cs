@@ -25,7 +25,7 @@ public sealed class UdpFlowCaptureKernelTests(ITestOutputHelper output)
     {
         await using var t = await TestTopology.CreateAsync("a", "b");
         var (client, server) = (t.Pods["a"], t.Pods["b"]);
-        await using var run = await UdpCaptureRun.StartAsync(output);
+        await using var run = await StartCaptureAsync(output);
         int port = Random.Shared.Next(20000, 30000);
         server.Start("/usr/bin/python3", "-c", EchoServer, server.Address.ToString(), port.ToString(CultureInfo.InvariantCulture));
         await KernelProbe.WaitUntilAsync(
@@ -62,7 +62,7 @@ public sealed class UdpFlowCaptureKernelTests(ITestOutputHelper output)
     [InlineData("::1")]
     public async Task Loopback_udp_of_this_process_is_seen_on_both_sockets(string address)
     {
-        await using var run = await UdpCaptureRun.StartAsync(output);
+        await using var run = await StartCaptureAsync(output);
         var ip = IPAddress.Parse(address);
         using var server = new Socket(ip.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
         server.Bind(new IPEndPoint(ip, 0));
@@ -91,7 +91,7 @@ public sealed class UdpFlowCaptureKernelTests(ITestOutputHelper output)
     public async Task Flows_evicted_from_a_full_kernel_table_are_counted_as_lost()
     {
         const int sockets = 600;
-        await using var run = await UdpCaptureRun.StartAsync(output, maxFlows: 64);
+        await using var run = await StartCaptureAsync(output, maxFlows: 64);
         using var server = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         server.Bind(new IPEndPoint(IPAddress.Loopback, 0));
         // Each client socket is a new flow on both sides: far more than 64 entries between two drains.
@@ -128,7 +128,7 @@ public sealed class UdpFlowCaptureKernelTests(ITestOutputHelper output)
         string cgroup;
         var status = new List<CapturePath>();
         var counters = new Dictionary<string, ulong>();
-        await using (var run = await UdpCaptureRun.StartAsync(output))
+        await using (var run = await StartCaptureAsync(output))
         {
             ours = run.Capture.ProgramIds;
             cgroup = run.Capture.CgroupPath;
@@ -208,50 +208,12 @@ public sealed class UdpFlowCaptureKernelTests(ITestOutputHelper output)
     }
 
     /// <summary>A started <see cref="UdpFlowCapture"/> with its queue; disposing stops it.</summary>
-    internal sealed class UdpCaptureRun : IAsyncDisposable
+    private static Task<MapDrainCaptureRun<UdpFlowCapture>> StartCaptureAsync(ITestOutputHelper output, uint maxFlows = 65536)
     {
-        private UdpCaptureRun(UdpFlowCapture capture, SensorEventQueue queue, DrainCounter drains)
-        {
-            Capture = capture;
-            Queue = queue;
-            Drains = drains;
-        }
-
-        public UdpFlowCapture Capture { get; }
-
-        public SensorEventQueue Queue { get; }
-
-        public DrainCounter Drains { get; }
-
-        public static async Task<UdpCaptureRun> StartAsync(ITestOutputHelper output, uint maxFlows = 65536)
-        {
-            var queue = new SensorEventQueue();
-            var capture = new UdpFlowCapture(queue,
-                Options.Create(new UdpFlowOptions { DrainInterval = TimeSpan.FromMilliseconds(100), MaxFlows = maxFlows }),
-                Options.Create(new CaptureOptions { Node = "udp-test" }), new TestOutputLogger<UdpFlowCapture>(output));
-            var drains = new DrainCounter();
-            capture.Drained += drains.OnDrained;
-            await capture.StartAsync(CancellationToken.None);
-            try
-            {
-                await KernelProbe.WaitUntilAsync(
-                    () => Task.FromResult(capture.CapturePaths().All(p => p.State == "active") || capture.ExecuteTask?.IsCompleted == true),
-                    Timeout, "the UDP capture to become active");
-                capture.CapturePaths().Should().OnlyContain(p => p.State == "active", string.Join("; ", capture.CapturePaths()));
-            }
-            catch
-            {
-                await capture.StopAsync(CancellationToken.None);
-                capture.Dispose();
-                throw;
-            }
-            return new UdpCaptureRun(capture, queue, drains);
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            await Capture.StopAsync(CancellationToken.None);
-            Capture.Dispose();
-        }
+        var queue = new SensorEventQueue();
+        var capture = new UdpFlowCapture(queue,
+            Options.Create(new UdpFlowOptions { DrainInterval = TimeSpan.FromMilliseconds(100), MaxFlows = maxFlows }),
+            Options.Create(new CaptureOptions { Node = "udp-test" }), new TestOutputLogger<UdpFlowCapture>(output));
+        return MapDrainCaptureRun<UdpFlowCapture>.StartAsync(capture, queue, Timeout, "the UDP capture");
     }
 }

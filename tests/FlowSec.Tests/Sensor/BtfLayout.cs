@@ -3,16 +3,20 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
 
-namespace FlowSec.Tests.Sensor.Processes;
+namespace FlowSec.Tests.Sensor;
 
 /// <summary>
-/// Compares a C# mirror struct with a struct in the BTF of an embedded BPF object (the approach
-/// of KernelLayoutTests), and reads enum values and defines out of bpf/flowsec.h.
+/// bpf/flowsec.h is the source of truth for kernel-to-user layouts: compares a C# mirror struct
+/// with a struct in the BTF of an embedded BPF object (bpftool's raw dump, see
+/// <see cref="KernelLayoutTests.DumpEmbeddedObjectBtf"/>), and reads enum values and defines out of the header.
 /// </summary>
 internal static class BtfLayout
 {
-    /// <summary>Asserts that <typeparamref name="T"/> has <paramref name="cStruct"/>'s size, fields, order and offsets.</summary>
-    public static void AssertMatches<T>(string btf, string cStruct, int expectedSize) where T : struct
+    /// <summary>
+    /// Asserts that struct <paramref name="cStruct"/> is <paramref name="expectedSize"/> bytes and that
+    /// <typeparamref name="T"/> has its size and the same fields, in the same order, at the same offsets.
+    /// </summary>
+    public static void AssertMatches<T>(string btf, string cStruct, int expectedSize)
     {
         var header = Regex.Match(btf, $@"STRUCT '{cStruct}' size=(\d+) vlen=(\d+)");
         header.Success.Should().BeTrue($"the object's BTF must describe struct {cStruct}");
@@ -34,17 +38,19 @@ internal static class BtfLayout
         {
             ((int)Marshal.OffsetOf<T>(name) * 8).Should().Be(bitOffset, $"offset of {cStruct}.{name}");
         }
-        // No implicit padding: the members' sizes add up to the struct's (flowsec.h's rule).
-        int sum = typeof(T).GetFields(BindingFlags.Public | BindingFlags.Instance).Sum(FieldSize);
-        sum.Should().Be(size, $"struct {cStruct} must have no implicit padding");
     }
 
-    /// <summary>The text of bpf/flowsec.h.</summary>
-    public static string Header() => File.ReadAllText(Path.Combine(RepoRoot(), "bpf", "flowsec.h"));
-
-    /// <summary>The value of enumerator (or, with <paramref name="define"/>, #define) <paramref name="name"/> in flowsec.h.</summary>
-    public static long Value(string header, string name, bool define = false)
+    /// <summary>Asserts that the fields of <typeparamref name="T"/> add up to its size (flowsec.h's rule: no implicit padding).</summary>
+    public static void AssertNoImplicitPadding<T>(string cStruct)
     {
+        int sum = typeof(T).GetFields(BindingFlags.Public | BindingFlags.Instance).Sum(FieldSize);
+        sum.Should().Be(Marshal.SizeOf<T>(), $"struct {cStruct} must have no implicit padding");
+    }
+
+    /// <summary>The value of enumerator (or, with <paramref name="define"/>, #define) <paramref name="name"/> in bpf/flowsec.h.</summary>
+    public static long HeaderValue(string name, bool define = false)
+    {
+        string header = File.ReadAllText(Path.Combine(RepoRoot(), "bpf", "flowsec.h"));
         var m = Regex.Match(header, define ? $@"#define\s+{name}\s+(\d+)" : $@"\b{name}\s*=\s*(\d+)");
         m.Success.Should().BeTrue($"{name} must be defined in flowsec.h");
         return long.Parse(m.Groups[1].Value);
@@ -57,5 +63,5 @@ internal static class BtfLayout
     }
 
     private static string RepoRoot([CallerFilePath] string thisFile = "") =>
-        Path.GetFullPath(Path.Combine(Path.GetDirectoryName(thisFile)!, "..", "..", "..", ".."));
+        Path.GetFullPath(Path.Combine(Path.GetDirectoryName(thisFile)!, "..", "..", ".."));
 }
