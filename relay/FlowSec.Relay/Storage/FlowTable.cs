@@ -10,12 +10,17 @@ internal static class FlowTable
 
     private static readonly Dictionary<string, Protocol> ProtocolNames = new()
     {
-        ["unspecified"] = Protocol.Unspecified, ["ICMP"] = Protocol.Icmp, ["TCP"] = Protocol.Tcp, ["UDP"] = Protocol.Udp,
+        ["unspecified"] = Protocol.Unspecified,
+        ["ICMP"] = Protocol.Icmp,
+        ["TCP"] = Protocol.Tcp,
+        ["UDP"] = Protocol.Udp,
     };
 
     private static readonly Dictionary<string, Verdict> VerdictNames = new()
     {
-        ["unspecified"] = Verdict.Unspecified, ["forwarded"] = Verdict.Forwarded, ["dropped"] = Verdict.Dropped,
+        ["unspecified"] = Verdict.Unspecified,
+        ["forwarded"] = Verdict.Forwarded,
+        ["dropped"] = Verdict.Dropped,
     };
 
     /// <summary>

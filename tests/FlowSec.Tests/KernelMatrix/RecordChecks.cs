@@ -23,8 +23,16 @@ internal sealed class RecordChecks
     // x86-64 syscall numbers, as the syscalls tracepoints (and fs_file_record.syscall_nr) number them.
     private static readonly Dictionary<string, uint> SyscallNumbers = new()
     {
-        ["open"] = 2, ["creat"] = 85, ["openat"] = 257, ["openat-relative"] = 257, ["openat2"] = 437,
-        ["rename"] = 82, ["renameat"] = 264, ["renameat2"] = 316, ["unlink"] = 87, ["unlinkat"] = 263,
+        ["open"] = 2,
+        ["creat"] = 85,
+        ["openat"] = 257,
+        ["openat-relative"] = 257,
+        ["openat2"] = 437,
+        ["rename"] = 82,
+        ["renameat"] = 264,
+        ["renameat2"] = 316,
+        ["unlink"] = 87,
+        ["unlinkat"] = 263,
     };
 
     private readonly LoaderOutput _run;
@@ -426,8 +434,12 @@ internal sealed class RecordChecks
             uint nr = SyscallNumbers[sys];
             var expectedOp = op["op"] switch
             {
-                "create" => FileOp.Create, "open" => FileOp.Open, "write" => FileOp.Write,
-                "rename" => FileOp.Rename, "unlink" => FileOp.Unlink, _ => (FileOp)0,
+                "create" => FileOp.Create,
+                "open" => FileOp.Open,
+                "write" => FileOp.Write,
+                "rename" => FileOp.Rename,
+                "unlink" => FileOp.Unlink,
+                _ => (FileOp)0,
             };
             int index = unmatched.FindIndex(r => r.SyscallNr == nr && r.Path == op["path"] && r.Op == expectedOp);
             if (!Present(name, index >= 0, $"{op["op"]} record of {sys} on {op["path"]}"))

@@ -79,7 +79,11 @@ public sealed class LivePageTests
         Capture = "bpf",
         Source = new Endpoint
         {
-            Ip = ByteString.CopyFrom(IPAddress.Parse("10.1.0.7").GetAddressBytes()), Port = 41000, Pid = 4242, Process = process, Workload = "frontend",
+            Ip = ByteString.CopyFrom(IPAddress.Parse("10.1.0.7").GetAddressBytes()),
+            Port = 41000,
+            Pid = 4242,
+            Process = process,
+            Workload = "frontend",
         },
         Destination = new Endpoint { Ip = ByteString.CopyFrom(IPAddress.Parse("10.1.0.9").GetAddressBytes()), Port = dstPort, Workload = "api" },
         Flow = new Flow { Protocol = Protocol.Tcp, State = "closed", DurationNs = 1_500_000, BytesSent = 512, BytesReceived = 2048 },
