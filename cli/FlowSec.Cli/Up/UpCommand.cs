@@ -85,7 +85,9 @@ public static class UpCommand
                 $"--Sensor:Relay=http://{grpc}", $"--Sensor:TokenFile={paths.TokenFile}", $"--Sensor:Node={node}",
                 $"--Sensor:SpoolDirectory={Path.Combine(paths.State, "spool")}",
             ], Path.Combine(paths.LogDir, "sensor.log"));
-            await WaitAsync("sensor", sensor, client, s => StatusCommand.IsHealthy(s, DateTimeOffset.UtcNow), stop.Token);
+            // Up means every capture has finished loading (the file programs take a few seconds to verify).
+            await WaitAsync("sensor", sensor, client, s => StatusCommand.IsHealthy(s, DateTimeOffset.UtcNow) &&
+                s.Nodes.All(n => n.Sensor is null || n.Sensor.Capture.All(c => c.Reason != "not started")), stop.Token);
 
             Console.WriteLine($"FlowSec is up ({started.Elapsed.TotalSeconds:0.0} s). UI: http://{ui}/");
             Console.WriteLine($"logs in {paths.LogDir}; `./flowsec status` for details; Ctrl-C stops everything.");

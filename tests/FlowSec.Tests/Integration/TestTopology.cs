@@ -192,8 +192,12 @@ public sealed class TestPod(TestTopology topology, string name, string ns, IPAdd
     public string CgroupPath { get; } = cgroupPath;
 
     /// <summary>The cgroup id the kernel reports for processes in this pod (the directory's inode).</summary>
-    public ulong CgroupId => ulong.Parse(TestTopology.Sh($"stat -c %i '{CgroupPath}'").GetAwaiter().GetResult().Trim(),
-        System.Globalization.CultureInfo.InvariantCulture);
+    public ulong CgroupId => _cgroupId.Value;
+
+    // Read once: each read runs `stat`, whose exec the sensor captures (a check over thousands of
+    // endpoints would otherwise feed itself events).
+    private readonly Lazy<ulong> _cgroupId = new(() => ulong.Parse(
+        TestTopology.Sh($"stat -c %i '{cgroupPath}'").GetAwaiter().GetResult().Trim(), System.Globalization.CultureInfo.InvariantCulture));
 
     /// <summary>Starts a long-running process in the pod; it is killed when the topology is disposed.</summary>
     public Process Start(params string[] command) => topology.Start(this, command, redirect: false);
