@@ -24,18 +24,19 @@ public static class UpCommand
         var node = new Option<string>("--node") { Description = "This node's name", DefaultValueFactory = _ => Environment.MachineName };
         var chHttp = new Option<int>("--clickhouse-http-port") { Description = "HTTP port of the managed ClickHouse", DefaultValueFactory = _ => 18123 };
         var chTcp = new Option<int>("--clickhouse-tcp-port") { Description = "Native port of the managed ClickHouse", DefaultValueFactory = _ => 19000 };
+        var retention = new Option<int>("--retention-days") { Description = "Days of events kept (0 = all)", DefaultValueFactory = _ => 7 };
         var command = new Command("up", "Run FlowSec on this host: ClickHouse + relay + sensor + UI")
         {
-            clickHouseUrl, grpc, ui, node, chHttp, chTcp,
+            clickHouseUrl, grpc, ui, node, chHttp, chTcp, retention,
         };
         command.SetAction(async (parse, ct) => await RunAsync(
             parse.GetValue(clickHouseUrl), parse.GetValue(grpc)!, parse.GetValue(ui)!, parse.GetValue(node)!,
-            parse.GetValue(chHttp), parse.GetValue(chTcp), ct));
+            parse.GetValue(chHttp), parse.GetValue(chTcp), parse.GetValue(retention), ct));
         return command;
     }
 
     private static async Task<int> RunAsync(string? clickHouseUrl, string grpc, string ui, string node,
-        int chHttpPort, int chTcpPort, CancellationToken ct)
+        int chHttpPort, int chTcpPort, int retentionDays, CancellationToken ct)
     {
         if (Environment.UserName != "root")
         {
@@ -74,6 +75,7 @@ public static class UpCommand
                 Path.Combine(paths.BinDir, "relay", "FlowSec.Relay.dll"),
                 $"--Relay:GrpcListen={grpc}", $"--Relay:UiListen={ui}", $"--Relay:TokenFile={paths.TokenFile}",
                 $"--Relay:UiDirectory={Path.Combine(paths.Home, "ui")}", $"--ClickHouse:Url={clickHouseUrl}",
+                $"--ClickHouse:RetentionDays={retentionDays}",
             ], Path.Combine(paths.LogDir, "relay.log"));
             using var client = new GrpcClient(new Uri("http://" + grpc), token);
             await WaitAsync("relay", relay, client, s => s.StorageOk, stop.Token);

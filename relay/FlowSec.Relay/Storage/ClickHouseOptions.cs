@@ -30,6 +30,9 @@ public sealed class ClickHouseOptions
     /// <summary>Longest time a stored event waits in the writer before its batch is sent.</summary>
     public TimeSpan FlushInterval { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>Days of events kept; older day partitions are dropped hourly. 0 keeps everything.</summary>
+    public int RetentionDays { get; set; }
+
     /// <summary>Timeout of one HTTP request to ClickHouse.</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(60);
 }

@@ -22,6 +22,8 @@ public static class ClickHouseStorageExtensions
         services.AddSingleton<ClickHouseEventStore>();
         services.AddSingleton<ClickHouseFlowWriter>();
         services.AddHostedService(sp => sp.GetRequiredService<ClickHouseFlowWriter>());
+        services.AddSingleton<ClickHouseRetention>();
+        services.AddHostedService(sp => sp.GetRequiredService<ClickHouseRetention>());
         return services;
     }
 }
