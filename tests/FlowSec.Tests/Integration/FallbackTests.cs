@@ -19,13 +19,8 @@ public sealed class FallbackTests(FlowSecStack stack)
     public async Task Sensor_without_ebpf_reports_connections_through_the_labelled_fallback()
     {
         var metricsPort = FlowSecStack.FreePort();
-        await using var sensor = ChildProcess.Start("fallback-sensor", "dotnet",
-        [
-            Path.Combine(AppContext.BaseDirectory, "FlowSec.Sensor.dll"),
-            $"--Sensor:Relay={stack.RelayAddress}", $"--Sensor:TokenFile={stack.TokenFilePath}", $"--Sensor:Node={Node}",
-            "--Sensor:NoBpf=true", "--Sensor:FallbackPollInterval=00:00:00.200", "--Sensor:BatchMaxDelay=00:00:00.050",
-            $"--Sensor:MetricsListen=127.0.0.1:{metricsPort}",
-        ], Path.Combine(stack.Dir, "fallback-sensor.log"));
+        await using var sensor = stack.StartSensor("fallback-sensor", stack.RelayAddress, Node, metricsPort,
+            "--Sensor:NoBpf=true", "--Sensor:FallbackPollInterval=00:00:00.200");
 
         var tcp = await WaitForCaptureAsync(sensor);
         await Eventually(async () =>

@@ -57,22 +57,10 @@ public sealed class FlowSecStack : IAsyncLifetime
     {
         Token = TokenFile.ReadOrCreate(TokenFilePath);
         _clickHouse = await ManagedClickHouse.StartAsync(Path.Combine(Dir, "clickhouse"), FreePort(), FreePort(), CancellationToken.None);
-        var bin = AppContext.BaseDirectory;
-        _relay = ChildProcess.Start("relay", "dotnet",
-        [
-            Path.Combine(bin, "FlowSec.Relay.dll"),
-            $"--Relay:GrpcListen=127.0.0.1:{GrpcPort}", $"--Relay:UiListen=127.0.0.1:{UiPort}",
-            $"--Relay:TokenFile={TokenFilePath}", $"--Relay:UiDirectory={Path.Combine(RepoRoot, "ui")}",
-            $"--ClickHouse:Url={_clickHouse.Url}",
-        ], Path.Combine(Dir, "relay.log"));
+        _relay = StartRelay("relay", GrpcPort, UiPort);
         Client = new GrpcClient(RelayAddress, Token);
         await WaitForStatusAsync(s => s.StorageOk, _relay, "relay with storage");
-        _sensor = ChildProcess.Start("sensor", "dotnet",
-        [
-            Path.Combine(bin, "FlowSec.Sensor.dll"),
-            $"--Sensor:Relay={RelayAddress}", $"--Sensor:TokenFile={TokenFilePath}", $"--Sensor:Node={Node}",
-            "--Sensor:BatchMaxDelay=00:00:00.050", $"--Sensor:MetricsListen=127.0.0.1:{MetricsPort}",
-        ], Path.Combine(Dir, "sensor.log"));
+        _sensor = StartSensor("sensor", RelayAddress, Node, MetricsPort);
         await WaitForStatusAsync(s => s.Nodes.Any(n => n.Node == Node && n.Connected && n.Sensor is not null &&
                                                       n.Sensor.Capture.Any(c => c.State == "active")), _sensor, "sensor");
     }
@@ -82,6 +70,24 @@ public sealed class FlowSecStack : IAsyncLifetime
         .GetCustomAttributes(typeof(System.Reflection.AssemblyMetadataAttribute), false)
         .Cast<System.Reflection.AssemblyMetadataAttribute>()
         .Single(a => a.Key == "RepoRoot").Value!.TrimEnd('/');
+
+    /// <summary>Starts a relay process on this stack's ClickHouse and token (a second relay is as good as the first).</summary>
+    public ChildProcess StartRelay(string name, int grpcPort, int uiPort) => ChildProcess.Start(name, "dotnet",
+    [
+        Path.Combine(AppContext.BaseDirectory, "FlowSec.Relay.dll"),
+        $"--Relay:GrpcListen=127.0.0.1:{grpcPort}", $"--Relay:UiListen=127.0.0.1:{uiPort}",
+        $"--Relay:TokenFile={TokenFilePath}", $"--Relay:UiDirectory={Path.Combine(RepoRoot, "ui")}",
+        $"--ClickHouse:Url={ClickHouse.Url}",
+    ], Path.Combine(Dir, name + ".log"));
+
+    /// <summary>Starts a sensor process with this stack's token, streaming to <paramref name="relay"/> as <paramref name="node"/>.</summary>
+    public ChildProcess StartSensor(string name, Uri relay, string node, int metricsPort, params string[] settings) =>
+        ChildProcess.Start(name, "dotnet",
+        [
+            Path.Combine(AppContext.BaseDirectory, "FlowSec.Sensor.dll"),
+            $"--Sensor:Relay={relay}", $"--Sensor:TokenFile={TokenFilePath}", $"--Sensor:Node={node}",
+            "--Sensor:BatchMaxDelay=00:00:00.050", $"--Sensor:MetricsListen=127.0.0.1:{metricsPort}", .. settings,
+        ], Path.Combine(Dir, name + ".log"));
 
     /// <summary>Relay status.</summary>
     public Task<StatusResponse> StatusAsync() =>

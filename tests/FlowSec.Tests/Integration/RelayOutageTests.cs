@@ -21,13 +21,8 @@ public sealed class RelayOutageTests(FlowSecStack stack)
     {
         var relayPort = FlowSecStack.FreePort();
         var spool = Path.Combine(stack.Dir, "spool");
-        await using var sensor = ChildProcess.Start("spool-sensor", "dotnet",
-        [
-            Path.Combine(AppContext.BaseDirectory, "FlowSec.Sensor.dll"),
-            $"--Sensor:Relay=http://127.0.0.1:{relayPort}", $"--Sensor:TokenFile={stack.TokenFilePath}", $"--Sensor:Node={Node}",
-            $"--Sensor:SpoolDirectory={spool}", "--Sensor:BatchMaxDelay=00:00:00.050",
-            $"--Sensor:MetricsListen=127.0.0.1:{FlowSecStack.FreePort()}",
-        ], Path.Combine(stack.Dir, "spool-sensor.log"));
+        await using var sensor = stack.StartSensor("spool-sensor", new Uri($"http://127.0.0.1:{relayPort}"), Node,
+            FlowSecStack.FreePort(), $"--Sensor:SpoolDirectory={spool}");
 
         // Connections while no relay listens: the sensor must hold (and spool) their flows.
         using var listener = new TcpListener(IPAddress.Loopback, 0);
@@ -45,13 +40,7 @@ public sealed class RelayOutageTests(FlowSecStack stack)
         }
         await WaitAsync(() => Directory.Exists(spool) && Directory.EnumerateFiles(spool, "*.batch").Any(), sensor, "spooled batches");
 
-        await using var relay = ChildProcess.Start("relay-2", "dotnet",
-        [
-            Path.Combine(AppContext.BaseDirectory, "FlowSec.Relay.dll"),
-            $"--Relay:GrpcListen=127.0.0.1:{relayPort}", $"--Relay:UiListen=127.0.0.1:{FlowSecStack.FreePort()}",
-            $"--Relay:TokenFile={stack.TokenFilePath}", $"--Relay:UiDirectory={Path.Combine(FlowSecStack.RepoRoot, "ui")}",
-            $"--ClickHouse:Url={stack.ClickHouse.Url}",
-        ], Path.Combine(stack.Dir, "relay-2.log"));
+        await using var relay = stack.StartRelay("relay-2", relayPort, FlowSecStack.FreePort());
 
         var stored = new HashSet<uint>();
         var watch = Stopwatch.StartNew();
