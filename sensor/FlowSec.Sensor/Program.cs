@@ -12,7 +12,20 @@ var sensor = builder.Configuration.GetSection("Sensor").Get<SensorOptions>() ?? 
 builder.Services.Configure<SensorOptions>(builder.Configuration.GetSection("Sensor"));
 builder.WebHost.ConfigureKestrel(k => k.Listen(IPEndPoint.Parse(sensor.MetricsListen)));
 
-builder.Services.AddSingleton<SensorEventQueue>();
+// A sensor scoped to a cgroup subtree speaks for that subtree only: a "node" of its own.
+CgroupScope scope;
+try
+{
+    scope = CgroupScope.For(sensor.Cgroup, CgroupResolver.DefaultRoot);
+    RelayExporter.RelayAddresses(sensor.Relay);
+}
+catch (ArgumentException ex)
+{
+    Console.Error.WriteLine($"flowsec-sensor: {ex.Message}");
+    return 2;
+}
+builder.Services.AddSingleton(scope);
+builder.Services.AddSingleton(sp => new SensorEventQueue(scope: sp.GetRequiredService<CgroupScope>()));
 // Registered first so it stops last: captures stop, then the exporter drains what they produced.
 builder.Services.AddSingleton<RelayExporter>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<RelayExporter>());
@@ -23,7 +36,12 @@ builder.Services.AddSingleton(features);
 if (features.BpfUsable)
 {
     builder.Services.AddTcpCapture(o => builder.Configuration.GetSection("Sensor").Bind(o));
-    builder.Services.AddUdpFlowCapture(o => builder.Configuration.GetSection("Sensor:Udp").Bind(o));
+    // cgroup_skb programs attach to the scope's directory: they then only run for its sockets.
+    builder.Services.AddUdpFlowCapture(o =>
+    {
+        o.CgroupPath = scope.Directory;
+        builder.Configuration.GetSection("Sensor:Udp").Bind(o);
+    });
     builder.Services.AddDropCapture(o => builder.Configuration.GetSection("Sensor:Drops").Bind(o));
     builder.Services.AddProcessCapture(o =>
     {
@@ -38,6 +56,7 @@ if (features.BpfUsable)
     builder.Services.AddDnsCapture(o =>
     {
         builder.Configuration.GetSection("Sensor").Bind(o);
+        o.CgroupPath = scope.Directory;
         builder.Configuration.GetSection("Sensor:Dns").Bind(o);
     });
 }
@@ -58,5 +77,10 @@ if (!features.BpfUsable)
 {
     app.Logger.LogWarning("eBPF capture unavailable ({Reason}); running the /proc fallback collectors", features.BpfUnusableReason);
 }
+if (scope.IsScoped)
+{
+    app.Logger.LogInformation("Scoped to cgroup {Cgroup}: events of other cgroups are left out (counter scope_events_skipped)", scope.Directory);
+}
 app.MapSensorMetrics();
 await app.RunAsync();
+return 0;

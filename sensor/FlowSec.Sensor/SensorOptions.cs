@@ -3,11 +3,21 @@ namespace FlowSec.Sensor;
 /// <summary>Sensor settings, bound from the "Sensor" configuration section (or --Sensor:Name=value).</summary>
 public sealed class SensorOptions
 {
-    /// <summary>The relay's gRPC address.</summary>
+    /// <summary>
+    /// The relay's gRPC address, or several separated by commas: the sensor streams to the first that
+    /// answers and moves to the next when it goes away (relays are stateless).
+    /// </summary>
     public string Relay { get; set; } = "http://127.0.0.1:4245";
 
     /// <summary>This node's name on every event; defaults to the host name.</summary>
     public string Node { get; set; } = Environment.MachineName;
+
+    /// <summary>
+    /// A cgroup v2 directory (absolute, or relative to the cgroup v2 mount) this sensor speaks for:
+    /// only events of its subtree are sent, so several sensors on one host act as several nodes.
+    /// Empty = the whole host.
+    /// </summary>
+    public string Cgroup { get; set; } = "";
 
     /// <summary>File holding the bearer token for the relay.</summary>
     public string TokenFile { get; set; } = "";

@@ -1,6 +1,8 @@
 using System.CommandLine;
+using System.Globalization;
 using FlowSec.Api.Grpc;
 using FlowSec.Api.Json;
+using FlowSec.Api.Status;
 using FlowSec.Api.V1;
 
 namespace FlowSec.Cli.Status;
@@ -61,11 +63,15 @@ public static class StatusCommand
             o.WriteLine("sensors     none connected");
             return;
         }
-        o.WriteLine($"{"NODE",-20} {"STATE",-6} {"LAST SEEN",-25} {"EVENTS",10}");
+        // LAG: capture → relay delay of the oldest event in the node's last batch; LOST: the sum of
+        // its loss counters (listed one by one below), so a node that loses events stands out here.
+        o.WriteLine($"{"NODE",-20} {"STATE",-6} {"LAST SEEN",-25} {"EVENTS",10} {"EVENTS/S",9} {"LAG",8} {"LOST",8}");
         foreach (var n in s.Nodes)
         {
             var state = IsFresh(n, now) ? "up" : "down";
-            o.WriteLine($"{n.Node,-20} {state,-6} {EventJson.FormatTime(n.LastSeenUnixNano)[..23],-25} {n.EventsReceived,10}");
+            var lost = n.Sensor is null ? "-" : SensorLossCounters.Total(n.Sensor.Counters).ToString(CultureInfo.InvariantCulture);
+            var rate = n.EventsPerSecond.ToString(n.EventsPerSecond < 10 ? "0.0" : "0", CultureInfo.InvariantCulture);
+            o.WriteLine($"{n.Node,-20} {state,-6} {EventJson.FormatTime(n.LastSeenUnixNano)[..23],-25} {n.EventsReceived,10} {rate,9} {FormatLag(n.LagMs),8} {lost,8}");
         }
         foreach (var n in s.Nodes.Where(n => n.Sensor is not null))
         {
@@ -79,8 +85,15 @@ public static class StatusCommand
             o.WriteLine($"counters on {n.Node}:");
             foreach (var (name, value) in n.Sensor.Counters.OrderBy(c => c.Key, StringComparer.Ordinal))
             {
-                o.WriteLine($"  {name,-32} {value}");
+                o.WriteLine($"  {name,-32} {value}{(SensorLossCounters.IsLoss(name) && value > 0 ? "  (lost)" : "")}");
             }
         }
     }
+
+    private static string FormatLag(ulong ms) => ms switch
+    {
+        0 => "-",
+        < 10_000 => $"{ms} ms",
+        _ => $"{ms / 1000} s",
+    };
 }

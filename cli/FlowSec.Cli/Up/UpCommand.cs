@@ -25,18 +25,23 @@ public static class UpCommand
         var chHttp = new Option<int>("--clickhouse-http-port") { Description = "HTTP port of the managed ClickHouse", DefaultValueFactory = _ => 18123 };
         var chTcp = new Option<int>("--clickhouse-tcp-port") { Description = "Native port of the managed ClickHouse", DefaultValueFactory = _ => 19000 };
         var retention = new Option<int>("--retention-days") { Description = "Days of events kept (0 = all)", DefaultValueFactory = _ => 7 };
+        var cgroup = new Option<string>("--cgroup")
+        {
+            Description = "Capture only this cgroup v2 subtree (absolute, or relative to the cgroup v2 mount); default the whole host",
+            DefaultValueFactory = _ => "",
+        };
         var command = new Command("up", "Run FlowSec on this host: ClickHouse + relay + sensor + UI")
         {
-            clickHouseUrl, grpc, ui, node, chHttp, chTcp, retention,
+            clickHouseUrl, grpc, ui, node, chHttp, chTcp, retention, cgroup,
         };
         command.SetAction(async (parse, ct) => await RunAsync(
             parse.GetValue(clickHouseUrl), parse.GetValue(grpc)!, parse.GetValue(ui)!, parse.GetValue(node)!,
-            parse.GetValue(chHttp), parse.GetValue(chTcp), parse.GetValue(retention), ct));
+            parse.GetValue(chHttp), parse.GetValue(chTcp), parse.GetValue(retention), parse.GetValue(cgroup)!, ct));
         return command;
     }
 
     private static async Task<int> RunAsync(string? clickHouseUrl, string grpc, string ui, string node,
-        int chHttpPort, int chTcpPort, int retentionDays, CancellationToken ct)
+        int chHttpPort, int chTcpPort, int retentionDays, string cgroup, CancellationToken ct)
     {
         if (Environment.UserName != "root")
         {
@@ -85,7 +90,7 @@ public static class UpCommand
             [
                 Path.Combine(paths.BinDir, "sensor", "FlowSec.Sensor.dll"),
                 $"--Sensor:Relay=http://{grpc}", $"--Sensor:TokenFile={paths.TokenFile}", $"--Sensor:Node={node}",
-                $"--Sensor:SpoolDirectory={Path.Combine(paths.State, "spool")}",
+                $"--Sensor:SpoolDirectory={Path.Combine(paths.State, "spool")}", $"--Sensor:Cgroup={cgroup}",
             ], Path.Combine(paths.LogDir, "sensor.log"));
             // Up means every capture has finished loading (the file programs take a few seconds to verify).
             await WaitAsync("sensor", sensor, client, s => StatusCommand.IsHealthy(s, DateTimeOffset.UtcNow) &&

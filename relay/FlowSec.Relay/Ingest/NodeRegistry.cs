@@ -3,9 +3,12 @@ using FlowSec.Api.V1;
 
 namespace FlowSec.Relay.Ingest;
 
-/// <summary>What the relay knows about each sensor node: connection state, last batch, counters.</summary>
+/// <summary>What the relay knows about each sensor node: connection state, last batch, rate, lag, counters.</summary>
 public sealed class NodeRegistry
 {
+    /// <summary>The window over which a node's event rate is averaged.</summary>
+    public static readonly TimeSpan RateWindow = TimeSpan.FromSeconds(10);
+
     private readonly ConcurrentDictionary<string, NodeEntry> _nodes = new(StringComparer.Ordinal);
 
     /// <summary>Marks a node's stream as open.</summary>
@@ -21,15 +24,21 @@ public sealed class NodeRegistry
     }
 
     /// <summary>Records a batch received from a node.</summary>
-    public void Received(EventBatch batch)
+    public void Received(EventBatch batch) => Received(batch, DateTimeOffset.UtcNow);
+
+    /// <summary>Records a batch received from a node at <paramref name="now"/>.</summary>
+    public void Received(EventBatch batch, DateTimeOffset now)
     {
         var entry = _nodes.GetOrAdd(batch.Node, _ => new NodeEntry());
-        entry.Record(batch);
+        entry.Record(batch, now);
     }
 
     /// <summary>A snapshot for status.</summary>
-    public IEnumerable<NodeStatus> Snapshot() =>
-        _nodes.OrderBy(n => n.Key, StringComparer.Ordinal).Select(n => n.Value.ToStatus(n.Key));
+    public IEnumerable<NodeStatus> Snapshot() => Snapshot(DateTimeOffset.UtcNow);
+
+    /// <summary>A snapshot for status as of <paramref name="now"/>.</summary>
+    public IEnumerable<NodeStatus> Snapshot(DateTimeOffset now) =>
+        _nodes.OrderBy(n => n.Key, StringComparer.Ordinal).Select(n => n.Value.ToStatus(n.Key, now));
 
     private sealed class NodeEntry
     {
@@ -37,7 +46,10 @@ public sealed class NodeRegistry
         private int _streams;
         private ulong _lastSeen;
         private ulong _events;
+        private ulong _lagMs;
         private SensorStatus? _sensor;
+        // (arrival, events) of the batches inside the rate window, oldest first.
+        private readonly Queue<(DateTimeOffset At, int Events)> _recent = new();
 
         public void AddStream()
         {
@@ -55,26 +67,50 @@ public sealed class NodeRegistry
             }
         }
 
-        public void Record(EventBatch batch)
+        public void Record(EventBatch batch, DateTimeOffset now)
         {
+            var nowNs = (ulong)now.ToUnixTimeMilliseconds() * 1_000_000;
+            var oldest = ulong.MaxValue;
+            foreach (var e in batch.Events)
+            {
+                oldest = Math.Min(oldest, e.TimeUnixNano);
+            }
             lock (_lock)
             {
-                _lastSeen = (ulong)(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() * 1_000_000);
+                _lastSeen = nowNs;
                 _events += (ulong)batch.Events.Count;
                 _sensor = batch.Status ?? _sensor;
+                if (batch.Events.Count > 0)
+                {
+                    // Clocks of node and relay may differ slightly: an event "from the future" has no lag.
+                    _lagMs = oldest < nowNs ? (nowNs - oldest) / 1_000_000 : 0;
+                    _recent.Enqueue((now, batch.Events.Count));
+                }
+                Prune(now);
             }
         }
 
-        public NodeStatus ToStatus(string node)
+        private void Prune(DateTimeOffset now)
+        {
+            while (_recent.Count > 0 && now - _recent.Peek().At > RateWindow)
+            {
+                _recent.Dequeue();
+            }
+        }
+
+        public NodeStatus ToStatus(string node, DateTimeOffset now)
         {
             lock (_lock)
             {
+                Prune(now);
                 return new NodeStatus
                 {
                     Node = node,
                     Connected = _streams > 0,
                     LastSeenUnixNano = _lastSeen,
                     EventsReceived = _events,
+                    EventsPerSecond = _recent.Sum(r => r.Events) / RateWindow.TotalSeconds,
+                    LagMs = _recent.Count > 0 ? _lagMs : 0,
                     Sensor = _sensor,
                 };
             }

@@ -87,7 +87,7 @@ public sealed class DropCapture : MapDrainCapture
         // Read and delete in one step per hash bucket: each drain reports only what is new.
         _reader!.ReadAll((in FsDropKey key, in FsDropStats stats) =>
         {
-            _queue.TryEnqueue(DropEvents.Build(key, stats, reasons, _node, _unixOffsetNs));
+            _queue.TryEnqueue(DropEvents.Build(key, stats, reasons, _node, _unixOffsetNs), key.netns);
             Interlocked.Add(ref _reported, (long)stats.packets);
             Interlocked.Increment(ref _events);
         }, delete: true);

@@ -49,6 +49,9 @@ public sealed class RelayExporter(
             }
         }
         var token = o.TokenFile.Length > 0 ? TokenFile.Read(o.TokenFile) : null;
+        var relays = RelayAddresses(o.Relay);
+        var current = 0;
+        var failedInARow = 0;
         var backoff = TimeSpan.FromMilliseconds(200);
         while (!stoppingToken.IsCancellationRequested)
         {
@@ -58,14 +61,16 @@ public sealed class RelayExporter(
             }
             try
             {
-                using var client = new GrpcClient(new Uri(o.Relay), token);
+                var relay = relays[current];
+                using var client = new GrpcClient(relay, token);
                 await using var call = await client.DuplexAsync<EventBatch, IngestAck>(
                     RelayMethods.Push, IngestAck.Parser, stoppingToken);
                 using var streamCts = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
                 var acks = ReadAcksAsync(call, streamCts.Token);
                 Connected = true;
-                logger.LogInformation("Streaming to relay {Relay} as node {Node}", o.Relay, o.Node);
+                logger.LogInformation("Streaming to relay {Relay} as node {Node}", relay, o.Node);
                 backoff = TimeSpan.FromMilliseconds(200);
+                failedInARow = 0;
                 try
                 {
                     await SendLoopAsync(call, acks, streamCts.Token);
@@ -82,8 +87,22 @@ public sealed class RelayExporter(
             }
             catch (Exception ex) when (ex is GrpcException or HttpRequestException or IOException or OperationCanceledException)
             {
+                var failed = relays[current];
+                failedInARow++;
+                if (relays.Count > 1)
+                {
+                    // Relays are stateless: the next one takes over, and the unacked batches go there.
+                    current = (current + 1) % relays.Count;
+                    Interlocked.Increment(ref _failovers);
+                    if (failedInARow < relays.Count)
+                    {
+                        logger.LogWarning("Relay {Relay} unavailable ({Error}); trying {Next}", failed, ex.Message, relays[current]);
+                        continue;
+                    }
+                }
+                failedInARow = 0;
                 logger.LogWarning("Relay {Relay} unavailable ({Error}); {Unacked} batches held, retrying in {Backoff}",
-                    o.Relay, ex.Message, UnackedCount, backoff);
+                    relays.Count > 1 ? string.Join(", ", relays) : failed, ex.Message, UnackedCount, backoff);
                 try
                 {
                     await SpoolWhileAwayAsync(backoff, stoppingToken);
@@ -114,6 +133,7 @@ public sealed class RelayExporter(
     public void AddCounters(IDictionary<string, ulong> counters)
     {
         counters["export_unacked_batches"] = (ulong)UnackedCount;
+        counters["export_relay_failovers"] = (ulong)Interlocked.Read(ref _failovers);
         counters["export_dropped_no_spool"] = (ulong)Interlocked.Read(ref _droppedWithoutSpool);
         if (_spool is { } spool)
         {
@@ -128,6 +148,25 @@ public sealed class RelayExporter(
     }
 
     private long _droppedWithoutSpool;
+    private long _failovers;
+
+    /// <summary>
+    /// The relay addresses of <paramref name="relay"/> ("http://a:4245" or "http://a:4245,http://b:4245"),
+    /// in the order they are tried. Throws <see cref="ArgumentException"/> naming a bad one.
+    /// </summary>
+    public static IReadOnlyList<Uri> RelayAddresses(string relay)
+    {
+        var addresses = new List<Uri>();
+        foreach (var part in relay.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            if (!Uri.TryCreate(part, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https") || uri.Host.Length == 0)
+            {
+                throw new ArgumentException($"--Sensor:Relay: '{part}' is not a relay address (http://host:port)");
+            }
+            addresses.Add(uri);
+        }
+        return addresses.Count > 0 ? addresses : throw new ArgumentException("--Sensor:Relay is empty");
+    }
 
     /// <summary>While the relay is away: keep draining the queue into the spool for <paramref name="duration"/>.</summary>
     private async Task SpoolWhileAwayAsync(TimeSpan duration, CancellationToken ct)

@@ -1,5 +1,6 @@
 using System.Threading.Channels;
 using FlowSec.Api.V1;
+using FlowSec.Sensor.Attribution;
 
 namespace FlowSec.Sensor.Export;
 
@@ -11,12 +12,17 @@ namespace FlowSec.Sensor.Export;
 public sealed class SensorEventQueue
 {
     private readonly Channel<Event> _channel;
+    private readonly CgroupScope _scope;
     private long _dropped;
     private long _enqueued;
 
-    /// <summary>Creates a queue holding at most <paramref name="capacity"/> events.</summary>
-    public SensorEventQueue(int capacity = 262_144)
+    /// <summary>
+    /// Creates a queue holding at most <paramref name="capacity"/> events that admits only events
+    /// of <paramref name="scope"/> (the whole host when null).
+    /// </summary>
+    public SensorEventQueue(int capacity = 262_144, CgroupScope? scope = null)
     {
+        _scope = scope ?? CgroupScope.Host;
         _channel = Channel.CreateBounded<Event>(new BoundedChannelOptions(capacity)
         {
             FullMode = BoundedChannelFullMode.DropWrite,
@@ -30,15 +36,26 @@ public sealed class SensorEventQueue
     /// <summary>Events accepted into the queue since start.</summary>
     public long Enqueued => Interlocked.Read(ref _enqueued);
 
+    /// <summary>Events left out because they belong to another part of the host (see <see cref="CgroupScope"/>).</summary>
+    public long OutOfScope => _scope.Skipped;
+
     /// <summary>Events waiting for export.</summary>
     public int Count => _channel.Reader.Count;
 
     /// <summary>The reader side, owned by the exporter.</summary>
     public ChannelReader<Event> Reader => _channel.Reader;
 
-    /// <summary>Offers an event without blocking; returns false (and counts it) when full.</summary>
-    public bool TryEnqueue(Event e)
+    /// <summary>
+    /// Offers an event without blocking; returns false (and counts it) when full. An event outside
+    /// the sensor's <see cref="CgroupScope"/> is left out (and counted there); <paramref name="netns"/>
+    /// is the network namespace it happened in when the capture knows it, for events without a cgroup.
+    /// </summary>
+    public bool TryEnqueue(Event e, uint netns = 0)
     {
+        if (!_scope.Admits(e, netns))
+        {
+            return true;
+        }
         if (_channel.Writer.TryWrite(e))
         {
             Interlocked.Increment(ref _enqueued);

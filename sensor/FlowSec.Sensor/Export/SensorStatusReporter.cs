@@ -36,6 +36,7 @@ public sealed class SensorStatusReporter(IEnumerable<ICaptureStatus> parts, Sens
         status.Counters["queue_enqueued"] = (ulong)queue.Enqueued;
         status.Counters["queue_dropped"] = (ulong)queue.Dropped;
         status.Counters["queue_depth"] = (ulong)queue.Count;
+        status.Counters["scope_events_skipped"] = (ulong)queue.OutOfScope;
         status.Counters["events_acked"] = (ulong)Interlocked.Read(ref EventsAcked);
         return status;
     }

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
 using FlowSec.Api.V1;
+using FlowSec.Sensor.Attribution;
 using FlowSec.Sensor.Capture;
 using FlowSec.Sensor.Export;
 using Google.Protobuf;
@@ -14,12 +15,14 @@ namespace FlowSec.Sensor.Fallback;
 /// TCP connections by polling /proc/net/tcp{,6}, processes by polling /proc. Every event it
 /// produces says <c>capture: "fallback"</c>. What it cannot see, it says: connections and
 /// processes shorter than the poll interval are missed, other network namespaces are invisible,
-/// and exit codes are unknown.
+/// and exit codes are unknown. A sensor scoped to a cgroup subtree gets no fallback: /proc polling
+/// cannot tell which cgroup a socket belongs to, and a node must not report its neighbours'.
 /// </summary>
 public sealed class FallbackCapture(
     SensorEventQueue queue,
     IServiceProvider services,
     KernelFeatures features,
+    CgroupScope scope,
     IOptions<SensorOptions> options,
     ILogger<FallbackCapture> logger) : BackgroundService, ICaptureStatus
 {
@@ -41,13 +44,16 @@ public sealed class FallbackCapture(
     public IEnumerable<CapturePath> CapturePaths()
     {
         var interval = options.Value.FallbackPollInterval.TotalSeconds.ToString("0.#", CultureInfo.InvariantCulture);
+        var (state, scoped) = scope.IsScoped
+            ? ("unavailable", $"; no /proc fallback for a sensor scoped to {scope.Directory} (it cannot tell cgroups apart)")
+            : ("degraded", "");
         if (_tcpReason is { } tcp)
         {
-            yield return new CapturePath { Signal = "tcp", Program = "fallback", Path = $"/proc/net/tcp polling every {interval} s", State = "degraded", Reason = tcp };
+            yield return new CapturePath { Signal = "tcp", Program = "fallback", Path = $"/proc/net/tcp polling every {interval} s", State = state, Reason = tcp + scoped };
         }
         if (_processReason is { } process)
         {
-            yield return new CapturePath { Signal = "process", Program = "fallback", Path = $"/proc polling every {interval} s", State = "degraded", Reason = process };
+            yield return new CapturePath { Signal = "process", Program = "fallback", Path = $"/proc polling every {interval} s", State = state, Reason = process + scoped };
         }
     }
 
@@ -72,11 +78,11 @@ public sealed class FallbackCapture(
             _processReason = NeedsFallback("process", started);
             try
             {
-                if (_tcpReason is not null)
+                if (_tcpReason is not null && !scope.IsScoped)
                 {
                     PollTcp();
                 }
-                if (_processReason is not null)
+                if (_processReason is not null && !scope.IsScoped)
                 {
                     PollProcesses();
                 }
