@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using FlowSec.Api.Filters;
 using FlowSec.Api.V1;
 
 namespace FlowSec.Relay.Storage;
@@ -66,10 +67,15 @@ public sealed class ClickHouseEventStore
             }
         }
 
-        // Validated here, not at the first MoveNextAsync, so bad windows fail at the call.
-        var where = TimeWindow(query);
-        var tables = EventTables.All.Where(t => t.Types.Any(requested.Contains)).ToArray();
-        var sql = tables.Select(t => Select(t, where, t.TypeFilter(requested))).ToArray();
+        // Validated here, not at the first MoveNextAsync, so bad windows fail at the call. A table
+        // the filters rule out entirely is not queried at all.
+        var window = TimeWindow(query);
+        var selected = EventTables.All.Where(t => t.Types.Any(requested.Contains))
+            .Select(t => (Table: t, Where: Where(t, window, t.TypeFilter(requested), query.Filter)))
+            .Where(x => x.Where != EventFilterSql.False)
+            .ToArray();
+        var tables = selected.Select(x => x.Table).ToArray();
+        var sql = selected.Select(x => Select(x.Table, x.Where)).ToArray();
         return query.Limit is { } limit
             ? NewestAsync(tables, sql, limit, cancellationToken)
             : MergeAsync(tables, sql, cancellationToken);
@@ -146,10 +152,57 @@ public sealed class ClickHouseEventStore
         }
     }
 
-    private string Select(EventTable table, IReadOnlyList<string> window, string? typeFilter)
+    // The filters run in an inner query: the select list turns FixedString addresses into hex under
+    // their own names, and 18.16 resolves a WHERE on `src_ip` to such an alias, not to the column.
+    private string Select(EventTable table, string where) =>
+        $"SELECT {table.SelectList()} FROM (SELECT * FROM {_database}.{table.Name}" + (where == EventFilterSql.True ? "" : " WHERE " + where) + ")";
+
+    private static string Where(EventTable table, IReadOnlyList<string> window, string? typeFilter, EventFilterMatcher? filter) =>
+        EventFilterSql.And([.. window, typeFilter ?? EventFilterSql.True, filter is null ? EventFilterSql.True : EventFilterSql.Where(table, filter)]);
+
+    /// <summary>
+    /// Counts and bytes per group of <see cref="AggregateQuery.GroupBy"/> over the stored events of
+    /// <paramref name="types"/>, which must all live in one table; the <see cref="AggregateQuery.Top"/>
+    /// largest groups, largest first (ties in key order).
+    /// </summary>
+    /// <exception cref="ArgumentException">Types span tables or are not stored, a field does not apply to the table, or Top is out of range.</exception>
+    public async Task<IReadOnlyList<AggregateGroupRow>> AggregateAsync(AggregateQuery query, IReadOnlyCollection<EventType> types, CancellationToken cancellationToken = default)
     {
-        var where = typeFilter is null ? window : [.. window, typeFilter];
-        return $"SELECT {table.SelectList()} FROM {_database}.{table.Name}" + (where.Count > 0 ? " WHERE " + string.Join(" AND ", where) : "");
+        ArgumentNullException.ThrowIfNull(query);
+        IReadOnlyCollection<EventType> requested = types.Count == 0 ? [EventType.Flow] : types;
+        var tables = requested.Select(t => EventTables.For(t) ?? throw new ArgumentException($"Events of type {t} are not stored.", nameof(types)))
+            .Distinct().ToArray();
+        if (tables.Length != 1)
+        {
+            throw new ArgumentException("group-by works on one kind of event at a time (flows, dns, process, file or alerts)", nameof(types));
+        }
+        if (query.GroupBy.Count == 0 || query.Top is < 1 or > AggregateQuery.MaxTop)
+        {
+            throw new ArgumentException($"group-by needs at least one field and top between 1 and {AggregateQuery.MaxTop}", nameof(query));
+        }
+        var table = tables[0];
+        var keys = query.GroupBy.Select(f => f.Sql(table) ?? throw new ArgumentException(
+            $"group-by field '{f.Name}' does not apply to {table.Name}; fields that do: " +
+            string.Join(", ", GroupByField.All.Where(g => g.Sql(table) is not null).Select(g => g.Name)))).ToArray();
+        var where = Where(table, TimeWindow(query.Window), table.TypeFilter(requested), query.Window.Filter);
+        if (where == EventFilterSql.False)
+        {
+            return [];
+        }
+        var bytes = table.ColumnNames.Contains("bytes_sent") ? ("sum(`bytes_sent`)", "sum(`bytes_received`)") : ("toUInt64(0)", "toUInt64(0)");
+        // Keys get aliases g0.. that name no column, so the WHERE below still sees the columns.
+        var names = keys.Select((_, i) => "g" + i.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        var sql = $"SELECT {string.Join(", ", keys.Select((k, i) => $"{k} AS {names[i]}"))}, count() AS group_count, {bytes.Item1} AS group_bytes_sent, {bytes.Item2} AS group_bytes_received " +
+                  $"FROM {_database}.{table.Name}" + (where == EventFilterSql.True ? "" : " WHERE " + where) +
+                  $" GROUP BY {string.Join(", ", names)} ORDER BY {(query.SortByBytes ? "group_bytes_sent + group_bytes_received DESC, group_count DESC" : "group_count DESC, group_bytes_sent + group_bytes_received DESC")}, {string.Join(", ", names)}" +
+                  $" LIMIT {SqlLiteral.Integer((long)query.Top)}";
+        var rows = new List<AggregateGroupRow>();
+        await foreach (var row in _client.QueryJsonEachRowAsync(sql, cancellationToken))
+        {
+            rows.Add(new AggregateGroupRow(names.Select(n => row.GetProperty(n).GetString()!).ToArray(),
+                EventColumns.UInt64(row.GetProperty("group_count")), EventColumns.UInt64(row.GetProperty("group_bytes_sent")), EventColumns.UInt64(row.GetProperty("group_bytes_received"))));
+        }
+        return rows;
     }
 
     // Bounds go on both columns: `time` lets the server prune partitions and sort-key ranges,
