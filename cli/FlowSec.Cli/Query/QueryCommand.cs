@@ -47,11 +47,11 @@ public static class QueryCommand
                     untilNs = TimeSpec.ToUnixNano(TimeSpec.Parse(u, now));
                 }
                 filter = filters.Build(parse);
-                if (fields.Length == 0 && (parse.GetResult(top) is not null || parse.GetResult(sort) is not null))
+                if (fields.Length == 0 && (parse.GetResult(top) is { Implicit: false } || parse.GetResult(sort) is { Implicit: false }))
                 {
                     throw new FormatException("--top and --sort need --group-by");
                 }
-                if (fields.Length > 0 && parse.GetResult(last) is not null)
+                if (fields.Length > 0 && parse.GetResult(last) is { Implicit: false })
                 {
                     throw new FormatException("--last lists events; with --group-by use --top");
                 }
