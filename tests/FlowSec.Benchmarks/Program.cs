@@ -4,6 +4,7 @@ using FlowSec.Benchmarks;
 //   capture [connections]                   user-space decode + assemble + attribute throughput
 //   e2e [relay] [token-file] [connections]  connection → live stream / ClickHouse latency (needs ./flowsec up)
 //   overhead [rounds] [seconds]             nginx + wrk between two netns: none vs empty programs vs sensor
+//   query [rows] [repeats]                  load synthetic flows + DNS into a managed ClickHouse, time the incident queries
 var name = args.Length > 0 ? args[0] : "";
 switch (name)
 {
@@ -20,7 +21,12 @@ switch (name)
         return await OverheadBenchmark.RunAsync(
             args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 5,
             args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 5);
+    case "query":
+        await QueryBenchmark.RunAsync(
+            args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 10_000_000,
+            args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 10);
+        return 0;
     default:
-        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] | overhead [rounds] [seconds]");
+        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] | overhead [rounds] [seconds] | query [rows] [repeats]");
         return 2;
 }

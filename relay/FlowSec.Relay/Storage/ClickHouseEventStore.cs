@@ -77,17 +77,30 @@ public sealed class ClickHouseEventStore
         var tables = selected.Select(x => x.Table).ToArray();
         var sql = selected.Select(x => Select(x.Table, x.Where)).ToArray();
         return query.Limit is { } limit
-            ? NewestAsync(tables, sql, limit, cancellationToken)
+            ? NewestAsync(tables, selected.Select(x => x.Where).ToArray(), limit, cancellationToken)
             : MergeAsync(tables, sql, cancellationToken);
     }
 
     // Each table's newest `limit` rows (DESC LIMIT), then the newest `limit` of those, oldest first.
-    private async IAsyncEnumerable<Event> NewestAsync(EventTable[] tables, string[] sql, int limit, [EnumeratorCancellation] CancellationToken ct)
+    // Per table, first the time of the limit-th newest match, read from time_ns and the filtered
+    // columns only; then whole rows from that time on, which the day partitions and the sort key's
+    // hour bucket narrow to the newest hours instead of every matching row of the window.
+    private async IAsyncEnumerable<Event> NewestAsync(EventTable[] tables, string[] where, int limit, [EnumeratorCancellation] CancellationToken ct)
     {
         var perTable = await Task.WhenAll(tables.Select(async (table, i) =>
         {
             var rows = new List<(Event Event, int Table)>();
-            await foreach (var row in _client.QueryJsonEachRowAsync(sql[i] + " ORDER BY time_ns DESC LIMIT " + SqlLiteral.Integer((long)limit), ct))
+            var from = (await _client.QueryTextAsync(
+                $"SELECT count(), min(time_ns) FROM (SELECT time_ns FROM {_database}.{table.Name}{WhereClause(where[i])} ORDER BY time_ns DESC LIMIT {SqlLiteral.Integer((long)limit)}) FORMAT TabSeparated",
+                ct)).Trim().Split('\t');
+            if (from[0] == "0")
+            {
+                return rows;
+            }
+
+            var oldest = ulong.Parse(from[1], System.Globalization.CultureInfo.InvariantCulture);
+            var newest = EventFilterSql.And([where[i], $"time >= {SqlLiteral.DateTime(DateTimeOffset.FromUnixTimeSeconds((long)(oldest / 1_000_000_000)))}", $"time_ns >= {SqlLiteral.Integer(oldest)}"]);
+            await foreach (var row in _client.QueryJsonEachRowAsync(Select(table, newest) + " ORDER BY time_ns DESC LIMIT " + SqlLiteral.Integer((long)limit), ct))
             {
                 rows.Add((table.ReadRow(row), i));
             }
@@ -155,7 +168,9 @@ public sealed class ClickHouseEventStore
     // The filters run in an inner query: the select list turns FixedString addresses into hex under
     // their own names, and 18.16 resolves a WHERE on `src_ip` to such an alias, not to the column.
     private string Select(EventTable table, string where) =>
-        $"SELECT {table.SelectList()} FROM (SELECT * FROM {_database}.{table.Name}" + (where == EventFilterSql.True ? "" : " WHERE " + where) + ")";
+        $"SELECT {table.SelectList()} FROM (SELECT * FROM {_database}.{table.Name}{WhereClause(where)})";
+
+    private static string WhereClause(string where) => where == EventFilterSql.True ? "" : " WHERE " + where;
 
     private static string Where(EventTable table, IReadOnlyList<string> window, string? typeFilter, EventFilterMatcher? filter) =>
         EventFilterSql.And([.. window, typeFilter ?? EventFilterSql.True, filter is null ? EventFilterSql.True : EventFilterSql.Where(table, filter)]);
@@ -181,20 +196,28 @@ public sealed class ClickHouseEventStore
             throw new ArgumentException($"group-by needs at least one field and top between 1 and {AggregateQuery.MaxTop}", nameof(query));
         }
         var table = tables[0];
-        var keys = query.GroupBy.Select(f => f.Sql(table) ?? throw new ArgumentException(
-            $"group-by field '{f.Name}' does not apply to {table.Name}; fields that do: " +
-            string.Join(", ", GroupByField.All.Where(g => g.Sql(table) is not null).Select(g => g.Name)))).ToArray();
+        var invalid = query.GroupBy.FirstOrDefault(f => !f.AppliesTo(table));
+        if (invalid is not null)
+        {
+            throw new ArgumentException($"group-by field '{invalid.Name}' does not apply to {table.Name}; fields that do: " +
+                string.Join(", ", GroupByField.All.Where(g => g.AppliesTo(table)).Select(g => g.Name)));
+        }
         var where = Where(table, TimeWindow(query.Window), table.TypeFilter(requested), query.Window.Filter);
         if (where == EventFilterSql.False)
         {
             return [];
         }
+        // Grouped on the stored columns, and only the groups turned into text: a concat or address
+        // formatting per group instead of per row. Key aliases g0.. name no column.
+        var columns = query.GroupBy.SelectMany(f => f.Columns(table)).Distinct().Select(c => $"`{c}`").ToArray();
         var bytes = table.ColumnNames.Contains("bytes_sent") ? ("sum(`bytes_sent`)", "sum(`bytes_received`)") : ("toUInt64(0)", "toUInt64(0)");
-        // Keys get aliases g0.. that name no column, so the WHERE below still sees the columns.
-        var names = keys.Select((_, i) => "g" + i.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray();
-        var sql = $"SELECT {string.Join(", ", keys.Select((k, i) => $"{k} AS {names[i]}"))}, count() AS group_count, {bytes.Item1} AS group_bytes_sent, {bytes.Item2} AS group_bytes_received " +
-                  $"FROM {_database}.{table.Name}" + (where == EventFilterSql.True ? "" : " WHERE " + where) +
-                  $" GROUP BY {string.Join(", ", names)} ORDER BY {(query.SortByBytes ? "group_bytes_sent + group_bytes_received DESC, group_count DESC" : "group_count DESC, group_bytes_sent + group_bytes_received DESC")}, {string.Join(", ", names)}" +
+        var names = query.GroupBy.Select((_, i) => "g" + i.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        var inner = $"SELECT {string.Join("", columns.Select(c => c + ", "))}count() AS n, {bytes.Item1} AS sent, {bytes.Item2} AS received " +
+                    $"FROM {_database}.{table.Name}{WhereClause(where)}" + (columns.Length > 0 ? $" GROUP BY {string.Join(", ", columns)}" : "");
+        var sql = $"SELECT {string.Join(", ", query.GroupBy.Select((f, i) => $"{f.Text(table)} AS {names[i]}"))}, " +
+                  "sum(n) AS group_count, sum(sent) AS group_bytes_sent, sum(received) AS group_bytes_received " +
+                  $"FROM ({inner}) GROUP BY {string.Join(", ", names)} " +
+                  $"ORDER BY {(query.SortByBytes ? "group_bytes_sent + group_bytes_received DESC, group_count DESC" : "group_count DESC, group_bytes_sent + group_bytes_received DESC")}, {string.Join(", ", names)}" +
                   $" LIMIT {SqlLiteral.Integer((long)query.Top)}";
         var rows = new List<AggregateGroupRow>();
         await foreach (var row in _client.QueryJsonEachRowAsync(sql, cancellationToken))

@@ -4,8 +4,9 @@ namespace FlowSec.Relay.Storage;
 
 /// <summary>
 /// A field <c>flowsec query --group-by</c> accepts: its user-facing name (the JSON path of the
-/// event) and the SQL expression that yields it as text on each table that stores it. Only these
-/// names reach SQL, so a group-by cannot inject anything.
+/// event), the stored columns it groups on, and the SQL expression that turns those into text
+/// (applied to the groups, not to every row). Only these names reach SQL, so a group-by cannot
+/// inject anything.
 /// </summary>
 public sealed class GroupByField
 {
@@ -13,14 +14,15 @@ public sealed class GroupByField
     private const string IpText =
         "if({0} = toFixedString(unhex('00000000000000000000000000000000'), 16), '', replaceRegexpOne(IPv6NumToString({0}), '^::ffff:([0-9.]+)$', '\\\\1'))";
 
-    private readonly string? _column;
-    private readonly Func<EventTable, string?> _sql;
+    private readonly string[] _columns;
+    private readonly Func<EventTable, string> _text;
 
-    private GroupByField(string name, string? column, Func<EventTable, string?> sql)
+    // columns: what is grouped on (none for a constant); text: the value as users see it, over those columns.
+    private GroupByField(string name, string[] columns, Func<EventTable, string> text)
     {
         Name = name;
-        _column = column;
-        _sql = sql;
+        _columns = columns;
+        _text = text;
     }
 
     /// <summary>The name users write, e.g. <c>source.pod</c>.</summary>
@@ -30,17 +32,17 @@ public sealed class GroupByField
     public static IReadOnlyList<GroupByField> All { get; } =
     [
         Column("node", "node"),
-        new("type", null, t => t.Name switch
+        new("type", [], t => t.Name switch
         {
             "process_events" => "toString(`event`)",
             _ => "'" + EventTypeName(t.Types[0]) + "'",
         }),
         .. Endpoint("source", "src"),
         .. Endpoint("destination", "dst"),
-        new("protocol", "protocol", _ => "lower(toString(`protocol`))"),
+        new("protocol", ["protocol"], _ => "lower(toString(`protocol`))"),
         Column("state", "state"),
         Column("direction", "direction"),
-        new("verdict", "verdict", _ => "toString(`verdict`)"),
+        new("verdict", ["verdict"], _ => "toString(`verdict`)"),
         Column("drop_reason", "drop_reason"),
         Column("dns.query", "query"),
         Column("dns.qtype", "qtype"),
@@ -59,19 +61,25 @@ public sealed class GroupByField
         All.FirstOrDefault(f => f.Name == name)
         ?? throw new ArgumentException($"unknown group-by field '{name}'; valid fields: {string.Join(", ", All.Select(f => f.Name))}");
 
-    /// <summary>The text expression on <paramref name="table"/>, or null when the table does not store the field.</summary>
-    internal string? Sql(EventTable table) => _column is null || table.ColumnNames.Contains(_column) ? _sql(table) : null;
+    /// <summary>Whether <paramref name="table"/> stores the field.</summary>
+    internal bool AppliesTo(EventTable table) => _columns.All(table.ColumnNames.Contains);
 
-    private static GroupByField Column(string name, string column) => new(name, column, _ => $"toString(`{column}`)");
+    /// <summary>The stored columns grouped on (for the process table's <c>type</c>, its <c>event</c> column).</summary>
+    internal IReadOnlyList<string> Columns(EventTable table) => Name == "type" && table.ColumnNames.Contains("event") ? ["event"] : _columns;
+
+    /// <summary>The text of the field over <see cref="Columns"/>.</summary>
+    internal string Text(EventTable table) => _text(table);
+
+    private static GroupByField Column(string name, string column) => new(name, [column], _ => $"toString(`{column}`)");
 
     private static IEnumerable<GroupByField> Endpoint(string side, string prefix) =>
     [
         Column(side + ".namespace", prefix + "_namespace"),
         // namespace/pod, since pod names repeat across namespaces; '' when there is no pod.
-        new(side + ".pod", prefix + "_pod", _ => $"if(`{prefix}_pod` = '', '', concat(`{prefix}_namespace`, '/', `{prefix}_pod`))"),
+        new(side + ".pod", [prefix + "_namespace", prefix + "_pod"], _ => $"if(`{prefix}_pod` = '', '', concat(`{prefix}_namespace`, '/', `{prefix}_pod`))"),
         Column(side + ".workload", prefix + "_workload"),
         Column(side + ".process", prefix + "_process"),
-        new(side + ".ip", prefix + "_ip", _ => string.Format(System.Globalization.CultureInfo.InvariantCulture, IpText, $"`{prefix}_ip`")),
+        new(side + ".ip", [prefix + "_ip"], _ => string.Format(System.Globalization.CultureInfo.InvariantCulture, IpText, $"`{prefix}_ip`")),
         Column(side + ".port", prefix + "_port"),
     ];
 
