@@ -208,12 +208,17 @@ public sealed class ClickHouseEventStore
             return [];
         }
         // Grouped on the stored columns, and only the groups turned into text: a concat or address
-        // formatting per group instead of per row. Key aliases g0.. name no column.
+        // formatting per group instead of per row. The rows are grouped by one 64-bit hash of those
+        // columns (any() keeps their values): hashing two strings per row is several times cheaper
+        // than a hash table keyed by the strings themselves, and two groups would have to collide
+        // in 64 bits to be merged. Aliases k0.. and g0.. name no column, so WHERE sees the columns.
         var columns = query.GroupBy.SelectMany(f => f.Columns(table)).Distinct().Select(c => $"`{c}`").ToArray();
         var bytes = table.ColumnNames.Contains("bytes_sent") ? ("sum(`bytes_sent`)", "sum(`bytes_received`)") : ("toUInt64(0)", "toUInt64(0)");
         var names = query.GroupBy.Select((_, i) => "g" + i.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray();
-        var inner = $"SELECT {string.Join("", columns.Select(c => c + ", "))}count() AS n, {bytes.Item1} AS sent, {bytes.Item2} AS received " +
-                    $"FROM {_database}.{table.Name}{WhereClause(where)}" + (columns.Length > 0 ? $" GROUP BY {string.Join(", ", columns)}" : "");
+        var held = columns.Select((c, i) => (Column: c, Alias: "k" + i.ToString(System.Globalization.CultureInfo.InvariantCulture))).ToArray();
+        var inner = $"SELECT {string.Join("", held.Select(h => $"any({h.Column}) AS {h.Alias}, "))}count() AS n, {bytes.Item1} AS sent, {bytes.Item2} AS received " +
+                    $"FROM {_database}.{table.Name}{WhereClause(where)}" + (columns.Length > 0 ? $" GROUP BY cityHash64({string.Join(", ", columns)})" : "");
+        inner = $"SELECT {string.Join("", held.Select(h => $"{h.Alias} AS {h.Column}, "))}n, sent, received FROM ({inner})";
         var sql = $"SELECT {string.Join(", ", query.GroupBy.Select((f, i) => $"{f.Text(table)} AS {names[i]}"))}, " +
                   "sum(n) AS group_count, sum(sent) AS group_bytes_sent, sum(received) AS group_bytes_received " +
                   $"FROM ({inner}) GROUP BY {string.Join(", ", names)} " +

@@ -146,40 +146,27 @@ internal static class EventFilterSql
             : $"{canonical} = {SqlLiteral.String(pattern.Name)}";
     }
 
-    /// <summary>AND of conditions, folding constants.</summary>
-    public static string And(IEnumerable<string> conditions)
-    {
-        var parts = new List<string>();
-        foreach (var c in conditions)
-        {
-            if (c == False)
-            {
-                return False;
-            }
-            if (c != True)
-            {
-                parts.Add(c);
-            }
-        }
-        return parts.Count switch { 0 => True, 1 => parts[0], _ => "(" + string.Join(" AND ", parts) + ")" };
-    }
+    /// <summary>AND of conditions, folding constants; no conditions is true.</summary>
+    public static string And(IEnumerable<string> conditions) => Fold(conditions, "AND", identity: True, absorbing: False);
 
     /// <summary>OR of conditions, folding constants; no conditions is false.</summary>
-    public static string Or(IEnumerable<string> conditions)
+    public static string Or(IEnumerable<string> conditions) => Fold(conditions, "OR", identity: False, absorbing: True);
+
+    private static string Fold(IEnumerable<string> conditions, string op, string identity, string absorbing)
     {
         var parts = new List<string>();
         foreach (var c in conditions)
         {
-            if (c == True)
+            if (c == absorbing)
             {
-                return True;
+                return absorbing;
             }
-            if (c != False)
+            if (c != identity)
             {
                 parts.Add(c);
             }
         }
-        return parts.Count switch { 0 => False, 1 => parts[0], _ => "(" + string.Join(" OR ", parts) + ")" };
+        return parts.Count switch { 0 => identity, 1 => parts[0], _ => "(" + string.Join($" {op} ", parts) + ")" };
     }
 
     private static string Not(string condition) => condition switch { True => False, False => True, _ => "NOT (" + condition + ")" };

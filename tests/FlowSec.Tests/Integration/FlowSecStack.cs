@@ -128,7 +128,11 @@ public sealed class FlowSecStack : IAsyncLifetime
         throw new TimeoutException($"no matching stored event within {timeout} ({seen} events seen)\n--- sensor log\n{SensorLog}\n--- relay log\n{RelayLog}");
     }
 
-    private async Task WaitForStatusAsync(Func<StatusResponse, bool> ready, ChildProcess child, string what)
+    private Task WaitForStatusAsync(Func<StatusResponse, bool> ready, ChildProcess child, string what) =>
+        WaitForStatusAsync(StatusAsync, ready, child, what);
+
+    /// <summary>Polls <paramref name="status"/> until <paramref name="ready"/> holds (60 s), failing early with the log if <paramref name="child"/> exits.</summary>
+    public static async Task WaitForStatusAsync(Func<Task<StatusResponse>> status, Func<StatusResponse, bool> ready, ChildProcess child, string what)
     {
         var watch = Stopwatch.StartNew();
         var last = "";
@@ -140,7 +144,7 @@ public sealed class FlowSecStack : IAsyncLifetime
             }
             try
             {
-                if (ready(await StatusAsync()))
+                if (ready(await status()))
                 {
                     return;
                 }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using FlowSec.Api.Auth;
 using FlowSec.Api.Grpc;
 using FlowSec.Api.V1;
@@ -36,7 +35,7 @@ public sealed class IngestRelay : IAsyncLifetime
         _relay = FlowSecStack.StartRelay("relay", RelayAddress.Port, FlowSecStack.FreePort(), TokenFilePath, _clickHouse.Server.Url, Dir,
             "--ClickHouse:FlushInterval=00:00:00.100");
         Client = new GrpcClient(RelayAddress, token);
-        await WaitAsync(async () => (await StatusAsync()).StorageOk, "relay with storage");
+        await FlowSecStack.WaitForStatusAsync(StatusAsync, s => s.StorageOk, _relay, "relay with storage");
     }
 
     /// <summary>Pushes <paramref name="events"/> as one batch of node <paramref name="node"/> and waits until the relay has stored them.</summary>
@@ -52,7 +51,7 @@ public sealed class IngestRelay : IAsyncLifetime
             var ack = await call.ReadAsync(timeout.Token);
             ack!.BatchId.Should().Be(batch.BatchId, "the relay acks a batch once ClickHouse holds it");
         }
-        await WaitAsync(async () => (await StatusAsync()).EventsStored >= storedBefore + (ulong)events.Count, "events stored");
+        await FlowSecStack.WaitForStatusAsync(StatusAsync, s => s.EventsStored >= storedBefore + (ulong)events.Count, _relay!, "events stored");
     }
 
     /// <summary>Runs the CLI against this relay (see <see cref="CliRunner.RunAsync"/>).</summary>
@@ -62,32 +61,6 @@ public sealed class IngestRelay : IAsyncLifetime
     /// <summary>Relay status.</summary>
     public Task<StatusResponse> StatusAsync() =>
         Client.UnaryAsync(RelayMethods.GetStatus, new StatusRequest(), StatusResponse.Parser, CancellationToken.None, TimeSpan.FromSeconds(10));
-
-    private async Task WaitAsync(Func<Task<bool>> ready, string what)
-    {
-        var watch = Stopwatch.StartNew();
-        var last = "";
-        while (watch.Elapsed < TimeSpan.FromSeconds(60))
-        {
-            if (_relay!.Exited.IsCompleted)
-            {
-                throw new InvalidOperationException($"relay exited ({_relay.ExitCode}):\n{_relay.Tail(40)}");
-            }
-            try
-            {
-                if (await ready())
-                {
-                    return;
-                }
-            }
-            catch (GrpcException ex)
-            {
-                last = ex.Message;
-            }
-            await Task.Delay(100);
-        }
-        throw new TimeoutException($"{what}: not within 60 s ({last}):\n{_relay!.Tail(40)}");
-    }
 
     /// <inheritdoc />
     public async Task DisposeAsync()
