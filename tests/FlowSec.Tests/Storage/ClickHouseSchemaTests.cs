@@ -123,7 +123,7 @@ public sealed class ClickHouseSchemaTests(ClickHouseServer ch) : IClassFixture<C
         await ch.Client.ExecuteAsync($"CREATE DATABASE {db}");
         var events = TestEvents.Mixed(20);
         var store = new ClickHouseEventStore(ch.Client, ch.Options(db));
-        foreach (var table in new[] { FlowTable.Table, DnsTable.Table, ProcessTable.Table, FileTable.Table })
+        foreach (var table in EventTables.All)
         {
             await ch.Client.ExecuteAsync(table.CreateSql(db, lowCardinality: true));
             var rows = new RowBinaryWriter();
