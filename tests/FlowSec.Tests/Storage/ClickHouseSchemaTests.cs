@@ -121,7 +121,7 @@ public sealed class ClickHouseSchemaTests(ClickHouseServer ch) : IClassFixture<C
         // 18.16 uses plain String; this checks the DDL newer servers get, on a server that allows it.
         var db = ClickHouseServer.NewDatabase();
         await ch.Client.ExecuteAsync($"CREATE DATABASE {db}");
-        var events = TestEvents.Mixed(20);
+        List<Event> events = [.. TestEvents.Mixed(20), .. Enumerable.Range(0, 20).Select(TestEvents.Alert)];
         var store = new ClickHouseEventStore(ch.Client, ch.Options(db));
         foreach (var table in EventTables.All)
         {
