@@ -46,6 +46,7 @@ var observer = app.Services.GetRequiredService<ObserverService>();
 app.MapGrpcDuplex<EventBatch, IngestAck>(RelayMethods.Push, EventBatch.Parser, ingest.PushAsync);
 app.MapGrpcServerStreaming<GetEventsRequest, Event>(RelayMethods.GetEvents, GetEventsRequest.Parser, observer.GetEventsAsync);
 app.MapGrpcUnary<StatusRequest, StatusResponse>(RelayMethods.GetStatus, StatusRequest.Parser, observer.GetStatusAsync);
+app.MapGrpcUnary<AggregateRequest, AggregateResponse>(RelayMethods.Aggregate, AggregateRequest.Parser, observer.AggregateAsync);
 
 app.MapLiveUpdates(UiLocator.Find(app.Services.GetRequiredService<IOptions<RelayOptions>>().Value.UiDirectory));
 

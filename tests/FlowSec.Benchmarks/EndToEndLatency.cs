@@ -101,7 +101,8 @@ internal static class EndToEndLatency
         return double.NaN;
     }
 
-    private static double Percentile(IEnumerable<double> values, int p)
+    /// <summary>The p-th percentile (nearest rank) of the values that are numbers.</summary>
+    internal static double Percentile(IEnumerable<double> values, int p)
     {
         var sorted = values.Where(v => !double.IsNaN(v)).Order().ToArray();
         return sorted.Length == 0 ? double.NaN : sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p / 100.0 * sorted.Length) - 1)];

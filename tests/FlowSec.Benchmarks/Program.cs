@@ -5,6 +5,7 @@ using FlowSec.Benchmarks;
 //   e2e [relay] [token-file] [connections]  connection → live stream / ClickHouse latency (needs ./flowsec up)
 //   overhead [rounds] [seconds]             nginx + wrk between two netns: none vs empty programs vs sensor
 //   scope [events]                          per-event cost of scoping a sensor to a cgroup subtree (root)
+//   query [rows] [repeats]                  load synthetic flows + DNS into a managed ClickHouse, time the incident queries
 var name = args.Length > 0 ? args[0] : "";
 switch (name)
 {
@@ -24,7 +25,12 @@ switch (name)
     case "scope":
         ScopeCost.Run(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 20_000_000);
         return 0;
+    case "query":
+        await QueryBenchmark.RunAsync(
+            args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 10_000_000,
+            args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 10);
+        return 0;
     default:
-        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] | overhead [rounds] [seconds] | scope [events]");
+        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] | overhead [rounds] [seconds] | scope [events] | query [rows] [repeats]");
         return 2;
 }

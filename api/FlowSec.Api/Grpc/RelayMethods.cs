@@ -11,4 +11,7 @@ public static class RelayMethods
 
     /// <summary>Observer/GetStatus: storage, ingest and node state.</summary>
     public const string GetStatus = "flowsec.v1.Observer/GetStatus";
+
+    /// <summary>Observer/Aggregate: counts and bytes per group of stored events.</summary>
+    public const string Aggregate = "flowsec.v1.Observer/Aggregate";
 }

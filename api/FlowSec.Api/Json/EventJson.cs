@@ -67,10 +67,18 @@ public static class EventJson
             w.WritePropertyName("file");
             WriteFile(w, e.File);
         }
+        if (e.Alert is not null)
+        {
+            w.WriteStartObject("alert");
+            w.WriteString("rule", e.Alert.Rule);
+            w.WriteString("priority", e.Alert.Priority);
+            w.WriteString("message", e.Alert.Message);
+            w.WriteEndObject();
+        }
         w.WriteEndObject();
     }
 
-    /// <summary>The user-facing name of an event type: flow, dns, exec, exit, file.</summary>
+    /// <summary>The user-facing name of an event type: flow, dns, exec, exit, file, alert.</summary>
     public static string TypeName(EventType type) => type switch
     {
         EventType.Flow => "flow",
@@ -78,6 +86,7 @@ public static class EventJson
         EventType.Exec => "exec",
         EventType.Exit => "exit",
         EventType.File => "file",
+        EventType.Alert => "alert",
         _ => "unknown",
     };
 

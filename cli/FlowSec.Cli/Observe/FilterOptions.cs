@@ -1,4 +1,5 @@
 using System.CommandLine;
+using FlowSec.Api.Filters;
 using FlowSec.Api.V1;
 
 namespace FlowSec.Cli.Observe;
@@ -23,7 +24,7 @@ public sealed class FilterOptions
     private readonly Option<uint[]> _port = new("--port") { Description = "Port of either side", AllowMultipleArgumentsPerToken = true };
     private readonly Option<uint[]> _toPort = new("--to-port") { Description = "Destination port", AllowMultipleArgumentsPerToken = true };
     private readonly Option<string[]> _protocol = Many("--protocol", "tcp, udp or icmp");
-    private readonly Option<string[]> _type = Many("--type", "flow, dns, exec, exit or file");
+    private readonly Option<string[]> _type = Many("--type", "flow, dns, exec, exit, file or alert");
     private readonly Option<string[]> _verdict = Many("--verdict", "forwarded or dropped");
     private readonly Option<string[]> _dns = Many("--dns", "DNS name: exact or *.suffix");
     private readonly Option<string[]> _process = Many("--process", "Process name of either side");
@@ -61,10 +62,19 @@ public sealed class FilterOptions
         f.Protocol.AddRange(Values(parse, _protocol).Select(p => Word(p, "protocol",
             ("tcp", Protocol.Tcp), ("udp", Protocol.Udp), ("icmp", Protocol.Icmp))));
         f.EventType.AddRange(Values(parse, _type).Select(t => Word(t, "type",
-            ("flow", EventType.Flow), ("dns", EventType.Dns), ("exec", EventType.Exec), ("exit", EventType.Exit), ("file", EventType.File))));
+            ("flow", EventType.Flow), ("dns", EventType.Dns), ("exec", EventType.Exec), ("exit", EventType.Exit), ("file", EventType.File), ("alert", EventType.Alert))));
         f.Verdict.AddRange(Values(parse, _verdict).Select(v => Word(v, "verdict", ("forwarded", Verdict.Forwarded), ("dropped", Verdict.Dropped))));
         f.DnsName.AddRange(Values(parse, _dns));
         f.Process.AddRange(Values(parse, _process));
+        try
+        {
+            // The relay validates too; checking here makes a bad CIDR or port a usage error (exit 2).
+            _ = new CompiledEventFilter(f);
+        }
+        catch (ArgumentException ex)
+        {
+            throw new FormatException(ex.Message, ex);
+        }
         return f.CalculateSize() == 0 ? null : f;
     }
 

@@ -70,5 +70,6 @@ public sealed class EventPrinter(TextWriter output, string format)
         : e.Dns is { } d ? $"{d.Qtype} {d.Query} {d.Rcode} {string.Join(',', d.Answers.Select(a => a.Data))}"
         : e.Process is { } p ? $"{p.Exe} {string.Join(' ', p.Args)}{(e.Type == EventType.Exit ? $" exit={p.ExitCode}" : "")}"
         : e.File is { } file ? $"{file.Op} {file.Path} result={file.Result}"
+        : e.Alert is { } alert ? $"{alert.Priority} {alert.Rule}: {alert.Message}"
         : "";
 }

@@ -58,13 +58,12 @@ public sealed class ObserverService(
         var wantsHistory = request.SinceUnixNano != 0 || request.Last != 0 || !request.Follow;
         if (wantsHistory)
         {
-            // Filters are applied here, after the time window: with `last`, the newest MaxLast events
-            // of the window are read and the newest `last` matches kept.
-            var limit = request.Last == 0 ? (int?)null : filter.IsEmpty ? (int)request.Last : (int)MaxLast;
+            // Filters run in ClickHouse (EventFilterSql), so `last` is the newest N matches.
             var query = new EventQuery(
                 request.SinceUnixNano == 0 ? null : FromUnixNano(request.SinceUnixNano),
                 request.UntilUnixNano == 0 ? null : FromUnixNano(request.UntilUnixNano),
-                limit);
+                request.Last == 0 ? null : (int)request.Last,
+                filter.IsEmpty ? null : filter);
             IAsyncEnumerable<Event> history;
             try
             {
@@ -76,26 +75,7 @@ public sealed class ObserverService(
                 // e.g. a window beyond what a ClickHouse DateTime holds (2105): the caller's mistake, said plainly.
                 throw new GrpcException(GrpcStatusCode.InvalidArgument, ex.Message);
             }
-            var newest = request.Last == 0 || filter.IsEmpty ? null : new Queue<Event>();
             await foreach (var e in history)
-            {
-                if (!filter.Matches(e))
-                {
-                    continue;
-                }
-                if (newest is not null)
-                {
-                    newest.Enqueue(e);
-                    if (newest.Count > request.Last)
-                    {
-                        newest.Dequeue();
-                    }
-                    continue;
-                }
-                newestSent = Math.Max(newestSent, e.TimeUnixNano);
-                await responses.WriteAsync(e);
-            }
-            foreach (var e in newest ?? [])
             {
                 newestSent = Math.Max(newestSent, e.TimeUnixNano);
                 await responses.WriteAsync(e);
@@ -114,6 +94,53 @@ public sealed class ObserverService(
             }
             await responses.WriteAsync(e);
         }
+    }
+
+    /// <summary>Counts and bytes per group of stored events (<c>flowsec query --group-by</c>), filtered like <see cref="GetEventsAsync"/>.</summary>
+    public async Task<AggregateResponse> AggregateAsync(AggregateRequest request, GrpcCallContext call)
+    {
+        if (request.UntilUnixNano != 0 && request.UntilUnixNano < request.SinceUnixNano)
+        {
+            throw new GrpcException(GrpcStatusCode.InvalidArgument, "until is before since");
+        }
+        if (request.Top > AggregateQuery.MaxTop)
+        {
+            throw new GrpcException(GrpcStatusCode.InvalidArgument, $"top is {request.Top}; at most {AggregateQuery.MaxTop} groups can be asked for");
+        }
+        if (!Enum.IsDefined(request.Sort))
+        {
+            throw new GrpcException(GrpcStatusCode.InvalidArgument, $"unknown sort {(int)request.Sort}");
+        }
+        if (request.GroupBy.Count == 0)
+        {
+            throw new GrpcException(GrpcStatusCode.InvalidArgument,
+                "group_by needs at least one field; valid fields: " + string.Join(", ", GroupByField.All.Select(f => f.Name)));
+        }
+        IReadOnlyList<AggregateGroupRow> rows;
+        try
+        {
+            var filter = new EventFilterMatcher(request.Allow, request.Deny);
+            var window = new EventQuery(
+                request.SinceUnixNano == 0 ? null : FromUnixNano(request.SinceUnixNano),
+                request.UntilUnixNano == 0 ? null : FromUnixNano(request.UntilUnixNano),
+                Filter: filter.IsEmpty ? null : filter);
+            var query = new AggregateQuery(window, request.GroupBy.Select(GroupByField.Parse).ToArray(),
+                request.Top == 0 ? AggregateQuery.MaxTop : (int)request.Top, request.Sort == AggregateSort.Bytes);
+            rows = await store.AggregateAsync(query, request.EventTypes, call.CancellationToken);
+        }
+        catch (ArgumentException ex)
+        {
+            throw new GrpcException(GrpcStatusCode.InvalidArgument, ex.Message);
+        }
+        var response = new AggregateResponse { GroupBy = { request.GroupBy } };
+        response.Groups.AddRange(rows.Select(r => new AggregateGroup
+        {
+            Keys = { r.Keys },
+            Count = r.Count,
+            BytesSent = r.BytesSent,
+            BytesReceived = r.BytesReceived,
+        }));
+        return response;
     }
 
     /// <summary>Reports storage, ingest and node state.</summary>

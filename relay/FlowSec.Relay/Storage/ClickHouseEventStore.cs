@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using FlowSec.Api.Filters;
 using FlowSec.Api.V1;
 
 namespace FlowSec.Relay.Storage;
@@ -66,22 +67,40 @@ public sealed class ClickHouseEventStore
             }
         }
 
-        // Validated here, not at the first MoveNextAsync, so bad windows fail at the call.
-        var where = TimeWindow(query);
-        var tables = EventTables.All.Where(t => t.Types.Any(requested.Contains)).ToArray();
-        var sql = tables.Select(t => Select(t, where, t.TypeFilter(requested))).ToArray();
+        // Validated here, not at the first MoveNextAsync, so bad windows fail at the call. A table
+        // the filters rule out entirely is not queried at all.
+        var window = TimeWindow(query);
+        var selected = EventTables.All.Where(t => t.Types.Any(requested.Contains))
+            .Select(t => (Table: t, Where: Where(t, window, t.TypeFilter(requested), query.Filter)))
+            .Where(x => x.Where != EventFilterSql.False)
+            .ToArray();
+        var tables = selected.Select(x => x.Table).ToArray();
+        var sql = selected.Select(x => Select(x.Table, x.Where)).ToArray();
         return query.Limit is { } limit
-            ? NewestAsync(tables, sql, limit, cancellationToken)
+            ? NewestAsync(tables, selected.Select(x => x.Where).ToArray(), limit, cancellationToken)
             : MergeAsync(tables, sql, cancellationToken);
     }
 
     // Each table's newest `limit` rows (DESC LIMIT), then the newest `limit` of those, oldest first.
-    private async IAsyncEnumerable<Event> NewestAsync(EventTable[] tables, string[] sql, int limit, [EnumeratorCancellation] CancellationToken ct)
+    // Per table, first the time of the limit-th newest match, read from time_ns and the filtered
+    // columns only; then whole rows from that time on, which the day partitions and the sort key's
+    // hour bucket narrow to the newest hours instead of every matching row of the window.
+    private async IAsyncEnumerable<Event> NewestAsync(EventTable[] tables, string[] where, int limit, [EnumeratorCancellation] CancellationToken ct)
     {
         var perTable = await Task.WhenAll(tables.Select(async (table, i) =>
         {
             var rows = new List<(Event Event, int Table)>();
-            await foreach (var row in _client.QueryJsonEachRowAsync(sql[i] + " ORDER BY time_ns DESC LIMIT " + SqlLiteral.Integer((long)limit), ct))
+            var from = (await _client.QueryTextAsync(
+                $"SELECT count(), min(time_ns) FROM (SELECT time_ns FROM {_database}.{table.Name}{WhereClause(where[i])} ORDER BY time_ns DESC LIMIT {SqlLiteral.Integer((long)limit)}) FORMAT TabSeparated",
+                ct)).Trim().Split('\t');
+            if (from[0] == "0")
+            {
+                return rows;
+            }
+
+            var oldest = ulong.Parse(from[1], System.Globalization.CultureInfo.InvariantCulture);
+            var newest = EventFilterSql.And([where[i], $"time >= {SqlLiteral.DateTime(DateTimeOffset.FromUnixTimeSeconds((long)(oldest / 1_000_000_000)))}", $"time_ns >= {SqlLiteral.Integer(oldest)}"]);
+            await foreach (var row in _client.QueryJsonEachRowAsync(Select(table, newest) + " ORDER BY time_ns DESC LIMIT " + SqlLiteral.Integer((long)limit), ct))
             {
                 rows.Add((table.ReadRow(row), i));
             }
@@ -146,10 +165,72 @@ public sealed class ClickHouseEventStore
         }
     }
 
-    private string Select(EventTable table, IReadOnlyList<string> window, string? typeFilter)
+    // The filters run in an inner query: the select list turns FixedString addresses into hex under
+    // their own names, and 18.16 resolves a WHERE on `src_ip` to such an alias, not to the column.
+    private string Select(EventTable table, string where) =>
+        $"SELECT {table.SelectList()} FROM (SELECT * FROM {_database}.{table.Name}{WhereClause(where)})";
+
+    private static string WhereClause(string where) => where == EventFilterSql.True ? "" : " WHERE " + where;
+
+    private static string Where(EventTable table, IReadOnlyList<string> window, string? typeFilter, EventFilterMatcher? filter) =>
+        EventFilterSql.And([.. window, typeFilter ?? EventFilterSql.True, filter is null ? EventFilterSql.True : EventFilterSql.Where(table, filter)]);
+
+    /// <summary>
+    /// Counts and bytes per group of <see cref="AggregateQuery.GroupBy"/> over the stored events of
+    /// <paramref name="types"/>, which must all live in one table; the <see cref="AggregateQuery.Top"/>
+    /// largest groups, largest first (ties in key order).
+    /// </summary>
+    /// <exception cref="ArgumentException">Types span tables or are not stored, a field does not apply to the table, or Top is out of range.</exception>
+    public async Task<IReadOnlyList<AggregateGroupRow>> AggregateAsync(AggregateQuery query, IReadOnlyCollection<EventType> types, CancellationToken cancellationToken = default)
     {
-        var where = typeFilter is null ? window : [.. window, typeFilter];
-        return $"SELECT {table.SelectList()} FROM {_database}.{table.Name}" + (where.Count > 0 ? " WHERE " + string.Join(" AND ", where) : "");
+        ArgumentNullException.ThrowIfNull(query);
+        IReadOnlyCollection<EventType> requested = types.Count == 0 ? [EventType.Flow] : types;
+        var tables = requested.Select(t => EventTables.For(t) ?? throw new ArgumentException($"Events of type {t} are not stored.", nameof(types)))
+            .Distinct().ToArray();
+        if (tables.Length != 1)
+        {
+            throw new ArgumentException("group-by works on one kind of event at a time (flows, dns, process, file or alerts)", nameof(types));
+        }
+        if (query.GroupBy.Count == 0 || query.Top is < 1 or > AggregateQuery.MaxTop)
+        {
+            throw new ArgumentException($"group-by needs at least one field and top between 1 and {AggregateQuery.MaxTop}", nameof(query));
+        }
+        var table = tables[0];
+        var invalid = query.GroupBy.FirstOrDefault(f => !f.AppliesTo(table));
+        if (invalid is not null)
+        {
+            throw new ArgumentException($"group-by field '{invalid.Name}' does not apply to {table.Name}; fields that do: " +
+                string.Join(", ", GroupByField.All.Where(g => g.AppliesTo(table)).Select(g => g.Name)));
+        }
+        var where = Where(table, TimeWindow(query.Window), table.TypeFilter(requested), query.Window.Filter);
+        if (where == EventFilterSql.False)
+        {
+            return [];
+        }
+        // Grouped on the stored columns, and only the groups turned into text: a concat or address
+        // formatting per group instead of per row. The rows are grouped by one 64-bit hash of those
+        // columns (any() keeps their values): hashing two strings per row is several times cheaper
+        // than a hash table keyed by the strings themselves, and two groups would have to collide
+        // in 64 bits to be merged. Aliases k0.. and g0.. name no column, so WHERE sees the columns.
+        var columns = query.GroupBy.SelectMany(f => f.Columns(table)).Distinct().Select(c => $"`{c}`").ToArray();
+        var bytes = table.ColumnNames.Contains("bytes_sent") ? ("sum(`bytes_sent`)", "sum(`bytes_received`)") : ("toUInt64(0)", "toUInt64(0)");
+        var names = query.GroupBy.Select((_, i) => "g" + i.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        var held = columns.Select((c, i) => (Column: c, Alias: "k" + i.ToString(System.Globalization.CultureInfo.InvariantCulture))).ToArray();
+        var inner = $"SELECT {string.Join("", held.Select(h => $"any({h.Column}) AS {h.Alias}, "))}count() AS n, {bytes.Item1} AS sent, {bytes.Item2} AS received " +
+                    $"FROM {_database}.{table.Name}{WhereClause(where)}" + (columns.Length > 0 ? $" GROUP BY cityHash64({string.Join(", ", columns)})" : "");
+        inner = $"SELECT {string.Join("", held.Select(h => $"{h.Alias} AS {h.Column}, "))}n, sent, received FROM ({inner})";
+        var sql = $"SELECT {string.Join(", ", query.GroupBy.Select((f, i) => $"{f.Text(table)} AS {names[i]}"))}, " +
+                  "sum(n) AS group_count, sum(sent) AS group_bytes_sent, sum(received) AS group_bytes_received " +
+                  $"FROM ({inner}) GROUP BY {string.Join(", ", names)} " +
+                  $"ORDER BY {(query.SortByBytes ? "group_bytes_sent + group_bytes_received DESC, group_count DESC" : "group_count DESC, group_bytes_sent + group_bytes_received DESC")}, {string.Join(", ", names)}" +
+                  $" LIMIT {SqlLiteral.Integer((long)query.Top)}";
+        var rows = new List<AggregateGroupRow>();
+        await foreach (var row in _client.QueryJsonEachRowAsync(sql, cancellationToken))
+        {
+            rows.Add(new AggregateGroupRow(names.Select(n => row.GetProperty(n).GetString()!).ToArray(),
+                EventColumns.UInt64(row.GetProperty("group_count")), EventColumns.UInt64(row.GetProperty("group_bytes_sent")), EventColumns.UInt64(row.GetProperty("group_bytes_received"))));
+        }
+        return rows;
     }
 
     // Bounds go on both columns: `time` lets the server prune partitions and sort-key ranges,

@@ -8,7 +8,7 @@ namespace FlowSec.Relay.Storage;
 
 /// <summary>
 /// Drains <see cref="EventPipeline.StorageQueue"/> into the event tables (<c>flows</c>, <c>dns</c>,
-/// <c>process_events</c>, <c>file_events</c>): each event is encoded as RowBinary into its table's
+/// <c>process_events</c>, <c>file_events</c>, <c>alerts</c>): each event is encoded as RowBinary into its table's
 /// batch; all pending batches are sent (one INSERT per table) when one holds
 /// <see cref="ClickHouseOptions.BatchMaxRows"/> rows, when together they hold
 /// <see cref="ClickHouseOptions.BatchMaxBytes"/>, or when the oldest row is

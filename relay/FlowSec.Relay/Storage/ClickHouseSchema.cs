@@ -32,6 +32,7 @@ public sealed class ClickHouseSchema
         ("dns table", DnsTable.Table.CreateSql),
         ("process_events table", ProcessTable.Table.CreateSql),
         ("file_events table", FileTable.Table.CreateSql),
+        ("alerts table", AlertTable.Table.CreateSql),
     ];
 
     /// <summary>Creates whatever is missing and returns the schema version now in place.</summary>

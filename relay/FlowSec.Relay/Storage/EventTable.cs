@@ -102,7 +102,7 @@ internal sealed class EventTable
 internal static class EventTables
 {
     /// <summary>All tables, in the order ties in time are merged.</summary>
-    public static IReadOnlyList<EventTable> All { get; } = [FlowTable.Table, DnsTable.Table, ProcessTable.Table, FileTable.Table];
+    public static IReadOnlyList<EventTable> All { get; } = [FlowTable.Table, DnsTable.Table, ProcessTable.Table, FileTable.Table, AlertTable.Table];
 
     private static readonly Dictionary<EventType, EventTable> ByType = All.SelectMany(t => t.Types.Select(type => (type, t)))
         .ToDictionary(x => x.type, x => x.t);

@@ -23,6 +23,12 @@ internal static class FlowTable
         ["dropped"] = Verdict.Dropped,
     };
 
+    /// <summary>The stored (Enum8) name of a protocol; unknown values are stored as 'unspecified'.</summary>
+    public static string ProtocolName(Protocol protocol) => ProtocolNames.FirstOrDefault(n => n.Value == protocol).Key ?? "unspecified";
+
+    /// <summary>The stored (Enum8) name of a verdict; unknown values are stored as 'unspecified'.</summary>
+    public static string VerdictName(Verdict verdict) => VerdictNames.FirstOrDefault(n => n.Value == verdict).Key ?? "unspecified";
+
     /// <summary>
     /// The table. Partitions are UTC days, so retention is <c>ALTER TABLE … DROP PARTITION</c> (18.16
     /// has no TTL). The sort key serves incident review, "what did pod X talk to between 02:00 and

@@ -91,4 +91,41 @@ public sealed class EventFilterMatcherTests
         var act = () => Allow(new EventFilter { DnsName = { pattern } });
         act.Should().Throw<ArgumentException>();
     }
+
+    [Theory]
+    [InlineData("API.Example.COM", "api.example.com", true)]
+    [InlineData("api.example.com..", "API.EXAMPLE.COM.", true)]
+    [InlineData("x.Example.com.", "*.EXAMPLE.com", true)]
+    [InlineData("É.example.com", "é.example.com", false)] // ASCII case only, as ClickHouse's lower()
+    [InlineData("example.com", "*.example.com", false)]
+    public void Dns_names_ignore_ascii_case_and_trailing_dots_only(string name, string pattern, bool expected) =>
+        Allow(new EventFilter { DnsName = { pattern } }).Matches(Flow("web-1", "10.0.0.2", 443, dstNames: name)).Should().Be(expected);
+
+    [Fact]
+    public void Pods_split_at_the_first_slash_and_no_address_is_never_in_a_range()
+    {
+        var e = Flow("a/b", "10.0.0.2", 80);
+        Allow(new EventFilter { SourcePod = { "shop/a/b" } }).Matches(e).Should().BeTrue();
+        Allow(new EventFilter { SourcePod = { "a/b" } }).Matches(e).Should().BeFalse("namespace a, pod b");
+        e.Source.Ip = ByteString.CopyFrom(new byte[16]);
+        Allow(new EventFilter { SourceIp = { "::/0" } }).Matches(e).Should().BeFalse(":: is stored for no address");
+    }
+
+    [Theory]
+    [InlineData("port")]
+    [InlineData("protocol")]
+    [InlineData("pod")]
+    [InlineData("long")]
+    public void Values_that_cannot_be_typed_are_rejected(string what)
+    {
+        var f = what switch
+        {
+            "port" => new EventFilter { Port = { 70000 } },
+            "protocol" => new EventFilter { Protocol = { (Protocol)42 } },
+            "pod" => new EventFilter { Pod = { "shop/" } },
+            _ => new EventFilter { Process = { new string('x', 2000) } },
+        };
+        var act = () => Allow(f);
+        act.Should().Throw<ArgumentException>();
+    }
 }

@@ -72,13 +72,17 @@ public sealed class FlowSecStack : IAsyncLifetime
         .Single(a => a.Key == "RepoRoot").Value!.TrimEnd('/');
 
     /// <summary>Starts a relay process on this stack's ClickHouse and token (a second relay is as good as the first).</summary>
-    public ChildProcess StartRelay(string name, int grpcPort, int uiPort) => ChildProcess.Start(name, "dotnet",
-    [
-        Path.Combine(AppContext.BaseDirectory, "FlowSec.Relay.dll"),
-        $"--Relay:GrpcListen=127.0.0.1:{grpcPort}", $"--Relay:UiListen=127.0.0.1:{uiPort}",
-        $"--Relay:TokenFile={TokenFilePath}", $"--Relay:UiDirectory={Path.Combine(RepoRoot, "ui")}",
-        $"--ClickHouse:Url={ClickHouse.Url}",
-    ], Path.Combine(Dir, name + ".log"));
+    public ChildProcess StartRelay(string name, int grpcPort, int uiPort) => StartRelay(name, grpcPort, uiPort, TokenFilePath, ClickHouse.Url, Dir);
+
+    /// <summary>Starts a relay process on any ClickHouse, logging to <paramref name="dir"/>; <paramref name="settings"/> are extra <c>--Section:Key=value</c> arguments.</summary>
+    public static ChildProcess StartRelay(string name, int grpcPort, int uiPort, string tokenFile, string clickHouseUrl, string dir, params string[] settings) =>
+        ChildProcess.Start(name, "dotnet",
+        [
+            Path.Combine(AppContext.BaseDirectory, "FlowSec.Relay.dll"),
+            $"--Relay:GrpcListen=127.0.0.1:{grpcPort}", $"--Relay:UiListen=127.0.0.1:{uiPort}",
+            $"--Relay:TokenFile={tokenFile}", $"--Relay:UiDirectory={Path.Combine(RepoRoot, "ui")}",
+            $"--ClickHouse:Url={clickHouseUrl}", .. settings,
+        ], Path.Combine(dir, name + ".log"));
 
     /// <summary>Starts a sensor process with this stack's token, streaming to <paramref name="relay"/> as <paramref name="node"/>.</summary>
     public ChildProcess StartSensor(string name, Uri relay, string node, int metricsPort, params string[] settings) =>
@@ -124,7 +128,11 @@ public sealed class FlowSecStack : IAsyncLifetime
         throw new TimeoutException($"no matching stored event within {timeout} ({seen} events seen)\n--- sensor log\n{SensorLog}\n--- relay log\n{RelayLog}");
     }
 
-    private async Task WaitForStatusAsync(Func<StatusResponse, bool> ready, ChildProcess child, string what)
+    private Task WaitForStatusAsync(Func<StatusResponse, bool> ready, ChildProcess child, string what) =>
+        WaitForStatusAsync(StatusAsync, ready, child, what);
+
+    /// <summary>Polls <paramref name="status"/> until <paramref name="ready"/> holds (60 s), failing early with the log if <paramref name="child"/> exits.</summary>
+    public static async Task WaitForStatusAsync(Func<Task<StatusResponse>> status, Func<StatusResponse, bool> ready, ChildProcess child, string what)
     {
         var watch = Stopwatch.StartNew();
         var last = "";
@@ -136,7 +144,7 @@ public sealed class FlowSecStack : IAsyncLifetime
             }
             try
             {
-                if (ready(await StatusAsync()))
+                if (ready(await status()))
                 {
                     return;
                 }

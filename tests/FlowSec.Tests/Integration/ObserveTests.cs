@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json;
@@ -76,28 +75,7 @@ public sealed class ObserveTests(FlowSecStack stack)
         using var accepted = await listener.AcceptTcpClientAsync();
     }
 
-    private Task<List<string>> Cli(params string[] args) => RunCli(0, args).ContinueWith(t => t.Result.Stdout, TaskScheduler.Default);
+    private async Task<List<string>> Cli(params string[] args) => (await CliRunner.RunAsync(stack.RelayAddress, stack.TokenFilePath, 0, args)).Stdout;
 
-    private async Task<string> CliFailure(params string[] args) => (await RunCli(-1, args)).Stderr;
-
-    private async Task<(List<string> Stdout, string Stderr)> RunCli(int expectedExit, string[] args)
-    {
-        var info = new ProcessStartInfo("dotnet", [Path.Combine(AppContext.BaseDirectory, "flowsec.dll"), .. args,
-            "--relay", stack.RelayAddress.ToString(), "--token-file", stack.TokenFilePath])
-        { RedirectStandardOutput = true, RedirectStandardError = true };
-        using var p = Process.Start(info)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        await p.WaitForExitAsync(timeout.Token);
-        if (expectedExit == 0)
-        {
-            p.ExitCode.Should().Be(0, await stderr);
-        }
-        else
-        {
-            p.ExitCode.Should().NotBe(0);
-        }
-        return ((await stdout).Split('\n', StringSplitOptions.RemoveEmptyEntries).ToList(), await stderr);
-    }
+    private async Task<string> CliFailure(params string[] args) => (await CliRunner.RunAsync(stack.RelayAddress, stack.TokenFilePath, -1, args)).Stderr;
 }

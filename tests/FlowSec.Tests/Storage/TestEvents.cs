@@ -32,6 +32,9 @@ public static class TestEvents
 
         /// <summary>File activity.</summary>
         File = 4,
+
+        /// <summary>Alert.</summary>
+        Alert = 5,
     }
 
     /// <summary>Event number <paramref name="i"/> of <paramref name="kind"/>.</summary>
@@ -138,6 +141,21 @@ public static class TestEvents
             Flags = i == 4 ? uint.MaxValue : (uint)(i % 3 == 0 ? 0x241 : 0),
             Result = i % 6 == 0 ? -13 : i % 6 == 1 ? int.MinValue : 3 + i % 100,
             NewPath = op == "rename" ? "/tmp/" + Hostile[(i + 5) % Hostile.Length] : "",
+        };
+        return e;
+    }
+
+    /// <summary>An alert about the actor (source) and a peer, with hostile rule names and messages.</summary>
+    public static Event Alert(int i)
+    {
+        var e = Base(Kind.Alert, i, EventType.Alert);
+        e.Source = Actor(i);
+        e.Destination = new Endpoint { Ip = ByteString.CopyFrom(IPAddress.Parse("192.168.1.10").GetAddressBytes()), Port = (uint)(i % 3 == 0 ? 4444 : 443) };
+        e.Alert = new Alert
+        {
+            Rule = i % 3 == 0 ? "Outbound to a disallowed port" : Hostile[i % Hostile.Length],
+            Priority = i % 2 == 0 ? "warning" : "critical",
+            Message = $"{Hostile[(i + 1) % Hostile.Length]} (pid {5000 + i})",
         };
         return e;
     }
