@@ -19,10 +19,17 @@
  * map filled on trusted egress: a resolver sends its query before the answer arrives. A socket
  * that has not sent yet (a server's first query) gets tgid 0. The socket's cgroup
  * (bpf_skb_cgroup_id) is known in both directions.
+ *
+ * Two egress programs, one loaded (the sensor's DnsEgressPrograms.Choose picks): dns_egress asks
+ * the helpers bpf_get_current_pid_tgid/bpf_get_current_cgroup_id, which cgroup_skb programs may
+ * not call on older kernels (Linux 6.1); dns_egress_task_read reads the same facts from
+ * bpf_get_current_task() with CO-RE reads (task->tgid, ->pid, ->group_leader->comm,
+ * ->cgroups->dfl_cgrp->kn->id), which those kernels allow. Both write the same record.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 #include "flowsec.h"
 
 #define AF_INET 2
@@ -135,7 +142,42 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *p)
 	return 1;
 }
 
-static __always_inline void capture(struct __sk_buff *skb, __u8 direction)
+/* Where the egress program learns the sending process (compile-time constant per program). */
+enum owner_source {
+	OWNER_FROM_MAP,       /* ingress: the socket-cookie map only */
+	OWNER_FROM_HELPERS,   /* bpf_get_current_pid_tgid + bpf_get_current_cgroup_id */
+	OWNER_FROM_TASK_READ, /* bpf_get_current_task + CO-RE reads of the task */
+};
+
+/* Fills *owner from the current task when it runs in the socket's cgroup (then it is the sender). */
+static __always_inline int current_sender(enum owner_source source, __u64 cgroup_id, struct sock_owner *owner)
+{
+	if (source == OWNER_FROM_HELPERS) {
+		if (bpf_get_current_cgroup_id() != cgroup_id)
+			return 0;
+		__u64 pid_tgid = bpf_get_current_pid_tgid();
+		owner->tgid = pid_tgid >> 32;
+		owner->pid = (__u32)pid_tgid;
+		/* The process's name, not the calling thread's (resolvers run on worker threads). */
+		struct task_struct *task = bpf_get_current_task_btf();
+		bpf_probe_read_kernel_str(owner->comm, sizeof(owner->comm), &task->group_leader->comm);
+		return 1;
+	}
+	if (source == OWNER_FROM_TASK_READ) {
+		/* What bpf_get_current_cgroup_id returns: the task's cgroup on the default (v2) hierarchy. */
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+		if (BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id) != cgroup_id)
+			return 0;
+		owner->tgid = BPF_CORE_READ(task, tgid);
+		owner->pid = BPF_CORE_READ(task, pid);
+		struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+		bpf_core_read_str(owner->comm, sizeof(owner->comm), &leader->comm);
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline void capture(struct __sk_buff *skb, __u8 direction, enum owner_source source)
 {
 	/* Cheapest filter first: only UDP sockets (TCP traffic leaves after one helper call, no packet read). */
 	struct bpf_sock *sk = skb->sk;
@@ -159,13 +201,7 @@ static __always_inline void capture(struct __sk_buff *skb, __u8 direction)
 	__u64 cgroup_id = bpf_skb_cgroup_id(skb);
 	struct sock_owner owner = {};
 	struct sock_owner *known = 0;
-	if (direction == FS_DNS_EGRESS && bpf_get_current_cgroup_id() == cgroup_id) {
-		__u64 pid_tgid = bpf_get_current_pid_tgid();
-		owner.tgid = pid_tgid >> 32;
-		owner.pid = (__u32)pid_tgid;
-		/* The process's name, not the calling thread's (resolvers run on worker threads). */
-		struct task_struct *task = bpf_get_current_task_btf();
-		bpf_probe_read_kernel_str(owner.comm, sizeof(owner.comm), &task->group_leader->comm);
+	if (current_sender(source, cgroup_id, &owner)) {
 		if (owner.tgid)
 			bpf_map_update_elem(&owners, &cookie, &owner, BPF_ANY);
 		known = &owner;
@@ -233,13 +269,21 @@ static __always_inline void capture(struct __sk_buff *skb, __u8 direction)
 SEC("cgroup_skb/egress")
 int dns_egress(struct __sk_buff *skb)
 {
-	capture(skb, FS_DNS_EGRESS);
+	capture(skb, FS_DNS_EGRESS, OWNER_FROM_HELPERS);
+	return 1;
+}
+
+/* The same as dns_egress for kernels whose cgroup_skb programs lack the current-task helpers. */
+SEC("cgroup_skb/egress")
+int dns_egress_task_read(struct __sk_buff *skb)
+{
+	capture(skb, FS_DNS_EGRESS, OWNER_FROM_TASK_READ);
 	return 1;
 }
 
 SEC("cgroup_skb/ingress")
 int dns_ingress(struct __sk_buff *skb)
 {
-	capture(skb, FS_DNS_INGRESS);
+	capture(skb, FS_DNS_INGRESS, OWNER_FROM_MAP);
 	return 1;
 }

@@ -12,7 +12,8 @@
  * Built statically (gcc -static ... -lbpf -lelf -lz) so the same binary runs on the host and in a
  * busybox initramfs under qemu. Output is one fact per line on stdout, for a test to parse:
  *
- *   FACT <name> <value>                       kernel facts (release, BTF, kprobes, kfuncs, LSMs)
+ *   FACT <name> <value>                       kernel facts (release, BTF, kprobes, kfuncs, LSMs) and
+ *                                             the loader's own (pid, comm, cgroup_id)
  *   ENUM skb_drop_reason <name> <value>       the running kernel's drop reason numbering
  *   UNIT <unit> object=<path> mode=<all|each>
  *   FIRE <unit> <signal> key=value...         what the triggers did (ports, pids, paths, results)
@@ -25,6 +26,8 @@
  *   COST <unit> <prog> signal=<s> iters=<n> attached_ns=<ns/op> baseline_ns=<ns/op>
  *   NOISE <unit> <signal> iters=<n> a_ns=<ns/op> b_ns=<ns/op>   the same timing, nothing attached
  *   TIME <unit> <prog|*> load_ms=<n>         how long loading (verification) took
+ *   HELPER <unit> <prog_type> <helper> yes|no|<E>  libbpf_probe_bpf_helper's answer (choose=)
+ *   CHOSE <unit> <prog> missing=<helper|->    which alternative a choose= unit loaded, and why
  *   END <unit> ms=<n>
  *   DONE
  *
@@ -40,6 +43,12 @@
  *                                              and not loaded (a user space must pick the other set)
  *                                     cost     (with each) time the program's signal workload
  *                                              attached vs not; programs are named <signal>__<path>
+ *                                     choose=PRIMARY,ALT,HELPER...  two alternative programs: PRIMARY
+ *                                              is loaded where its program type may call every
+ *                                              HELPER (libbpf_probe_bpf_helper, names without
+ *                                              bpf_), else ALT, which PRIMARY is then reported
+ *                                              load=skip:no-helper-<first missing>; the sensor's
+ *                                              chooser decides the same way
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -81,6 +90,7 @@ struct unit {
 	bool each;
 	bool cost;
 	const char *need; /* a kfunc the programs call: skipped, not loaded, where BTF lacks it */
+	const char *choose; /* PRIMARY,ALT,HELPER...: see the usage above */
 };
 
 static const char *cgroup_dir;
@@ -208,6 +218,27 @@ static void print_file_fact(const char *name, const char *path)
 	printf("FACT %s %s\n", name, buf[0] ? buf : "-");
 }
 
+/* This process's cgroup v2 id (what bpf_skb_cgroup_id reports for its sockets): the inode of its
+ * directory under the cgroup2 mount, found from the "0::/path" line of /proc/self/cgroup. */
+static __u64 own_cgroup_id(void)
+{
+	char line[512], path[700];
+	__u64 id = 0;
+	FILE *f = fopen("/proc/self/cgroup", "r");
+	while (f && fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "0::", 3))
+			continue;
+		line[strcspn(line, "\n")] = 0;
+		struct stat st;
+		snprintf(path, sizeof(path), "%s%s", cgroup_dir, line + 3);
+		if (stat(path, &st) == 0)
+			id = st.st_ino;
+	}
+	if (f)
+		fclose(f);
+	return id;
+}
+
 static void print_facts(void)
 {
 	struct utsname u;
@@ -220,6 +251,7 @@ static void print_facts(void)
 	       exists("/sys/kernel/tracing/kprobe_events") || exists("/sys/kernel/debug/tracing/kprobe_events") ? "yes"
 														: "no");
 	printf("FACT cgroup %s\n", cgroup_dir);
+	printf("FACT cgroup_id %llu\n", (unsigned long long)own_cgroup_id());
 	print_file_fact("lsm", "/sys/kernel/security/lsm");
 	print_file_fact("lockdown", "/sys/kernel/security/lockdown");
 
@@ -985,8 +1017,77 @@ static void run_once(const struct unit *u, const char *only, double *baselines, 
 	bpf_object__close(obj);
 }
 
+/* Helper names indexed by enum bpf_func_id, from the UAPI header's own list. */
+#define HELPER_NAME(x) #x
+static const char *helper_names[] = { __BPF_FUNC_MAPPER(HELPER_NAME) };
+#undef HELPER_NAME
+
+static int helper_id(const char *name)
+{
+	for (size_t i = 0; i < sizeof(helper_names) / sizeof(helper_names[0]); i++)
+		if (!strcmp(helper_names[i], name))
+			return (int)i;
+	return -1;
+}
+
+/* choose=PRIMARY,ALT,HELPER...: probes the helpers for PRIMARY's program type, prints the
+ * answers, and fills `exclude` with "!<the program not loaded>". Returns false on a bad spec. */
+static bool choose_program(const struct unit *u, char *exclude, size_t len)
+{
+	char spec[256];
+	snprintf(spec, sizeof(spec), "%s", u->choose);
+	char *save = NULL;
+	char *primary = strtok_r(spec, ",", &save);
+	char *alt = strtok_r(NULL, ",", &save);
+	if (!primary || !alt)
+		return false;
+	struct bpf_object *obj = bpf_object__open_file(u->path, NULL);
+	struct bpf_program *prog = obj ? bpf_object__find_program_by_name(obj, primary) : NULL;
+	if (!prog) {
+		bpf_object__close(obj);
+		return false;
+	}
+	enum bpf_prog_type type = bpf_program__type(prog);
+	char section[128];
+	snprintf(section, sizeof(section), "%s", bpf_program__section_name(prog));
+	bpf_object__close(obj);
+	const char *type_name = libbpf_bpf_prog_type_str(type);
+	const char *missing = NULL;
+	for (char *h = strtok_r(NULL, ",", &save); h; h = strtok_r(NULL, ",", &save)) {
+		int id = helper_id(h);
+		if (id < 0)
+			return false;
+		int r = libbpf_probe_bpf_helper(type, id, NULL);
+		printf("HELPER %s %s %s %s\n", u->label, type_name ? type_name : "?", h, r == 1 ? "yes" : r == 0 ? "no" : err_name(r));
+		if (r != 1 && !missing) {
+			static char first[64];
+			snprintf(first, sizeof(first), "%s", h);
+			missing = first;
+		}
+	}
+	printf("CHOSE %s %s missing=%s\n", u->label, missing ? alt : primary, missing ? missing : "-");
+	if (missing)
+		printf("PROG %s %s section=%s load=skip:no-helper-%s attach=skip:not-loaded xlated=0 verified=0 jited=0 "
+		       "run_cnt=0 run_ns=0\n",
+		       u->label, primary, section, missing);
+	snprintf(exclude, len, "!%s", missing ? primary : alt);
+	return true;
+}
+
 static void run_unit_body(const struct unit *u)
 {
+	if (u->choose) {
+		static char exclude[72];
+		struct unit chosen = *u;
+		chosen.choose = NULL;
+		if (!choose_program(u, exclude, sizeof(exclude)) || chosen.nopts >= MAX_OPTS) {
+			printf("FIRE %s choose rc=%d\n", u->label, -EINVAL);
+			return;
+		}
+		chosen.opts[chosen.nopts++] = exclude;
+		run_unit_body(&chosen);
+		return;
+	}
 	if (u->need && !kernel_has_func(u->need)) {
 		char names[MAX_PROGS][64];
 		int count = 0;
@@ -1072,6 +1173,8 @@ static int parse_unit(char *arg, struct unit *u)
 			u->cost = true;
 		else if (!strncmp(opt, "need=", 5))
 			u->need = opt + 5;
+		else if (!strncmp(opt, "choose=", 7))
+			u->choose = opt + 7;
 		else if ((opt[0] == '+' || opt[0] == '-' || opt[0] == '!') && u->nopts < MAX_OPTS)
 			u->opts[u->nopts++] = opt;
 		else
@@ -1108,7 +1211,8 @@ int main(int argc, char **argv)
 		} else if (nunits < MAX_UNITS && parse_unit(argv[i], &units[nunits]) == 0) {
 			nunits++;
 		} else {
-			fprintf(stderr, "usage: %s [--cgroup DIR] [--watch-dir DIR] [--watch-value N] label=object.o[:+prefix|-prefix|!name|each|cost]...\n",
+			fprintf(stderr, "usage: %s [--cgroup DIR] [--watch-dir DIR] [--watch-value N] "
+				"label=object.o[:+prefix|-prefix|!name|each|cost|need=KFUNC|choose=PRIMARY,ALT,HELPER...]...\n",
 				argv[0]);
 			return 2;
 		}

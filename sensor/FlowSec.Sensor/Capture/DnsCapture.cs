@@ -7,8 +7,8 @@ using Microsoft.Extensions.Options;
 namespace FlowSec.Sensor.Capture;
 
 /// <summary>
-/// DNS capture: loads <c>bpf/dns.bpf.o</c>, attaches its cgroup_skb egress and ingress programs
-/// to a cgroup v2 directory (the root by default: the whole node), drains its ring buffer, pairs
+/// DNS capture: loads <c>bpf/dns.bpf.o</c>, attaches its cgroup_skb egress program (the one
+/// <see cref="DnsEgressPrograms.Choose"/> picks for this kernel) and ingress program to a cgroup v2 directory (the root by default: the whole node), drains its ring buffer, pairs
 /// queries with responses and offers one DNS event per lookup to the <see cref="SensorEventQueue"/>,
 /// while teaching the <see cref="DnsNameCache"/> which names each address came from. When the
 /// object cannot load or attach it logs why, reports the path as "unavailable" and leaves the
@@ -40,6 +40,7 @@ public sealed class DnsCapture : RingBufferCapture
     private readonly string _objectName;
     private readonly string _cgroupPath;
     private volatile DnsTransactionTracker? _tracker;
+    private volatile DnsEgressChoice? _egress;
     private long _decoded, _undecodable, _ringbufDropped, _payloadTruncated, _loadFailed;
 
     /// <summary>Creates the capture; it starts with the host.</summary>
@@ -63,8 +64,15 @@ public sealed class DnsCapture : RingBufferCapture
     /// <summary>The cgroup v2 directory the programs attach to.</summary>
     public string CgroupPath => _cgroupPath;
 
+    /// <summary>The egress program in use and why, once loaded; null before.</summary>
+    public DnsEgressChoice? Egress => _egress;
+
     // e.g. "cgroup_skb/egress on /sys/fs/cgroup/unified".
     private protected override string ProgramPath(BpfProgramState program) => $"{program.Section} on {_cgroupPath}";
+
+    // Status names the egress program in use; the reason says why that one.
+    private protected override string ProgramReason(BpfProgramState program) =>
+        _egress is { } egress && program.Name == egress.Program ? egress.Reason : "";
 
     private protected override string UnavailablePath => $"cgroup_skb ingress+egress on {_cgroupPath}";
 
@@ -94,8 +102,13 @@ public sealed class DnsCapture : RingBufferCapture
         {
             UnixOffsetNs = KernelClock.UnixOffsetNs(),
         };
-        // Attached through BPF links: other programs on the same cgroup are left alone.
-        return CgroupSkbObject.LoadEmbedded(_objectName, _cgroupPath, NoMapSizes, _logger);
+        var egress = DnsEgressPrograms.Choose(DnsEgressPrograms.ParseMode(_options.EgressProgram), KernelFeatures.CgroupSkbHasHelper);
+        _logger.LogInformation("DNS egress program {Program}: {Reason}", egress.Program, egress.Reason);
+        // Attached through BPF links: other programs on the same cgroup are left alone. Only one
+        // egress program loads: the other may call helpers this kernel refuses.
+        var bpf = CgroupSkbObject.LoadEmbedded(_objectName, _cgroupPath, NoMapSizes, _logger, name => name != egress.NotLoaded);
+        _egress = egress;
+        return bpf;
     }
 
     private protected override void LogActive() =>

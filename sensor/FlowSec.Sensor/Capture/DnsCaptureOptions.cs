@@ -3,6 +3,14 @@ namespace FlowSec.Sensor.Capture;
 /// <summary>Settings of the DNS capture (bind from configuration or set in code).</summary>
 public sealed class DnsCaptureOptions
 {
+    /// <summary>
+    /// Which cgroup_skb/egress program names the sending process: <c>auto</c> (default: the
+    /// helpers program where the kernel allows its helpers in cgroup_skb, else the task-read one),
+    /// <c>helpers</c> or <c>task-read</c> (see <see cref="DnsEgressPrograms"/>). Any other value
+    /// stops the sensor at start with an error.
+    /// </summary>
+    public string EgressProgram { get; set; } = "auto";
+
     /// <summary>Node name stamped on every event; defaults to the host name.</summary>
     public string Node { get; set; } = Environment.MachineName;
 

@@ -198,13 +198,14 @@ internal sealed class RecordChecks
         ushort cp = fire.Port("client");
         var server = IPAddress.Parse(fire.Address("server"));
         int queryLen = fire.Int("query_len"), responseLen = fire.Int("response_len");
-        var seen = new List<(DnsObservation Obs, DnsMessage Message)>();
+        var seen = new List<(DnsObservation Obs, DnsMessage Message, uint ThreadId)>();
         int undecoded = 0;
         foreach (byte[] data in unit.RecordsOf("events"))
         {
             if (DnsRecordDecoder.TryDecode(data, out var obs, out var message) == DecodeResult.Ok)
             {
-                seen.Add((obs, DnsParser.Parse(message)));
+                // The decoder keeps the process (tgid); the thread id is checked from the raw mirror.
+                seen.Add((obs, DnsParser.Parse(message), MemoryMarshal.Read<FsDnsRecord>(data).pid));
             }
             else
             {
@@ -221,14 +222,15 @@ internal sealed class RecordChecks
             {
                 return;
             }
-            var (o, m) = match[0];
+            var (o, m, threadId) = match[0];
             Equal($"dns: {what} source", $"{o.Source}:{o.SourcePort}", query ? $"{Loopback}:{cp}" : $"{server}:53");
             Equal($"dns: {what} destination", $"{o.Destination}:{o.DestinationPort}", query ? $"{server}:53" : $"{Loopback}:{cp}");
             Equal($"dns: {what} message length", o.MessageLength, query ? queryLen : responseLen);
             Equal($"dns: {what} id", m.Header.Id, (ushort)fire.Int("id"));
             Equal($"dns: {what} is response", m.Header.IsResponse, !query);
             Equal($"dns: {what} question", m.QuestionName, fire["name"]);
-            Check($"dns: {what} cgroup id", o.CgroupId != 0, $"{o.CgroupId}");
+            // The loader's sockets live in the loader's cgroup.
+            Equal($"dns: {what} cgroup id", o.CgroupId, ulong.Parse(_run.Fact("cgroup_id"), CultureInfo.InvariantCulture));
             if (!query)
             {
                 Equal($"dns: {what} answer", m.Answers.FirstOrDefault()?.Address?.ToString(), fire["answer"]);
@@ -237,6 +239,7 @@ internal sealed class RecordChecks
             if (egress || !query)
             {
                 Equal($"dns: {what} tgid", o.Tgid, (uint)_run.Pid);
+                Equal($"dns: {what} pid (thread; the loader has one)", threadId, (uint)_run.Pid);
                 Equal($"dns: {what} comm", o.Comm, _run.Comm);
             }
             else

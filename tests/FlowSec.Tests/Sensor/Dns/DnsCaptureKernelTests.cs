@@ -34,10 +34,7 @@ public sealed class DnsCaptureKernelTests(ITestOutputHelper output)
         await TestTopology.Sh($"ip -n {server.Namespace} addr add {server6}/64 dev eth0 nodad && ip -n {client.Namespace} addr add {client6}/64 dev eth0 nodad");
 
         await using var run = await CaptureRun.StartAsync(output, Path.GetDirectoryName(server.CgroupPath)!);
-        server.Start("dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--pid-file=", "--no-resolv", "--no-hosts",
-            $"--address=/web.flowsec.test/{zoneAddress}", "--local=/flowsec.test/",
-            $"--listen-address={server.Address}", $"--listen-address={server6}", "--bind-interfaces", "--port", "53");
-        await WaitForListener(server, 53);
+        await StartDnsmasq(server, zoneAddress, server.Address, server6);
 
         var (code, answer, digPid) = await client.RunAsync(Timeout, "dig", "+tries=1", "+time=2", "+short", $"@{server.Address}", "web.flowsec.test", "A");
         code.Should().Be(0, answer);
@@ -131,6 +128,44 @@ public sealed class DnsCaptureKernelTests(ITestOutputHelper output)
         path.Reason.Should().Contain("flowsec-does-not-exist");
     }
 
+    [Fact]
+    public async Task Forced_task_read_program_attributes_dig_to_its_pid_and_cgroup()
+    {
+        await using var t = await TestTopology.CreateAsync("dns", "client");
+        var server = t.Pods["dns"];
+        var client = t.Pods["client"];
+        string zoneAddress = $"10.{Random.Shared.Next(1, 200)}.{Random.Shared.Next(1, 250)}.{Random.Shared.Next(1, 250)}";
+
+        await using var run = await CaptureRun.StartAsync(output, Path.GetDirectoryName(server.CgroupPath)!, egressProgram: "task-read");
+        run.Capture.CapturePaths().Select(p => (p.Program, p.State, p.Reason)).Should().BeEquivalentTo(new[]
+        {
+            ("dns_egress_task_read", "active", "forced by --Sensor:Dns:EgressProgram=task-read"),
+            ("dns_ingress", "active", ""),
+        }, "status names the egress program in use and why");
+        await StartDnsmasq(server, zoneAddress, server.Address);
+
+        var (code, answer, digPid) = await client.RunAsync(Timeout, "dig", "+tries=1", "+time=2", "+short", $"@{server.Address}", "web.flowsec.test", "A");
+        code.Should().Be(0, answer);
+
+        var e = await run.NextAsync(e => e.Dns.Query == "web.flowsec.test" && Ip(e.Source).Equals(client.Address));
+        output.WriteLine(e.ToString());
+        e.Dns.Answers.Single().Data.Should().Be(zoneAddress);
+        e.Source.Pid.Should().Be((uint)digPid, "the query was sent in dig's own context, read from the task");
+        e.Source.Process.Should().Be("dig");
+        e.Source.CgroupId.Should().Be(client.CgroupId);
+        e.Destination.Process.Should().Be("dnsmasq");
+        e.Destination.CgroupId.Should().Be(server.CgroupId);
+        run.Counters()["dns_records_malformed"].Should().Be(0);
+    }
+
+    private static async Task StartDnsmasq(TestPod server, string zoneAddress, params IPAddress[] listen)
+    {
+        server.Start(["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--pid-file=", "--no-resolv", "--no-hosts",
+            $"--address=/web.flowsec.test/{zoneAddress}", "--local=/flowsec.test/",
+            .. listen.Select(a => $"--listen-address={a}"), "--bind-interfaces", "--port", "53"]);
+        await WaitForListener(server, 53);
+    }
+
     private static IPAddress Ip(FlowSec.Api.V1.Endpoint endpoint) => new(endpoint.Ip.Span);
 
     private static async Task WaitForListener(TestPod pod, int port)
@@ -162,7 +197,7 @@ public sealed class DnsCaptureKernelTests(ITestOutputHelper output)
 
         public DnsNameCache Names { get; }
 
-        public static async Task<CaptureRun> StartAsync(ITestOutputHelper output, string? cgroupPath, bool expectActive = true)
+        public static async Task<CaptureRun> StartAsync(ITestOutputHelper output, string? cgroupPath, bool expectActive = true, string egressProgram = "auto")
         {
             var queue = new SensorEventQueue();
             var options = Options.Create(new DnsCaptureOptions
@@ -170,6 +205,7 @@ public sealed class DnsCaptureKernelTests(ITestOutputHelper output)
                 Node = "kernel-test",
                 CgroupPath = cgroupPath,
                 QueryTimeout = TimeSpan.FromSeconds(1),
+                EgressProgram = egressProgram,
             });
             var names = new DnsNameCache(options);
             var capture = new DnsCapture(queue, names, options, new TestOutputLogger<DnsCapture>(output));
