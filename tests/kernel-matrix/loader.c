@@ -239,6 +239,46 @@ static __u64 own_cgroup_id(void)
 	return id;
 }
 
+/* The loader runs in a cgroup of its own below the attach point, so the cgroup ids the programs
+ * report (socket and current task) are this one, distinct from the root's. */
+static char own_cgroup[160], home_cgroup[600];
+
+static bool write_pid(const char *dir)
+{
+	char path[700];
+	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+	FILE *f = fopen(path, "w");
+	if (!f)
+		return false;
+	bool ok = fprintf(f, "%d\n", getpid()) > 0;
+	return fclose(f) == 0 && ok;
+}
+
+static void enter_own_cgroup(void)
+{
+	char line[512];
+	FILE *f = fopen("/proc/self/cgroup", "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "0::", 3)) {
+			line[strcspn(line, "\n")] = 0;
+			snprintf(home_cgroup, sizeof(home_cgroup), "%s%s", cgroup_dir, line + 3);
+		}
+	if (f)
+		fclose(f);
+	snprintf(own_cgroup, sizeof(own_cgroup), "%s/kmatrix.%d", cgroup_dir, getpid());
+	if (mkdir(own_cgroup, 0755) || !write_pid(own_cgroup)) {
+		printf("FACT own_cgroup_error %s\n", err_name(errno));
+		rmdir(own_cgroup);
+		own_cgroup[0] = 0;
+	}
+}
+
+static void leave_own_cgroup(void)
+{
+	if (own_cgroup[0] && home_cgroup[0] && write_pid(home_cgroup))
+		rmdir(own_cgroup);
+}
+
 static void print_facts(void)
 {
 	struct utsname u;
@@ -1218,6 +1258,7 @@ int main(int argc, char **argv)
 		}
 	}
 
+	enter_own_cgroup();
 	print_facts();
 	/* Run counts and run time of every program, while this fd stays open. */
 	int stats = bpf_enable_stats(BPF_STATS_RUN_TIME);
@@ -1227,6 +1268,7 @@ int main(int argc, char **argv)
 		run_unit(&units[i]);
 	if (stats >= 0)
 		close(stats);
+	leave_own_cgroup();
 	printf("DONE\n");
 	return 0;
 }

@@ -199,6 +199,9 @@ internal static class MatrixReport
         Line($"|---|---|---|{string.Concat(labels.Select(_ => "---|"))}");
         var rows = verdicts.SelectMany(v => v.Run.Output?.Units.Values.Where(u => u.Mode != "each").SelectMany(u => u.Programs.Select(p => (u.Label, p.Name, p.Section))) ?? [])
             .Distinct().ToList();
+        // A program only some kernels load (a chosen alternative) stays with its unit's rows.
+        var unitOrder = verdicts.SelectMany(v => (IEnumerable<string>?)v.Run.Output?.Units.Keys ?? []).Distinct().ToList();
+        rows = rows.OrderBy(r => unitOrder.IndexOf(r.Label)).ToList();
         foreach (var (unit, prog, section) in rows)
         {
             var cells = verdicts.Select(v =>
