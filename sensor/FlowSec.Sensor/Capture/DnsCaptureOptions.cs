@@ -31,6 +31,12 @@ public sealed class DnsCaptureOptions
     /// <summary>Transactions tracked at most; past it the oldest is dropped and counted (<c>dns_queries_evicted</c>).</summary>
     public int MaxTrackedQueries { get; set; } = 65_536;
 
+    /// <summary>DNS-over-TCP streams (socket × direction) reassembled at once; past it the least recently used is dropped and counted (<c>dns_tcp_streams_evicted</c>).</summary>
+    public int MaxTcpStreams { get; set; } = 4096;
+
+    /// <summary>Bytes of one DNS-over-TCP message kept while it is reassembled; longer messages are parsed as far as kept (<c>dns_tcp_truncated</c>). Default 4 KiB.</summary>
+    public int MaxTcpMessageBytes { get; set; } = 4096;
+
     /// <summary>Addresses the name cache keeps at most (least recently used evicted).</summary>
     public int NameCacheCapacity { get; set; } = 65_536;
 

@@ -158,24 +158,66 @@ public sealed class DnsCaptureKernelTests(ITestOutputHelper output)
         run.Counters()["dns_records_malformed"].Should().Be(0);
     }
 
+    [Fact]
+    public async Task Dig_over_tcp_against_dnsmasq_becomes_a_tcp_dns_event()
+    {
+        await using var t = await TestTopology.CreateAsync("dns", "client");
+        var server = t.Pods["dns"];
+        var client = t.Pods["client"];
+        string zoneAddress = $"10.{Random.Shared.Next(1, 200)}.{Random.Shared.Next(1, 250)}.{Random.Shared.Next(1, 250)}";
+
+        await using var run = await CaptureRun.StartAsync(output, Path.GetDirectoryName(server.CgroupPath)!);
+        await StartDnsmasq(server, zoneAddress, server.Address);
+
+        var (code, answer, digPid) = await client.RunAsync(Timeout, "dig", "+tcp", "+tries=1", "+time=2", "+short", $"@{server.Address}", "web.flowsec.test", "A");
+        code.Should().Be(0, answer);
+        answer.Trim().Should().Be(zoneAddress);
+
+        var e = await run.NextAsync(e => e.Dns.Query == "web.flowsec.test" && Ip(e.Source).Equals(client.Address));
+        output.WriteLine(e.ToString());
+        e.Dns.Transport.Should().Be("tcp");
+        e.Dns.Rcode.Should().Be("NOERROR");
+        e.Dns.IsResponse.Should().BeTrue();
+        e.Dns.Answers.Single().Data.Should().Be(zoneAddress);
+        e.Dns.LatencyUs.Should().BeGreaterThan(0);
+        e.Destination.Port.Should().Be(53);
+        e.Source.Pid.Should().Be((uint)digPid);
+        e.Source.Process.Should().Be("dig");
+        e.Source.CgroupId.Should().Be(client.CgroupId);
+        e.Destination.Process.Should().Be("dnsmasq");
+        e.Destination.CgroupId.Should().Be(server.CgroupId);
+
+        // Over UDP the same lookup says so.
+        await client.RunAsync(Timeout, "dig", "+tries=1", "+time=2", "+short", $"@{server.Address}", "web.flowsec.test", "A");
+        (await run.NextAsync(e => e.Dns.Query == "web.flowsec.test")).Dns.Transport.Should().Be("udp");
+
+        var counters = run.Counters();
+        output.WriteLine(string.Join(", ", counters.Where(c => c.Key.StartsWith("dns_tcp", StringComparison.Ordinal)).Select(c => $"{c.Key}={c.Value}")));
+        counters["dns_tcp_messages"].Should().Be(4, "query and response, each seen leaving one pod and entering the other");
+        counters["dns_tcp_continuations_skipped"].Should().Be(0, "both ends' streams were placed from their first byte");
+        counters["dns_tcp_garbage"].Should().Be(0);
+        counters["dns_records_malformed"].Should().Be(0);
+    }
+
     private static async Task StartDnsmasq(TestPod server, string zoneAddress, params IPAddress[] listen)
     {
         server.Start(["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--pid-file=", "--no-resolv", "--no-hosts",
             $"--address=/web.flowsec.test/{zoneAddress}", "--local=/flowsec.test/",
             .. listen.Select(a => $"--listen-address={a}"), "--bind-interfaces", "--port", "53"]);
-        await WaitForListener(server, 53);
+        await WaitForListener(server, 53, "-Hlun");
+        await WaitForListener(server, 53, "-Hltn");
     }
 
     private static IPAddress Ip(FlowSec.Api.V1.Endpoint endpoint) => new(endpoint.Ip.Span);
 
-    private static async Task WaitForListener(TestPod pod, int port)
+    private static async Task WaitForListener(TestPod pod, int port, string ssFlags)
     {
         var watch = Stopwatch.StartNew();
-        while (string.IsNullOrWhiteSpace(await TestTopology.Sh($"ip netns exec {pod.Namespace} ss -Hlun 'sport = :{port}'")))
+        while (string.IsNullOrWhiteSpace(await TestTopology.Sh($"ip netns exec {pod.Namespace} ss {ssFlags} 'sport = :{port}'")))
         {
             if (watch.Elapsed > Timeout)
             {
-                throw new Xunit.Sdk.XunitException($"nothing listens on udp/{port} in {pod.Name}");
+                throw new Xunit.Sdk.XunitException($"nothing listens on port {port} ({ssFlags}) in {pod.Name}");
             }
             await Task.Delay(50);
         }
