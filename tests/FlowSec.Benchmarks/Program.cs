@@ -4,6 +4,7 @@ using FlowSec.Benchmarks;
 //   capture [connections]                   user-space decode + assemble + attribute throughput
 //   e2e [relay] [token-file] [connections]  connection → live stream / ClickHouse latency (needs ./flowsec up)
 //   overhead [rounds] [seconds]             nginx + wrk between two netns: none vs empty programs vs sensor
+//   dns-tcp [messages]                      DNS-over-TCP reassembly (DnsTcpFraming) messages/s per core
 var name = args.Length > 0 ? args[0] : "";
 switch (name)
 {
@@ -20,7 +21,10 @@ switch (name)
         return await OverheadBenchmark.RunAsync(
             args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 5,
             args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 5);
+    case "dns-tcp":
+        DnsTcpFramingThroughput.Run(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 2_000_000);
+        return 0;
     default:
-        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] | overhead [rounds] [seconds]");
+        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] | overhead [rounds] [seconds] | dns-tcp [messages]");
         return 2;
 }

@@ -4,7 +4,7 @@
  *
  * For each unit given on the command line it opens and loads a BPF object (or a chosen subset of
  * its programs), attaches every program, makes the hooks fire (a loopback TCP connection, a DNS
- * query and answer over UDP port 53, an exec, an exit, opens/creates/renames/unlinks of a watched
+ * query and answer over UDP port 53 and over TCP, an exec, an exit, opens/creates/renames/unlinks of a watched
  * path, a refused TCP connection and a UDP datagram to a closed port, both dropped by the
  * kernel), then dumps what the programs left: ring-buffer records, hash-map entries, per-CPU
  * counters, and each program's verified instruction count and run count.
@@ -56,6 +56,7 @@
 #include <fcntl.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -431,6 +432,74 @@ static int dns_query(unsigned char *q, unsigned short id)
 	return n + 4;
 }
 
+/* The answer to query q: same question, QR|RD|RA, one A record 192.0.2.53 (TEST-NET-1). */
+static int dns_answer(unsigned char *r, const unsigned char *q, int qlen)
+{
+	memcpy(r, q, qlen);
+	r[2] = 0x81;
+	r[3] = 0x80;
+	r[7] = 1;
+	unsigned char answer[16] = { 0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 53 };
+	memcpy(r + qlen, answer, sizeof(answer));
+	return qlen + sizeof(answer);
+}
+
+/* Binds fd to port 53 on 127.0.0.1, or on 127.0.83.53 where a local resolver holds the first. */
+static const char *bind_dns_port(int fd, struct sockaddr_in *sa)
+{
+	*sa = loopback("127.0.0.1", 53);
+	if (bind(fd, (struct sockaddr *)sa, sizeof(*sa)) == 0)
+		return "127.0.0.1";
+	*sa = loopback("127.0.83.53", 53);
+	return bind(fd, (struct sockaddr *)sa, sizeof(*sa)) == 0 ? "127.0.83.53" : NULL;
+}
+
+/* The same lookup over TCP (2-byte length prefixes), the query written in two parts. */
+static void fire_dns_tcp(const char *unit)
+{
+	unsigned char q[514], r[600], buf[600];
+	struct sockaddr_in sa;
+	int one = 1;
+	int lst = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(lst, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	const char *server_ip = bind_dns_port(lst, &sa);
+	if (!server_ip || listen(lst, 1)) {
+		printf("FIRE %s dnstcp rc=%d\n", unit, -errno);
+		close(lst);
+		return;
+	}
+	int cli = socket(AF_INET, SOCK_STREAM, 0);
+	set_timeouts(cli);
+	setsockopt(cli, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	int rc = connect(cli, (struct sockaddr *)&sa, sizeof(sa)) ? -errno : 0;
+	int srv = rc ? -1 : accept(lst, NULL, NULL);
+	unsigned short id = 0x4b54;
+	int qlen = dns_query(q + 2, id), rlen = 0;
+	q[0] = qlen >> 8;
+	q[1] = qlen & 0xff;
+	if (srv >= 0) {
+		set_timeouts(srv);
+		send(cli, q, 3, 0);
+		send(cli, q + 3, qlen + 2 - 3, 0);
+		if (read_full(srv, (char *)buf, qlen + 2) == qlen + 2) {
+			rlen = dns_answer(r + 2, buf + 2, qlen);
+			r[0] = rlen >> 8;
+			r[1] = rlen & 0xff;
+			send(srv, r, rlen + 2, 0);
+			rc = read_full(cli, (char *)buf, rlen + 2) == rlen + 2 ? 0 : -EIO;
+		} else {
+			rc = -EIO;
+		}
+	}
+	printf("FIRE %s dnstcp client=127.0.0.1:%u server=%s:53 id=%u name=%s query_len=%d response_len=%d answer=192.0.2.53 "
+	       "rc=%d\n",
+	       unit, local_port(cli), server_ip, id, dns_name, qlen, rlen, rc);
+	close(cli);
+	if (srv >= 0)
+		close(srv);
+	close(lst);
+}
+
 /* A DNS query from an unconnected UDP socket to a server on port 53, and its answer. */
 static void fire_dns(const char *unit)
 {
@@ -459,14 +528,7 @@ static void fire_dns(const char *unit)
 	int got = recvfrom(srv, r, sizeof(r), 0, (struct sockaddr *)&from, &fromlen);
 	int rlen = 0;
 	if (got == qlen) {
-		/* Answer: same question, QR|RD|RA, one A record 192.0.2.53 (TEST-NET-1). */
-		memcpy(r, q, qlen);
-		r[2] = 0x81;
-		r[3] = 0x80;
-		r[7] = 1;
-		unsigned char answer[16] = { 0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 53 };
-		memcpy(r + qlen, answer, sizeof(answer));
-		rlen = qlen + sizeof(answer);
+		rlen = dns_answer(r, q, qlen);
 		sendto(srv, r, rlen, 0, (struct sockaddr *)&from, fromlen);
 		got = recv(cli, q, sizeof(q), 0);
 	}
@@ -608,6 +670,7 @@ static void fire_all(const char *unit)
 {
 	fire_tcp(unit);
 	fire_dns(unit);
+	fire_dns_tcp(unit);
 	fire_exec(unit);
 	fire_file(unit);
 	fire_drop(unit);

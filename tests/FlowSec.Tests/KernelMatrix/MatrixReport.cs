@@ -190,7 +190,7 @@ internal static class MatrixReport
         Line("\"kernel lacks the kfunc\": the task-work set needs `" + MatrixRunner.TaskWorkKfunc + "`, absent from that kernel's BTF, so it is not");
         Line("loaded there (the exit-pair set is what serves that kernel). \"kernel lacks helper\": that kernel's cgroup_skb programs");
         Line("may not call the helper, so the sensor loads the task-read egress program there instead (see \"Chosen path\").");
-        Line("The triggers: a loopback TCP connection with data both ways, a DNS query and answer over UDP port 53,");
+        Line("The triggers: a loopback TCP connection with data both ways, a DNS query and answer over UDP port 53 and over TCP,");
         Line("an exec of `/bin/true`, a child that `_exit(7)`s, create/open/openat2/creat/rename/renameat/renameat2/");
         Line("unlink/unlinkat under a watched directory in `/etc`, a refused TCP connection and a datagram to a closed");
         Line("UDP port (both dropped by the kernel: `NO_SOCKET`).");

@@ -251,6 +251,57 @@ internal sealed class RecordChecks
         Expect("query ingress", egress: false, query: true);
         Expect("response egress", egress: true, query: false);
         Expect("response ingress", egress: false, query: false);
+        DnsOverTcp(unit);
+    }
+
+    // The same lookup over TCP, the query written in two parts: the segments reassembled with the
+    // sensor's DnsTcpFraming, placed by the kernel's stream offsets (bpf_tcp_sock per kernel).
+    private void DnsOverTcp(UnitRun unit)
+    {
+        var fire = unit.Fire("dnstcp");
+        if (fire is null || fire["rc"] != "0")
+        {
+            Check("dns tcp: trigger ran", false, fire is null ? "no FIRE dnstcp line" : $"rc={fire["rc"]}");
+            return;
+        }
+        ushort cp = fire.Port("client");
+        var framing = new DnsTcpFraming(maxStreams: 16, maxMessageBytes: 4096);
+        var messages = new List<(DnsObservation Obs, DnsMessage Message)>();
+        int segments = 0;
+        foreach (byte[] data in unit.RecordsOf("events"))
+        {
+            if (DnsRecordDecoder.TryDecode(data, out var obs, out var segment) != DecodeResult.Ok || obs.Transport != DnsObservation.Tcp
+                || !((obs.SourcePort == cp && obs.DestinationPort == 53) || (obs.SourcePort == 53 && obs.DestinationPort == cp)))
+            {
+                continue;
+            }
+            segments++;
+            framing.OnSegment(obs.SocketCookie, obs.Egress, obs.TcpOffset, obs.MessageLength, segment,
+                (m, declared) => messages.Add((obs with { MessageLength = declared }, DnsParser.Parse(m))));
+        }
+        Check("dns tcp: segments seen", segments >= 4, $"{segments}");
+        Equal("dns tcp: messages reassembled", messages.Count, 4);
+        Equal("dns tcp: continuations skipped", framing.ContinuationsSkipped, 0L);
+        foreach (var (what, egress, query) in new[] { ("query egress", true, true), ("query ingress", false, true), ("response egress", true, false), ("response ingress", false, false) })
+        {
+            var match = messages.Where(x => x.Obs.Egress == egress && (x.Obs.SourcePort == cp) == query).ToList();
+            if (!Present($"dns tcp: {what} message", match.Count == 1, $"{(query ? "query" : "response")} {(egress ? "egress" : "ingress")}"))
+            {
+                continue;
+            }
+            var (o, m) = match[0];
+            Equal($"dns tcp: {what} length", o.MessageLength, fire.Int(query ? "query_len" : "response_len"));
+            Equal($"dns tcp: {what} id", m.Header.Id, (ushort)fire.Int("id"));
+            Equal($"dns tcp: {what} question", m.QuestionName, fire["name"]);
+            if (!query)
+            {
+                Equal($"dns tcp: {what} answer", m.Answers.FirstOrDefault()?.Address?.ToString(), fire["answer"]);
+            }
+            if (egress)
+            {
+                Equal($"dns tcp: {what} tgid", o.Tgid, (uint)_run.Pid);
+            }
+        }
     }
 
     // ---------- UDP flows: udp_flows.bpf.o ----------
