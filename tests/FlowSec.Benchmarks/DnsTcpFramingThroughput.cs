@@ -29,7 +29,7 @@ internal static class DnsTcpFramingThroughput
         var random = new Random(1);
         int perConnection = Math.Max(1, messages / Connections);
         // Each connection's stream alternates query and response lengths (one direction, for simplicity).
-        byte[] stream = Framed(Enumerable.Range(0, perConnection).Select(i => i % 2 == 0 ? query : response));
+        byte[] stream = DnsTcpFraming.Frame(Enumerable.Range(0, perConnection).Select(i => i % 2 == 0 ? query : response));
         var cuts = segment(stream, random);
         var framing = new DnsTcpFraming(maxStreams: Connections, maxMessageBytes: 4096);
         long delivered = 0;
@@ -86,17 +86,5 @@ internal static class DnsTcpFramingThroughput
         var m = new byte[length];
         new Random(length).NextBytes(m);
         return m;
-    }
-
-    private static byte[] Framed(IEnumerable<byte[]> messages)
-    {
-        var stream = new List<byte>();
-        foreach (byte[] m in messages)
-        {
-            stream.Add((byte)(m.Length >> 8));
-            stream.Add((byte)m.Length);
-            stream.AddRange(m);
-        }
-        return [.. stream];
     }
 }

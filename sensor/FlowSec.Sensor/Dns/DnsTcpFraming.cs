@@ -129,6 +129,20 @@ internal sealed class DnsTcpFraming
         }
     }
 
+    /// <summary>The TCP byte stream carrying <paramref name="messages"/>: each preceded by its length, 2 bytes big-endian (what a sender writes).</summary>
+    public static byte[] Frame(IEnumerable<byte[]> messages)
+    {
+        var stream = new List<byte>();
+        foreach (byte[] m in messages)
+        {
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(m.Length, ushort.MaxValue);
+            stream.Add((byte)(m.Length >> 8));
+            stream.Add((byte)m.Length);
+            stream.AddRange(m);
+        }
+        return [.. stream];
+    }
+
     /// <summary>Forgets the streams of a closed socket (both directions).</summary>
     public void Forget(ulong cookie)
     {

@@ -27,7 +27,7 @@ public sealed class DnsCaptureKernelTests(ITestOutputHelper output)
         await using var t = await TestTopology.CreateAsync("dns", "client");
         var server = t.Pods["dns"];
         var client = t.Pods["client"];
-        string zoneAddress = $"10.{Random.Shared.Next(1, 200)}.{Random.Shared.Next(1, 250)}.{Random.Shared.Next(1, 250)}";
+        string zoneAddress = ZoneAddress();
         // IPv6 on the same veths, to cover the programs' IPv6 path (nodad: usable at once).
         var server6 = IPAddress.Parse($"fd00:f5::{server.Address.GetAddressBytes()[3]}");
         var client6 = IPAddress.Parse($"fd00:f5::{client.Address.GetAddressBytes()[3]}");
@@ -134,7 +134,7 @@ public sealed class DnsCaptureKernelTests(ITestOutputHelper output)
         await using var t = await TestTopology.CreateAsync("dns", "client");
         var server = t.Pods["dns"];
         var client = t.Pods["client"];
-        string zoneAddress = $"10.{Random.Shared.Next(1, 200)}.{Random.Shared.Next(1, 250)}.{Random.Shared.Next(1, 250)}";
+        string zoneAddress = ZoneAddress();
 
         await using var run = await CaptureRun.StartAsync(output, Path.GetDirectoryName(server.CgroupPath)!, egressProgram: "task-read");
         run.Capture.CapturePaths().Select(p => (p.Program, p.State, p.Reason)).Should().BeEquivalentTo(new[]
@@ -164,7 +164,7 @@ public sealed class DnsCaptureKernelTests(ITestOutputHelper output)
         await using var t = await TestTopology.CreateAsync("dns", "client");
         var server = t.Pods["dns"];
         var client = t.Pods["client"];
-        string zoneAddress = $"10.{Random.Shared.Next(1, 200)}.{Random.Shared.Next(1, 250)}.{Random.Shared.Next(1, 250)}";
+        string zoneAddress = ZoneAddress();
 
         await using var run = await CaptureRun.StartAsync(output, Path.GetDirectoryName(server.CgroupPath)!);
         await StartDnsmasq(server, zoneAddress, server.Address);
@@ -209,6 +209,9 @@ public sealed class DnsCaptureKernelTests(ITestOutputHelper output)
     }
 
     private static IPAddress Ip(FlowSec.Api.V1.Endpoint endpoint) => new(endpoint.Ip.Span);
+
+    // A fresh answer per test, so no event from another test's lookup can match.
+    private static string ZoneAddress() => $"10.{Random.Shared.Next(1, 200)}.{Random.Shared.Next(1, 250)}.{Random.Shared.Next(1, 250)}";
 
     private static async Task WaitForListener(TestPod pod, int port, string ssFlags)
     {

@@ -15,17 +15,7 @@ public class DnsTcpFramingTests
 
     private static byte[] Message(ushort id, string name = "web.flowsec.test") => DnsPacketBuilder.Query(id, name, 1).Build();
 
-    private static byte[] Framed(params byte[][] messages)
-    {
-        var stream = new List<byte>();
-        foreach (byte[] m in messages)
-        {
-            stream.Add((byte)(m.Length >> 8));
-            stream.Add((byte)m.Length);
-            stream.AddRange(m);
-        }
-        return [.. stream];
-    }
+    private static byte[] Framed(params byte[][] messages) => DnsTcpFraming.Frame(messages);
 
     private void Segment(uint offset, byte[] data, int? segmentLength = null, bool egress = true, ulong cookie = Cookie) =>
         _framing.OnSegment(cookie, egress, offset, segmentLength ?? data.Length, data, (m, declared) => _seen.Add((m.ToArray(), declared)));
