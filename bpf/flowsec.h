@@ -71,7 +71,7 @@ enum fs_dns_record_kind {
 /* Indexes into the DNS object's own per-CPU counter array. */
 enum fs_dns_counter {
 	FS_DNS_COUNTER_RINGBUF_RESERVE_FAILED = 0, /* a record was lost: ring buffer full */
-	FS_DNS_COUNTER_PAYLOAD_TRUNCATED = 1,      /* message longer than FS_DNS_MAX_PAYLOAD: only its start copied */
+	FS_DNS_COUNTER_PAYLOAD_TRUNCATED = 1,      /* UDP message or TCP segment longer than FS_DNS_MAX_PAYLOAD: only its start copied */
 	FS_DNS_COUNTER_LOAD_FAILED = 2,            /* bpf_skb_load_bytes failed: record sent without payload */
 	FS_DNS_COUNTER_MAX = 4,
 };

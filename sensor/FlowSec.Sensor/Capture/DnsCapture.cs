@@ -17,7 +17,7 @@ namespace FlowSec.Sensor.Capture;
 /// <remarks>
 /// Counters (see <see cref="BpfCapture.AddCounters"/>): <c>dns_records_decoded</c>, <c>dns_records_malformed</c>
 /// (kernel records that did not decode plus messages that are not well-formed DNS),
-/// <c>dns_ringbuf_dropped</c>, <c>dns_payload_truncated</c> (messages longer than 512 bytes, parsed
+/// <c>dns_ringbuf_dropped</c>, <c>dns_payload_truncated</c> (UDP messages or TCP segments longer than 512 bytes, parsed
 /// as far as captured), <c>dns_payload_load_failed</c>, <c>dns_queries</c>, <c>dns_responses</c>,
 /// <c>dns_events_emitted</c>, <c>dns_queries_unanswered</c>, <c>dns_responses_unmatched</c>,
 /// <c>dns_queries_evicted</c>, <c>dns_duplicate_sightings</c>, <c>dns_tracked</c>,
