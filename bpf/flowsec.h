@@ -71,7 +71,7 @@ enum fs_dns_record_kind {
 /* Indexes into the DNS object's own per-CPU counter array. */
 enum fs_dns_counter {
 	FS_DNS_COUNTER_RINGBUF_RESERVE_FAILED = 0, /* a record was lost: ring buffer full */
-	FS_DNS_COUNTER_PAYLOAD_TRUNCATED = 1,      /* message longer than FS_DNS_MAX_PAYLOAD: only its start copied */
+	FS_DNS_COUNTER_PAYLOAD_TRUNCATED = 1,      /* UDP message or TCP segment longer than FS_DNS_MAX_PAYLOAD: only its start copied */
 	FS_DNS_COUNTER_LOAD_FAILED = 2,            /* bpf_skb_load_bytes failed: record sent without payload */
 	FS_DNS_COUNTER_MAX = 4,
 };
@@ -83,7 +83,9 @@ enum fs_dns_direction {
 };
 
 /*
- * One DNS message over UDP seen by cgroup_skb/ingress or cgroup_skb/egress. Addresses and ports
+ * One DNS message over UDP, or one TCP segment with payload to or from port 53 (DNS over TCP: user
+ * space reassembles the 2-byte length-prefixed messages per connection and direction, placing
+ * each segment by tcp_offset), seen by cgroup_skb/ingress or cgroup_skb/egress. Addresses and ports
  * are the packet's own (source → destination), whichever side is local. The process is known on
  * egress (the sender's own context, checked against the socket's cgroup) and, on ingress, when the
  * same socket has sent before (remembered by socket cookie); otherwise tgid is 0.
@@ -94,7 +96,7 @@ struct fs_dns_record {
 	__u32 pid;             /* thread id; 0 when not known */
 	__u16 family;          /* AF_INET or AF_INET6 */
 	__u8 direction;        /* enum fs_dns_direction */
-	__u8 protocol;         /* IPPROTO_UDP */
+	__u8 protocol;         /* IPPROTO_UDP or IPPROTO_TCP */
 	__u64 timestamp_ns;    /* bpf_ktime_get_ns() when the hook ran (CLOCK_MONOTONIC) */
 	__u64 cgroup_id;       /* cgroup v2 id of the local socket (bpf_skb_cgroup_id) */
 	__u64 sock_cookie;     /* bpf_get_socket_cookie() of the local socket */
@@ -102,10 +104,10 @@ struct fs_dns_record {
 	__u8 daddr[16];        /* packet destination address */
 	__u16 sport;           /* packet source port, host byte order */
 	__u16 dport;           /* packet destination port, host byte order */
-	__u16 payload_len;     /* DNS message length from the UDP header */
+	__u16 payload_len;     /* UDP: DNS message length from the UDP header; TCP: segment payload length (max 65535) */
 	__u16 captured_len;    /* bytes of the message in payload[] (<= FS_DNS_MAX_PAYLOAD) */
 	__u32 ifindex;         /* skb->ifindex */
-	__u32 reserved;
+	__u32 tcp_offset;      /* TCP: offset of the payload's first byte in this direction's byte stream (0 = first byte); UDP: 0 */
 	char comm[FS_COMM_LEN]; /* process name (thread group leader); empty when not known */
 	__u8 payload[FS_DNS_MAX_PAYLOAD];
 };

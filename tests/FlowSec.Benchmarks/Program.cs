@@ -6,6 +6,7 @@ using FlowSec.Benchmarks;
 //   overhead [rounds] [seconds]             nginx + wrk between two netns: none vs empty programs vs sensor
 //   scope [events]                          per-event cost of scoping a sensor to a cgroup subtree (root)
 //   query [rows] [repeats]                  load synthetic flows + DNS into a managed ClickHouse, time the incident queries
+//   dns-tcp [messages]                      DNS-over-TCP reassembly (DnsTcpFraming) messages/s per core
 var name = args.Length > 0 ? args[0] : "";
 switch (name)
 {
@@ -30,7 +31,10 @@ switch (name)
             args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 10_000_000,
             args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 10);
         return 0;
+    case "dns-tcp":
+        DnsTcpFramingThroughput.Run(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 2_000_000);
+        return 0;
     default:
-        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] | overhead [rounds] [seconds] | scope [events] | query [rows] [repeats]");
+        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] | overhead [rounds] [seconds] | scope [events] | query [rows] [repeats] | dns-tcp [messages]");
         return 2;
 }

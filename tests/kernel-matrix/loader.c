@@ -4,7 +4,7 @@
  *
  * For each unit given on the command line it opens and loads a BPF object (or a chosen subset of
  * its programs), attaches every program, makes the hooks fire (a loopback TCP connection, a DNS
- * query and answer over UDP port 53, an exec, an exit, opens/creates/renames/unlinks of a watched
+ * query and answer over UDP port 53 and over TCP, an exec, an exit, opens/creates/renames/unlinks of a watched
  * path, a refused TCP connection and a UDP datagram to a closed port, both dropped by the
  * kernel), then dumps what the programs left: ring-buffer records, hash-map entries, per-CPU
  * counters, and each program's verified instruction count and run count.
@@ -12,7 +12,8 @@
  * Built statically (gcc -static ... -lbpf -lelf -lz) so the same binary runs on the host and in a
  * busybox initramfs under qemu. Output is one fact per line on stdout, for a test to parse:
  *
- *   FACT <name> <value>                       kernel facts (release, BTF, kprobes, kfuncs, LSMs)
+ *   FACT <name> <value>                       kernel facts (release, BTF, kprobes, kfuncs, LSMs) and
+ *                                             the loader's own (pid, comm, cgroup_id)
  *   ENUM skb_drop_reason <name> <value>       the running kernel's drop reason numbering
  *   UNIT <unit> object=<path> mode=<all|each>
  *   FIRE <unit> <signal> key=value...         what the triggers did (ports, pids, paths, results)
@@ -25,6 +26,8 @@
  *   COST <unit> <prog> signal=<s> iters=<n> attached_ns=<ns/op> baseline_ns=<ns/op>
  *   NOISE <unit> <signal> iters=<n> a_ns=<ns/op> b_ns=<ns/op>   the same timing, nothing attached
  *   TIME <unit> <prog|*> load_ms=<n>         how long loading (verification) took
+ *   HELPER <unit> <prog_type> <helper> yes|no|<E>  libbpf_probe_bpf_helper's answer (choose=)
+ *   CHOSE <unit> <prog> missing=<helper|->    which alternative a choose= unit loaded, and why
  *   END <unit> ms=<n>
  *   DONE
  *
@@ -40,6 +43,12 @@
  *                                              and not loaded (a user space must pick the other set)
  *                                     cost     (with each) time the program's signal workload
  *                                              attached vs not; programs are named <signal>__<path>
+ *                                     choose=PRIMARY,ALT,HELPER...  two alternative programs: PRIMARY
+ *                                              is loaded where its program type may call every
+ *                                              HELPER (libbpf_probe_bpf_helper, names without
+ *                                              bpf_), else ALT, which PRIMARY is then reported
+ *                                              load=skip:no-helper-<first missing>; the sensor's
+ *                                              chooser decides the same way
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -47,6 +56,7 @@
 #include <fcntl.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -81,6 +91,7 @@ struct unit {
 	bool each;
 	bool cost;
 	const char *need; /* a kfunc the programs call: skipped, not loaded, where BTF lacks it */
+	const char *choose; /* PRIMARY,ALT,HELPER...: see the usage above */
 };
 
 static const char *cgroup_dir;
@@ -208,6 +219,67 @@ static void print_file_fact(const char *name, const char *path)
 	printf("FACT %s %s\n", name, buf[0] ? buf : "-");
 }
 
+/* This process's cgroup v2 id (what bpf_skb_cgroup_id reports for its sockets): the inode of its
+ * directory under the cgroup2 mount, found from the "0::/path" line of /proc/self/cgroup. */
+static __u64 own_cgroup_id(void)
+{
+	char line[512], path[700];
+	__u64 id = 0;
+	FILE *f = fopen("/proc/self/cgroup", "r");
+	while (f && fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "0::", 3))
+			continue;
+		line[strcspn(line, "\n")] = 0;
+		struct stat st;
+		snprintf(path, sizeof(path), "%s%s", cgroup_dir, line + 3);
+		if (stat(path, &st) == 0)
+			id = st.st_ino;
+	}
+	if (f)
+		fclose(f);
+	return id;
+}
+
+/* The loader runs in a cgroup of its own below the attach point, so the cgroup ids the programs
+ * report (socket and current task) are this one, distinct from the root's. */
+static char own_cgroup[160], home_cgroup[600];
+
+static bool write_pid(const char *dir)
+{
+	char path[700];
+	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+	FILE *f = fopen(path, "w");
+	if (!f)
+		return false;
+	bool ok = fprintf(f, "%d\n", getpid()) > 0;
+	return fclose(f) == 0 && ok;
+}
+
+static void enter_own_cgroup(void)
+{
+	char line[512];
+	FILE *f = fopen("/proc/self/cgroup", "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "0::", 3)) {
+			line[strcspn(line, "\n")] = 0;
+			snprintf(home_cgroup, sizeof(home_cgroup), "%s%s", cgroup_dir, line + 3);
+		}
+	if (f)
+		fclose(f);
+	snprintf(own_cgroup, sizeof(own_cgroup), "%s/kmatrix.%d", cgroup_dir, getpid());
+	if (mkdir(own_cgroup, 0755) || !write_pid(own_cgroup)) {
+		printf("FACT own_cgroup_error %s\n", err_name(errno));
+		rmdir(own_cgroup);
+		own_cgroup[0] = 0;
+	}
+}
+
+static void leave_own_cgroup(void)
+{
+	if (own_cgroup[0] && home_cgroup[0] && write_pid(home_cgroup))
+		rmdir(own_cgroup);
+}
+
 static void print_facts(void)
 {
 	struct utsname u;
@@ -220,6 +292,7 @@ static void print_facts(void)
 	       exists("/sys/kernel/tracing/kprobe_events") || exists("/sys/kernel/debug/tracing/kprobe_events") ? "yes"
 														: "no");
 	printf("FACT cgroup %s\n", cgroup_dir);
+	printf("FACT cgroup_id %llu\n", (unsigned long long)own_cgroup_id());
 	print_file_fact("lsm", "/sys/kernel/security/lsm");
 	print_file_fact("lockdown", "/sys/kernel/security/lockdown");
 
@@ -359,6 +432,74 @@ static int dns_query(unsigned char *q, unsigned short id)
 	return n + 4;
 }
 
+/* The answer to query q: same question, QR|RD|RA, one A record 192.0.2.53 (TEST-NET-1). */
+static int dns_answer(unsigned char *r, const unsigned char *q, int qlen)
+{
+	memcpy(r, q, qlen);
+	r[2] = 0x81;
+	r[3] = 0x80;
+	r[7] = 1;
+	unsigned char answer[16] = { 0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 53 };
+	memcpy(r + qlen, answer, sizeof(answer));
+	return qlen + sizeof(answer);
+}
+
+/* Binds fd to port 53 on 127.0.0.1, or on 127.0.83.53 where a local resolver holds the first. */
+static const char *bind_dns_port(int fd, struct sockaddr_in *sa)
+{
+	*sa = loopback("127.0.0.1", 53);
+	if (bind(fd, (struct sockaddr *)sa, sizeof(*sa)) == 0)
+		return "127.0.0.1";
+	*sa = loopback("127.0.83.53", 53);
+	return bind(fd, (struct sockaddr *)sa, sizeof(*sa)) == 0 ? "127.0.83.53" : NULL;
+}
+
+/* The same lookup over TCP (2-byte length prefixes), the query written in two parts. */
+static void fire_dns_tcp(const char *unit)
+{
+	unsigned char q[514], r[600], buf[600];
+	struct sockaddr_in sa;
+	int one = 1;
+	int lst = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(lst, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	const char *server_ip = bind_dns_port(lst, &sa);
+	if (!server_ip || listen(lst, 1)) {
+		printf("FIRE %s dnstcp rc=%d\n", unit, -errno);
+		close(lst);
+		return;
+	}
+	int cli = socket(AF_INET, SOCK_STREAM, 0);
+	set_timeouts(cli);
+	setsockopt(cli, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	int rc = connect(cli, (struct sockaddr *)&sa, sizeof(sa)) ? -errno : 0;
+	int srv = rc ? -1 : accept(lst, NULL, NULL);
+	unsigned short id = 0x4b54;
+	int qlen = dns_query(q + 2, id), rlen = 0;
+	q[0] = qlen >> 8;
+	q[1] = qlen & 0xff;
+	if (srv >= 0) {
+		set_timeouts(srv);
+		send(cli, q, 3, 0);
+		send(cli, q + 3, qlen + 2 - 3, 0);
+		if (read_full(srv, (char *)buf, qlen + 2) == qlen + 2) {
+			rlen = dns_answer(r + 2, buf + 2, qlen);
+			r[0] = rlen >> 8;
+			r[1] = rlen & 0xff;
+			send(srv, r, rlen + 2, 0);
+			rc = read_full(cli, (char *)buf, rlen + 2) == rlen + 2 ? 0 : -EIO;
+		} else {
+			rc = -EIO;
+		}
+	}
+	printf("FIRE %s dnstcp client=127.0.0.1:%u server=%s:53 id=%u name=%s query_len=%d response_len=%d answer=192.0.2.53 "
+	       "rc=%d\n",
+	       unit, local_port(cli), server_ip, id, dns_name, qlen, rlen, rc);
+	close(cli);
+	if (srv >= 0)
+		close(srv);
+	close(lst);
+}
+
 /* A DNS query from an unconnected UDP socket to a server on port 53, and its answer. */
 static void fire_dns(const char *unit)
 {
@@ -387,14 +528,7 @@ static void fire_dns(const char *unit)
 	int got = recvfrom(srv, r, sizeof(r), 0, (struct sockaddr *)&from, &fromlen);
 	int rlen = 0;
 	if (got == qlen) {
-		/* Answer: same question, QR|RD|RA, one A record 192.0.2.53 (TEST-NET-1). */
-		memcpy(r, q, qlen);
-		r[2] = 0x81;
-		r[3] = 0x80;
-		r[7] = 1;
-		unsigned char answer[16] = { 0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 53 };
-		memcpy(r + qlen, answer, sizeof(answer));
-		rlen = qlen + sizeof(answer);
+		rlen = dns_answer(r, q, qlen);
 		sendto(srv, r, rlen, 0, (struct sockaddr *)&from, fromlen);
 		got = recv(cli, q, sizeof(q), 0);
 	}
@@ -536,6 +670,7 @@ static void fire_all(const char *unit)
 {
 	fire_tcp(unit);
 	fire_dns(unit);
+	fire_dns_tcp(unit);
 	fire_exec(unit);
 	fire_file(unit);
 	fire_drop(unit);
@@ -985,8 +1120,77 @@ static void run_once(const struct unit *u, const char *only, double *baselines, 
 	bpf_object__close(obj);
 }
 
+/* Helper names indexed by enum bpf_func_id, from the UAPI header's own list. */
+#define HELPER_NAME(x) #x
+static const char *helper_names[] = { __BPF_FUNC_MAPPER(HELPER_NAME) };
+#undef HELPER_NAME
+
+static int helper_id(const char *name)
+{
+	for (size_t i = 0; i < sizeof(helper_names) / sizeof(helper_names[0]); i++)
+		if (!strcmp(helper_names[i], name))
+			return (int)i;
+	return -1;
+}
+
+/* choose=PRIMARY,ALT,HELPER...: probes the helpers for PRIMARY's program type, prints the
+ * answers, and fills `exclude` with "!<the program not loaded>". Returns false on a bad spec. */
+static bool choose_program(const struct unit *u, char *exclude, size_t len)
+{
+	char spec[256];
+	snprintf(spec, sizeof(spec), "%s", u->choose);
+	char *save = NULL;
+	char *primary = strtok_r(spec, ",", &save);
+	char *alt = strtok_r(NULL, ",", &save);
+	if (!primary || !alt)
+		return false;
+	struct bpf_object *obj = bpf_object__open_file(u->path, NULL);
+	struct bpf_program *prog = obj ? bpf_object__find_program_by_name(obj, primary) : NULL;
+	if (!prog) {
+		bpf_object__close(obj);
+		return false;
+	}
+	enum bpf_prog_type type = bpf_program__type(prog);
+	char section[128];
+	snprintf(section, sizeof(section), "%s", bpf_program__section_name(prog));
+	bpf_object__close(obj);
+	const char *type_name = libbpf_bpf_prog_type_str(type);
+	const char *missing = NULL;
+	for (char *h = strtok_r(NULL, ",", &save); h; h = strtok_r(NULL, ",", &save)) {
+		int id = helper_id(h);
+		if (id < 0)
+			return false;
+		int r = libbpf_probe_bpf_helper(type, id, NULL);
+		printf("HELPER %s %s %s %s\n", u->label, type_name ? type_name : "?", h, r == 1 ? "yes" : r == 0 ? "no" : err_name(r));
+		if (r != 1 && !missing) {
+			static char first[64];
+			snprintf(first, sizeof(first), "%s", h);
+			missing = first;
+		}
+	}
+	printf("CHOSE %s %s missing=%s\n", u->label, missing ? alt : primary, missing ? missing : "-");
+	if (missing)
+		printf("PROG %s %s section=%s load=skip:no-helper-%s attach=skip:not-loaded xlated=0 verified=0 jited=0 "
+		       "run_cnt=0 run_ns=0\n",
+		       u->label, primary, section, missing);
+	snprintf(exclude, len, "!%s", missing ? primary : alt);
+	return true;
+}
+
 static void run_unit_body(const struct unit *u)
 {
+	if (u->choose) {
+		static char exclude[72];
+		struct unit chosen = *u;
+		chosen.choose = NULL;
+		if (!choose_program(u, exclude, sizeof(exclude)) || chosen.nopts >= MAX_OPTS) {
+			printf("FIRE %s choose rc=%d\n", u->label, -EINVAL);
+			return;
+		}
+		chosen.opts[chosen.nopts++] = exclude;
+		run_unit_body(&chosen);
+		return;
+	}
 	if (u->need && !kernel_has_func(u->need)) {
 		char names[MAX_PROGS][64];
 		int count = 0;
@@ -1072,6 +1276,8 @@ static int parse_unit(char *arg, struct unit *u)
 			u->cost = true;
 		else if (!strncmp(opt, "need=", 5))
 			u->need = opt + 5;
+		else if (!strncmp(opt, "choose=", 7))
+			u->choose = opt + 7;
 		else if ((opt[0] == '+' || opt[0] == '-' || opt[0] == '!') && u->nopts < MAX_OPTS)
 			u->opts[u->nopts++] = opt;
 		else
@@ -1108,12 +1314,14 @@ int main(int argc, char **argv)
 		} else if (nunits < MAX_UNITS && parse_unit(argv[i], &units[nunits]) == 0) {
 			nunits++;
 		} else {
-			fprintf(stderr, "usage: %s [--cgroup DIR] [--watch-dir DIR] [--watch-value N] label=object.o[:+prefix|-prefix|!name|each|cost]...\n",
+			fprintf(stderr, "usage: %s [--cgroup DIR] [--watch-dir DIR] [--watch-value N] "
+				"label=object.o[:+prefix|-prefix|!name|each|cost|need=KFUNC|choose=PRIMARY,ALT,HELPER...]...\n",
 				argv[0]);
 			return 2;
 		}
 	}
 
+	enter_own_cgroup();
 	print_facts();
 	/* Run counts and run time of every program, while this fd stays open. */
 	int stats = bpf_enable_stats(BPF_STATS_RUN_TIME);
@@ -1123,6 +1331,7 @@ int main(int argc, char **argv)
 		run_unit(&units[i]);
 	if (stats >= 0)
 		close(stats);
+	leave_own_cgroup();
 	printf("DONE\n");
 	return 0;
 }

@@ -200,6 +200,7 @@ public static class EventJson
         }
         w.WriteEndArray();
         w.WriteNumber("latency_us", d.LatencyUs);
+        WriteIfSet(w, "transport", d.Transport);
         w.WriteEndObject();
     }
 

@@ -7,8 +7,8 @@ namespace FlowSec.Relay.Storage;
 /// and <c>schema_version</c> records which numbered migrations ran, so a later release can add
 /// steps (ALTERs) that run once. Several relays starting together may both run a step; each step
 /// must therefore be idempotent itself, and readers take <c>max(version)</c>. A CREATE step uses
-/// the table's current definition, so a later step that adds a column must use
-/// <c>ADD COLUMN IF NOT EXISTS</c>.
+/// the table's current definition, so a later step that adds a column must tolerate it being
+/// there already (18.16 has no <c>ADD COLUMN IF NOT EXISTS</c>: error 44 counts as done).
 /// </summary>
 public sealed class ClickHouseSchema
 {
@@ -33,6 +33,7 @@ public sealed class ClickHouseSchema
         ("process_events table", ProcessTable.Table.CreateSql),
         ("file_events table", FileTable.Table.CreateSql),
         ("alerts table", AlertTable.Table.CreateSql),
+        ("dns.transport column", (db, lowCardinality) => DnsTable.Table.AddColumnSql("transport", db, lowCardinality)),
     ];
 
     /// <summary>Creates whatever is missing and returns the schema version now in place.</summary>
@@ -52,7 +53,15 @@ public sealed class ClickHouseSchema
         for (var v = current + 1; v <= Migrations.Count; v++)
         {
             var (description, sql) = Migrations[v - 1];
-            await _client.ExecuteAsync(sql(_database, lowCardinality), null, cancellationToken);
+            var statement = sql(_database, lowCardinality);
+            try
+            {
+                await _client.ExecuteAsync(statement, null, cancellationToken);
+            }
+            catch (ClickHouseException e) when (e.Code == EventTable.DuplicateColumnCode && statement.Contains(" ADD COLUMN ", StringComparison.Ordinal))
+            {
+                // Already there: another relay ran this step, or the table was created with the column.
+            }
             await _client.ExecuteAsync(
                 $"INSERT INTO {_database}.schema_version (version, description, applied_at) " +
                 $"VALUES ({SqlLiteral.Integer((long)v)}, {SqlLiteral.String(description)}, now())", null, cancellationToken);

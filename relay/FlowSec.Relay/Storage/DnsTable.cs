@@ -33,6 +33,8 @@ internal static class DnsTable
             Col("latency_us", "UInt64", (w, d) => w.WriteUInt64(d.LatencyUs), (d, v) => d.LatencyUs = EventColumns.UInt64(v)),
             Col("id", "UInt32", (w, d) => w.WriteUInt32(d.Id), (d, v) => d.Id = v.GetUInt32()),
             Col("is_response", "UInt8", (w, d) => w.WriteUInt8(d.IsResponse ? (byte)1 : (byte)0), (d, v) => d.IsResponse = v.GetByte() != 0),
+            // Added by a migration (tables created before it have it last too): "udp" or "tcp".
+            Col("transport", "LowCardinality(String)", (w, d) => w.WriteString(d.Transport), (d, v) => d.Transport = v.GetString()!),
         ],
         EventColumns.Engine("query"),
         () => new Event { Type = EventType.Dns, Source = new Endpoint(), Destination = new Endpoint(), Dns = new DnsLookup() });

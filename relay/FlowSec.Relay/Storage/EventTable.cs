@@ -69,6 +69,22 @@ internal sealed class EventTable
         string.Join(",\n    ", Columns.Select(c => $"`{c.Name}` {(lowCardinality ? c.Type : c.Type.Replace("LowCardinality(String)", "String", StringComparison.Ordinal))}")) +
         $"\n)\n{EngineClause}";
 
+    /// <summary>
+    /// <c>ALTER TABLE … ADD COLUMN</c> for <paramref name="column"/> of this table, as <see cref="CreateSql"/>
+    /// types it, for a migration that adds a column to tables created before it. 18.16 has no
+    /// <c>IF NOT EXISTS</c> here: a second run fails with <see cref="DuplicateColumnCode"/>, which
+    /// the migration treats as done.
+    /// </summary>
+    public string AddColumnSql(string column, string database, bool lowCardinality)
+    {
+        var c = Columns.Single(x => x.Name == column);
+        string type = lowCardinality ? c.Type : c.Type.Replace("LowCardinality(String)", "String", StringComparison.Ordinal);
+        return $"ALTER TABLE {SqlLiteral.Identifier(database)}.{Name} ADD COLUMN `{c.Name}` {type}";
+    }
+
+    /// <summary>ClickHouse's error code for a column that already exists (DUPLICATE_COLUMN).</summary>
+    public const int DuplicateColumnCode = 44;
+
     /// <summary>The select list: FixedString addresses through hex(), since JSON cannot carry raw bytes.</summary>
     public string SelectList() =>
         string.Join(", ", Columns.Select(c => c.Type.StartsWith("FixedString", StringComparison.Ordinal) ? $"hex(`{c.Name}`) AS `{c.Name}`" : $"`{c.Name}`"));

@@ -77,7 +77,7 @@ public abstract class BpfCapture : BackgroundService, ICaptureStatus
             Program = p.Name,
             Path = ProgramPath(p),
             State = p.Attached && draining ? "active" : "unavailable",
-            Reason = p.Error ?? (draining ? "" : DrainStoppedReason),
+            Reason = p.Error ?? (draining ? ProgramReason(p) : DrainStoppedReason),
         }).ToArray();
     }
 
@@ -149,6 +149,9 @@ public abstract class BpfCapture : BackgroundService, ICaptureStatus
 
     /// <summary>Adds the capture's own counters, after the kernel's have been read.</summary>
     private protected abstract void AddCaptureCounters(IDictionary<string, ulong> counters);
+
+    /// <summary>Why an active <paramref name="program"/> is the one in use (e.g. chosen among alternatives); empty by default.</summary>
+    private protected virtual string ProgramReason(BpfProgramState program) => "";
 
     /// <summary>The path <paramref name="program"/> reports in status (its section unless the capture says more).</summary>
     private protected virtual string ProgramPath(BpfProgramState program) => program.Section;

@@ -29,12 +29,15 @@ internal sealed class CgroupSkbObject : BpfObject
 
     /// <summary>
     /// Opens the embedded object, applies <paramref name="mapSizes"/> (map name → max entries),
-    /// loads it and attaches every program to <paramref name="cgroupPath"/>. Throws
+    /// loads it (only the programs <paramref name="loadProgram"/> accepts, by name, when given:
+    /// alternatives for different kernels must not load together) and attaches every loaded
+    /// program to <paramref name="cgroupPath"/>. Throws
     /// <see cref="BpfException"/> when the object cannot load or the directory cannot be opened;
     /// a program that fails to attach is recorded in <see cref="BpfObject.Programs"/>.
     /// </summary>
-    public static CgroupSkbObject LoadEmbedded(string resourceName, string cgroupPath, IReadOnlyDictionary<string, uint> mapSizes, ILogger logger) =>
-        Load(new CgroupSkbObject(resourceName, cgroupPath), ReadResource(resourceName), logger, loadProgram: null, mapSizes);
+    public static CgroupSkbObject LoadEmbedded(string resourceName, string cgroupPath, IReadOnlyDictionary<string, uint> mapSizes, ILogger logger,
+        Func<string, bool>? loadProgram = null) =>
+        Load(new CgroupSkbObject(resourceName, cgroupPath), ReadResource(resourceName), logger, loadProgram, mapSizes);
 
     private protected override void AttachAll(ILogger logger)
     {

@@ -3,6 +3,14 @@ namespace FlowSec.Sensor.Capture;
 /// <summary>Settings of the DNS capture (bind from configuration or set in code).</summary>
 public sealed class DnsCaptureOptions
 {
+    /// <summary>
+    /// Which cgroup_skb/egress program names the sending process: <c>auto</c> (default: the
+    /// helpers program where the kernel allows its helpers in cgroup_skb, else the task-read one),
+    /// <c>helpers</c> or <c>task-read</c> (see <see cref="DnsEgressPrograms"/>). Any other value
+    /// stops the sensor at start with an error.
+    /// </summary>
+    public string EgressProgram { get; set; } = "auto";
+
     /// <summary>Node name stamped on every event; defaults to the host name.</summary>
     public string Node { get; set; } = Environment.MachineName;
 
@@ -22,6 +30,12 @@ public sealed class DnsCaptureOptions
 
     /// <summary>Transactions tracked at most; past it the oldest is dropped and counted (<c>dns_queries_evicted</c>).</summary>
     public int MaxTrackedQueries { get; set; } = 65_536;
+
+    /// <summary>DNS-over-TCP streams (socket × direction) reassembled at once; past it the least recently used is dropped and counted (<c>dns_tcp_streams_evicted</c>).</summary>
+    public int MaxTcpStreams { get; set; } = 4096;
+
+    /// <summary>Bytes of one DNS-over-TCP message kept while it is reassembled; longer messages are parsed as far as kept (<c>dns_tcp_truncated</c>). Default 4 KiB.</summary>
+    public int MaxTcpMessageBytes { get; set; } = 4096;
 
     /// <summary>Addresses the name cache keeps at most (least recently used evicted).</summary>
     public int NameCacheCapacity { get; set; } = 65_536;

@@ -53,7 +53,7 @@ internal unsafe struct FsDnsRecord
     public ushort payload_len;
     public ushort captured_len;
     public uint ifindex;
-    public uint reserved;
+    public uint tcp_offset;
     public fixed byte comm[CommLength];
     public fixed byte payload[MaxPayload];
 }
@@ -67,6 +67,7 @@ internal static class DnsRecordDecoder
 {
     private const ushort AfInet = 2;
     private const ushort AfInet6 = 10;
+    private const byte IpProtoTcp = 6;
 
     /// <summary>Size of <c>struct fs_dns_record</c>.</summary>
     public static readonly int RecordSize = Marshal.SizeOf<FsDnsRecord>();
@@ -121,7 +122,10 @@ internal static class DnsRecordDecoder
                 raw.tgid,
                 comm,
                 raw.cgroup_id,
-                raw.payload_len);
+                raw.payload_len,
+                raw.protocol == IpProtoTcp ? DnsObservation.Tcp : DnsObservation.Udp,
+                raw.sock_cookie,
+                raw.tcp_offset);
         }
         message = data.Slice(PayloadOffset, raw.captured_len);
         return DecodeResult.Ok;

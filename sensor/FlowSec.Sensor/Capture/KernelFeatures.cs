@@ -56,7 +56,23 @@ public sealed partial class KernelFeatures
             Exists("kprobes", "/sys/kernel/tracing/kprobe_events", "kprobe_events in tracefs"),
             Exists("cgroup v2", CgroupRoot(), "cgroup2 mount"),
         };
+        // Logged at start: why the DNS capture picks the egress program it does.
+        features.AddRange(DnsEgressPrograms.RequiredHelpers.Select(h => Helper(ProgTypeCgroupSkb, "cgroup_skb", h)));
         return new KernelFeatures(features, null);
+    }
+
+    /// <summary>
+    /// Whether programs of type cgroup_skb may call <paramref name="helper"/> on this kernel
+    /// (libbpf loads a tiny program calling it and reads the verifier's answer). A failed probe
+    /// (no privileges, no BPF) counts as no.
+    /// </summary>
+    public static bool CgroupSkbHasHelper(BpfHelper helper) => Libbpf.ProbeHelper(ProgTypeCgroupSkb, helper.Id, 0) == 1;
+
+    private static KernelFeature Helper(int progType, string progTypeName, BpfHelper helper)
+    {
+        int result = Libbpf.ProbeHelper(progType, helper.Id, 0);
+        return new KernelFeature($"helper {helper} in {progTypeName}", result == 1,
+            result == 1 ? "allowed" : result == 0 ? "not allowed by this kernel" : $"probe failed ({Marshal.GetPInvokeErrorMessage(-result)})");
     }
 
     private static string CgroupRoot() =>

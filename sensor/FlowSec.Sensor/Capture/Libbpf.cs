@@ -73,6 +73,10 @@ internal static unsafe partial class Libbpf
     [LibraryImport(Lib, EntryPoint = "ring_buffer__free")]
     internal static partial void RingBufferFree(nint rb);
 
+    /// <summary>1 when programs of <paramref name="progType"/> may call helper <paramref name="helperId"/>, 0 when not, <c>-errno</c> when the probe failed.</summary>
+    [LibraryImport(Lib, EntryPoint = "libbpf_probe_bpf_helper")]
+    internal static partial int ProbeHelper(int progType, int helperId, nint opts);
+
     [LibraryImport(Lib, EntryPoint = "libbpf_num_possible_cpus")]
     internal static partial int NumPossibleCpus();
 

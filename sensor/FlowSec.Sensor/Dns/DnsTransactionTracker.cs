@@ -16,6 +16,9 @@ namespace FlowSec.Sensor.Dns;
 /// <param name="Comm">That process's name; empty when not known.</param>
 /// <param name="CgroupId">cgroup v2 id of the local socket; 0 when not known.</param>
 /// <param name="MessageLength">The message's length on the wire (may exceed the bytes captured).</param>
+/// <param name="Transport"><see cref="Udp"/> or <see cref="Tcp"/>.</param>
+/// <param name="SocketCookie">The local socket's cookie (names a TCP connection's streams).</param>
+/// <param name="TcpOffset">TCP: where the segment starts in its direction's byte stream.</param>
 internal readonly record struct DnsObservation(
     long TimestampNs,
     bool Egress,
@@ -26,7 +29,17 @@ internal readonly record struct DnsObservation(
     uint Tgid,
     string Comm,
     ulong CgroupId,
-    int MessageLength);
+    int MessageLength,
+    string Transport = DnsObservation.Udp,
+    ulong SocketCookie = 0,
+    uint TcpOffset = 0)
+{
+    /// <summary>DNS over UDP (<see cref="Transport"/>).</summary>
+    public const string Udp = "udp";
+
+    /// <summary>DNS over TCP: the record is a segment, <see cref="MessageLength"/> its payload length, until framing makes messages of it.</summary>
+    public const string Tcp = "tcp";
+}
 
 /// <summary>
 /// Pairs DNS queries with their responses and turns each lookup into one <see cref="Event"/> of
@@ -185,6 +198,7 @@ internal sealed class DnsTransactionTracker
             HasQuestion = query.HasQuestion,
             QueryName = query.QuestionName,
             QueryType = query.QuestionType,
+            Transport = o.Transport,
         };
         Attribute(t, o, localIsClient: o.Egress);
         Insert(key, t, o.TimestampNs + _timeoutNs);
@@ -237,6 +251,7 @@ internal sealed class DnsTransactionTracker
             Matched = false,
             Answered = true,
             ResponseHash = hash,
+            Transport = o.Transport,
         };
         Attribute(orphan, o, localIsClient);
         Emit(Build(orphan, o.TimestampNs, rcode, response, 0, isResponse: true));
@@ -324,6 +339,7 @@ internal sealed class DnsTransactionTracker
             LatencyUs = latencyUs,
             Id = t.Id,
             IsResponse = isResponse,
+            Transport = t.Transport,
         };
         if (response is not null)
         {
@@ -384,6 +400,7 @@ internal sealed class DnsTransactionTracker
         public bool HasQuestion { get; init; }
         public string QueryName { get; init; } = "";
         public ushort QueryType { get; init; }
+        public string Transport { get; init; } = DnsObservation.Udp;
         public bool Answered { get; set; }
         public int ResponseHash { get; set; }
         public long ExpiresNs { get; set; }

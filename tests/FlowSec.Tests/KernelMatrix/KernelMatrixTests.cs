@@ -120,15 +120,51 @@ public sealed class KernelMatrixTests(ITestOutputHelper output)
         u.Ms.Should().Be(40);
     }
 
-    /// <summary>The file object's program sets are alternatives: each becomes its own unit.</summary>
+    /// <summary>The file object's program sets and the DNS object's egress programs are alternatives: each gets its own unit.</summary>
     [Fact]
-    public void File_object_is_split_into_its_two_program_sets()
+    public void Objects_with_alternative_programs_are_split_into_units()
     {
-        var units = MatrixRunner.Units(["file.bpf.o", "tcp_lifecycle.bpf.o"]);
+        var units = MatrixRunner.Units(["dns.bpf.o", "file.bpf.o", "tcp_lifecycle.bpf.o"]);
         units.Should().Equal(
+            "dns=dns.bpf.o:choose=dns_egress,dns_egress_task_read,get_current_pid_tgid,get_current_cgroup_id,get_current_task_btf",
+            "dns-taskread=dns.bpf.o:!dns_egress",
             $"file-taskwork=file.bpf.o:+tw_:need={MatrixRunner.TaskWorkKfunc}",
             "file-exitpair=file.bpf.o:-tw_",
             "tcp_lifecycle=tcp_lifecycle.bpf.o",
             "probes=probes.bpf.o:each:cost");
+    }
+
+    /// <summary>A choose= unit's helper answers and choice parse; a program skipped for a missing helper is a note, not a failure.</summary>
+    [Fact]
+    public void Helper_gated_choice_parses_and_a_missing_helper_is_not_a_failure()
+    {
+        const string text = """
+            FACT release 6.1.0-57-cloud-amd64
+            FACT pid 92
+            FACT comm kmatrix-loader
+            UNIT dns object=dns.bpf.o mode=all
+            HELPER dns cgroup_skb get_current_pid_tgid no
+            HELPER dns cgroup_skb get_current_cgroup_id no
+            HELPER dns cgroup_skb get_current_task_btf yes
+            CHOSE dns dns_egress_task_read missing=get_current_pid_tgid
+            PROG dns dns_egress section=cgroup_skb/egress load=skip:no-helper-get_current_pid_tgid attach=skip:not-loaded xlated=0 verified=0 jited=0 run_cnt=0 run_ns=0
+            PROG dns dns_egress_task_read section=cgroup_skb/egress load=ok attach=ok xlated=447 verified=5144 jited=2054 run_cnt=16 run_ns=1
+            END dns ms=40
+            DONE
+            EXIT 0
+            """;
+        var o = LoaderOutput.Parse(text);
+        var u = o.Units["dns"];
+        u.Helpers.Should().Equal(new Dictionary<string, string> { ["get_current_pid_tgid"] = "no", ["get_current_cgroup_id"] = "no", ["get_current_task_btf"] = "yes" });
+        u.Chosen.Should().Be(("dns_egress_task_read", "get_current_pid_tgid"));
+
+        var verdict = KernelVerdict.Of(new KernelRun(new MatrixKernel("6.1", "6.1.0-57-cloud-amd64", "/k"), TimeSpan.Zero, o, null, text, ""), ["dns=dns.bpf.o"]);
+        verdict.Failures.Where(f => f.Contains("dns_egress ", StringComparison.Ordinal)).Should().BeEmpty();
+        verdict.Notes.Should().ContainSingle(n => n.Contains("kernel lacks helper bpf_get_current_pid_tgid", StringComparison.Ordinal));
+
+        // The same skip where the probe said the helper is there is a failure.
+        var lying = LoaderOutput.Parse(text.Replace("get_current_pid_tgid no", "get_current_pid_tgid yes", StringComparison.Ordinal));
+        KernelVerdict.Of(new KernelRun(new MatrixKernel("6.1", "6.1.0-57-cloud-amd64", "/k"), TimeSpan.Zero, lying, null, text, ""), ["dns=dns.bpf.o"])
+            .Failures.Should().Contain(f => f.Contains("dns_egress", StringComparison.Ordinal) && f.Contains("skipped", StringComparison.Ordinal));
     }
 }

@@ -78,6 +78,12 @@ internal sealed class UnitRun(string label, string objectPath, string mode)
 
     public Dictionary<string, List<string>> Logs { get; } = [];
 
+    /// <summary><c>HELPER</c> lines of a <c>choose=</c> unit: helper name → "yes", "no" or the probe's error.</summary>
+    public Dictionary<string, string> Helpers { get; } = [];
+
+    /// <summary>The <c>CHOSE</c> line of a <c>choose=</c> unit: the program loaded, and the first missing helper ("-" when none).</summary>
+    public (string Program, string Missing)? Chosen { get; set; }
+
     public long LoadMs { get; set; }
 
     public long? Ms { get; set; }
@@ -173,6 +179,12 @@ internal sealed class LoaderOutput
                         unit.Logs[f[2]] = log = [];
                     }
                     log.Add(string.Join(' ', f[3..]));
+                    break;
+                case "HELPER" when unit is not null && f.Length == 5:
+                    unit.Helpers[f[3]] = f[4];
+                    break;
+                case "CHOSE" when unit is not null && f.Length == 4:
+                    unit.Chosen = (f[2], Value(f[3]));
                     break;
                 case "TIME" when unit is not null && f.Length >= 4:
                     unit.LoadMs += long.Parse(Value(f[3]), CultureInfo.InvariantCulture);

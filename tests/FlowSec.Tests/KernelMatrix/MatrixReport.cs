@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using FlowSec.Sensor.Capture;
 
 namespace FlowSec.Tests.KernelMatrix;
 
@@ -51,9 +52,31 @@ internal sealed class KernelVerdict
             {
                 v.Failures.Add($"{k}: {label}: no program reported (object failed to open?)");
             }
+            if (unit.Chosen is { } chosen)
+            {
+                // The loader's choice must be the sensor's: same helpers, same rule.
+                var sensor = DnsEgressPrograms.Choose(DnsEgressMode.Auto, h => unit.Helpers.GetValueOrDefault(h.Name) == "yes");
+                if (chosen.Program != sensor.Program)
+                {
+                    v.Failures.Add($"{k}: {label}: the loader chose {chosen.Program}, the sensor's chooser {sensor.Program}");
+                }
+            }
             foreach (var p in unit.Programs)
             {
                 string what = $"{k}: {label}/{p.Name} ({p.Section})";
+                if (p.Load.StartsWith(HelperSkip, StringComparison.Ordinal))
+                {
+                    string helper = p.Load[HelperSkip.Length..];
+                    if (unit.Helpers.GetValueOrDefault(helper) == "no")
+                    {
+                        v.Notes.Add($"{k}: {label}: {p.Name} not loaded, kernel lacks helper bpf_{helper} in {p.Section.Split('/')[0]} (the chooser loads {unit.Chosen?.Program} there)");
+                    }
+                    else
+                    {
+                        v.Failures.Add($"{what}: skipped although the helper probe says bpf_{helper} is {unit.Helpers.GetValueOrDefault(helper) ?? "not probed"}");
+                    }
+                    continue;
+                }
                 if (p.Load.StartsWith("skip:no-", StringComparison.Ordinal))
                 {
                     string kfunc = p.Load["skip:no-".Length..];
@@ -105,33 +128,11 @@ internal sealed class KernelVerdict
         {
             v.Failures.Add($"{k}: {c.Unit}: {c.Name}: {c.Detail}");
         }
-        // Known gaps are reported in the matrix, not hidden: they stay visible as notes until fixed.
-        foreach (var (series, unitLabel, why) in KnownGaps)
-        {
-            if (Series(run.Output?.Fact("release") ?? run.Kernel.Release) != series)
-            {
-                continue;
-            }
-            var gap = v.Failures.Where(f => f.StartsWith($"{k}: {unitLabel}", StringComparison.Ordinal)).ToList();
-            foreach (var f in gap)
-            {
-                v.Failures.Remove(f);
-                v.Notes.Add($"KNOWN GAP ({why}): {f}");
-            }
-        }
         return v;
     }
 
-    /// <summary>
-    /// Gaps we know of and have not fixed yet, per kernel series and unit. Each is a follow-up:
-    /// on 6.1 cgroup_skb programs may call neither bpf_get_current_cgroup_id nor
-    /// bpf_get_current_pid_tgid, so dns_egress does not load there (DNS is still seen on ingress,
-    /// and the sensor reports the egress path unavailable with the verifier's reason).
-    /// </summary>
-    private static readonly (string Series, string Unit, string Why)[] KnownGaps =
-    [
-        ("6.1", "dns", "6.1 cgroup_skb lacks bpf_get_current_cgroup_id/pid_tgid; dns_egress needs a variant"),
-    ];
+    /// <summary>The load status of a choose= alternative not loaded because its program type lacks a helper.</summary>
+    internal const string HelperSkip = "skip:no-helper-";
 }
 
 /// <summary>Writes docs/kernel-matrix.md from the runs.</summary>
@@ -144,7 +145,7 @@ internal static class MatrixReport
         ("exec", "process exec", ["process/handle_exec"]),
         ("exit", "process exit", ["process/handle_exit"]),
         ("open", "file open", ["file-taskwork/tw_enter_openat", "file-exitpair/enter_openat", "file-exitpair/exit_openat"]),
-        ("udp", "UDP / DNS packets", ["udp_flows/udp_egress", "dns/dns_egress"]),
+        ("udp", "UDP / DNS packets", ["udp_flows/udp_egress", "dns/dns_egress", "dns/dns_egress_task_read"]),
         ("drop", "packet drops", ["drops/handle_kfree_skb"]),
     ];
 
@@ -187,8 +188,9 @@ internal static class MatrixReport
         Line();
         Line("Cell: `load · attach · runs during the triggers · instructions the verifier processed (xlated)`;");
         Line("\"kernel lacks the kfunc\": the task-work set needs `" + MatrixRunner.TaskWorkKfunc + "`, absent from that kernel's BTF, so it is not");
-        Line("loaded there (the exit-pair set is what serves that kernel).");
-        Line("The triggers: a loopback TCP connection with data both ways, a DNS query and answer over UDP port 53,");
+        Line("loaded there (the exit-pair set is what serves that kernel). \"kernel lacks helper\": that kernel's cgroup_skb programs");
+        Line("may not call the helper, so the sensor loads the task-read egress program there instead (see \"Chosen path\").");
+        Line("The triggers: a loopback TCP connection with data both ways, a DNS query and answer over UDP port 53 and over TCP,");
         Line("an exec of `/bin/true`, a child that `_exit(7)`s, create/open/openat2/creat/rename/renameat/renameat2/");
         Line("unlink/unlinkat under a watched directory in `/etc`, a refused TCP connection and a datagram to a closed");
         Line("UDP port (both dropped by the kernel: `NO_SOCKET`).");
@@ -197,6 +199,9 @@ internal static class MatrixReport
         Line($"|---|---|---|{string.Concat(labels.Select(_ => "---|"))}");
         var rows = verdicts.SelectMany(v => v.Run.Output?.Units.Values.Where(u => u.Mode != "each").SelectMany(u => u.Programs.Select(p => (u.Label, p.Name, p.Section))) ?? [])
             .Distinct().ToList();
+        // A program only some kernels load (a chosen alternative) stays with its unit's rows.
+        var unitOrder = verdicts.SelectMany(v => (IEnumerable<string>?)v.Run.Output?.Units.Keys ?? []).Distinct().ToList();
+        rows = rows.OrderBy(r => unitOrder.IndexOf(r.Label)).ToList();
         foreach (var (unit, prog, section) in rows)
         {
             var cells = verdicts.Select(v =>
@@ -323,6 +328,26 @@ internal static class MatrixReport
             Line($"| {title} | {used} | {string.Join(" | ", cells)} |");
         }
         Line();
+        Line("## Chosen path: DNS egress program");
+        Line();
+        Line("`bpf/dns.bpf.c` has two cgroup_skb/egress programs writing the same record; the sensor loads one");
+        Line("(`DnsEgressPrograms.Choose`, from libbpf's helper probe for cgroup_skb; `--Sensor:Dns:EgressProgram` overrides).");
+        Line("The `dns` unit above loaded the program the chooser picks on each kernel; `dns-taskread` forces the task-read one");
+        Line("everywhere. Cell: helper probe answers, then the program chosen, with its verified instructions (xlated).");
+        Line();
+        Line($"| | {string.Join(" | ", labels)} |");
+        Line($"|---|{string.Concat(labels.Select(_ => "---|"))}");
+        foreach (var helper in DnsEgressPrograms.RequiredHelpers)
+        {
+            Line($"| `{helper}` in cgroup_skb | {string.Join(" | ", verdicts.Select(v => v.Run.Output?.Units.GetValueOrDefault("dns")?.Helpers.GetValueOrDefault(helper.Name) ?? "–"))} |");
+        }
+        string Instructions(KernelVerdict v, string unit, string prog) =>
+            v.Run.Output?.Units.GetValueOrDefault(unit)?.Programs.FirstOrDefault(p => p.Name == prog && p.Loaded) is { } p ? $"{p.Verified} ({p.Xlated})" : "–";
+        Line($"| sensor's choice | {string.Join(" | ", verdicts.Select(v => v.Run.Output?.Units.GetValueOrDefault("dns")?.Chosen is { } c ? $"`{c.Program}`" : "–"))} |");
+        Line($"| `{DnsEgressPrograms.HelpersProgram}` instructions | {string.Join(" | ", verdicts.Select(v => Instructions(v, "dns", DnsEgressPrograms.HelpersProgram)))} |");
+        Line($"| `{DnsEgressPrograms.TaskReadProgram}` instructions | {string.Join(" | ", verdicts.Select(v => Instructions(v, "dns-taskread", DnsEgressPrograms.TaskReadProgram)))} |");
+        Line();
+
         Line("The sensor's objects use only classic tracepoints, tp_btf and cgroup_skb: the hooks every kernel here");
         Line("offers. File results come from BPF task work where the kernel has `" + MatrixRunner.TaskWorkKfunc + "`");
         Line("(one hook per call) and from the sys_exit tracepoint pair elsewhere.");
@@ -383,6 +408,10 @@ internal static class MatrixReport
 
     private static string Cell(ProgramResult p)
     {
+        if (p.Load.StartsWith(KernelVerdict.HelperSkip, StringComparison.Ordinal))
+        {
+            return $"– kernel lacks helper bpf_{p.Load[KernelVerdict.HelperSkip.Length..]}";
+        }
         if (p.Load.StartsWith("skip:", StringComparison.Ordinal))
         {
             return p.Load.StartsWith("skip:no-", StringComparison.Ordinal) ? "– (kernel lacks the kfunc)" : "– " + p.Load;

@@ -83,8 +83,11 @@ internal sealed class MatrixRunner
     /// <summary>
     /// The loader's units for the sensor's objects: one per object with all its programs, except
     /// the file object, whose two program sets are alternatives (the sensor loads one): the
-    /// task-work set where the kernel has the kfunc, the entry/exit tracepoint pair elsewhere. Then
-    /// the capture-path probes, each program alone and timed.
+    /// task-work set where the kernel has the kfunc, the entry/exit tracepoint pair elsewhere; and
+    /// the DNS object, whose two egress programs are alternatives: the "dns" unit loads the one the
+    /// sensor's <see cref="DnsEgressPrograms.Choose"/> would pick (from the same helper probe), the
+    /// "dns-taskread" unit forces the task-read program on every kernel. Then the capture-path
+    /// probes, each program alone and timed.
     /// </summary>
     public static IReadOnlyList<string> Units(IEnumerable<string> objects)
     {
@@ -97,6 +100,11 @@ internal sealed class MatrixRunner
                 units.Add($"file-taskwork={o}:+tw_:need={TaskWorkKfunc}");
                 units.Add($"file-exitpair={o}:-tw_");
             }
+            else if (name == "dns")
+            {
+                units.Add($"dns={o}:{DnsChooseOption}");
+                units.Add($"dns-taskread={o}:!{DnsEgressPrograms.HelpersProgram}");
+            }
             else
             {
                 units.Add($"{name}={o}");
@@ -105,6 +113,10 @@ internal sealed class MatrixRunner
         units.Add("probes=probes.bpf.o:each:cost");
         return units;
     }
+
+    /// <summary>The loader's <c>choose=</c> option built from the sensor's own chooser constants, so the two cannot disagree.</summary>
+    public static string DnsChooseOption =>
+        $"choose={DnsEgressPrograms.HelpersProgram},{DnsEgressPrograms.TaskReadProgram},{string.Join(',', DnsEgressPrograms.RequiredHelpers.Select(h => h.Name))}";
 
     /// <summary>The loader's arguments: options from the sensor's own constants, then the units.</summary>
     public static IReadOnlyList<string> LoaderArguments(IReadOnlyList<string> units) =>

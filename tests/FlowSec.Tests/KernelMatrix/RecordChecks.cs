@@ -198,13 +198,14 @@ internal sealed class RecordChecks
         ushort cp = fire.Port("client");
         var server = IPAddress.Parse(fire.Address("server"));
         int queryLen = fire.Int("query_len"), responseLen = fire.Int("response_len");
-        var seen = new List<(DnsObservation Obs, DnsMessage Message)>();
+        var seen = new List<(DnsObservation Obs, DnsMessage Message, uint ThreadId)>();
         int undecoded = 0;
         foreach (byte[] data in unit.RecordsOf("events"))
         {
             if (DnsRecordDecoder.TryDecode(data, out var obs, out var message) == DecodeResult.Ok)
             {
-                seen.Add((obs, DnsParser.Parse(message)));
+                // The decoder keeps the process (tgid); the thread id is checked from the raw mirror.
+                seen.Add((obs, DnsParser.Parse(message), MemoryMarshal.Read<FsDnsRecord>(data).pid));
             }
             else
             {
@@ -221,14 +222,15 @@ internal sealed class RecordChecks
             {
                 return;
             }
-            var (o, m) = match[0];
+            var (o, m, threadId) = match[0];
             Equal($"dns: {what} source", $"{o.Source}:{o.SourcePort}", query ? $"{Loopback}:{cp}" : $"{server}:53");
             Equal($"dns: {what} destination", $"{o.Destination}:{o.DestinationPort}", query ? $"{server}:53" : $"{Loopback}:{cp}");
             Equal($"dns: {what} message length", o.MessageLength, query ? queryLen : responseLen);
             Equal($"dns: {what} id", m.Header.Id, (ushort)fire.Int("id"));
             Equal($"dns: {what} is response", m.Header.IsResponse, !query);
             Equal($"dns: {what} question", m.QuestionName, fire["name"]);
-            Check($"dns: {what} cgroup id", o.CgroupId != 0, $"{o.CgroupId}");
+            // The loader's sockets live in the loader's cgroup.
+            Equal($"dns: {what} cgroup id", o.CgroupId, ulong.Parse(_run.Fact("cgroup_id"), CultureInfo.InvariantCulture));
             if (!query)
             {
                 Equal($"dns: {what} answer", m.Answers.FirstOrDefault()?.Address?.ToString(), fire["answer"]);
@@ -237,6 +239,7 @@ internal sealed class RecordChecks
             if (egress || !query)
             {
                 Equal($"dns: {what} tgid", o.Tgid, (uint)_run.Pid);
+                Equal($"dns: {what} pid (thread; the loader has one)", threadId, (uint)_run.Pid);
                 Equal($"dns: {what} comm", o.Comm, _run.Comm);
             }
             else
@@ -248,6 +251,57 @@ internal sealed class RecordChecks
         Expect("query ingress", egress: false, query: true);
         Expect("response egress", egress: true, query: false);
         Expect("response ingress", egress: false, query: false);
+        DnsOverTcp(unit);
+    }
+
+    // The same lookup over TCP, the query written in two parts: the segments reassembled with the
+    // sensor's DnsTcpFraming, placed by the kernel's stream offsets (bpf_tcp_sock per kernel).
+    private void DnsOverTcp(UnitRun unit)
+    {
+        var fire = unit.Fire("dnstcp");
+        if (fire is null || fire["rc"] != "0")
+        {
+            Check("dns tcp: trigger ran", false, fire is null ? "no FIRE dnstcp line" : $"rc={fire["rc"]}");
+            return;
+        }
+        ushort cp = fire.Port("client");
+        var framing = new DnsTcpFraming(maxStreams: 16, maxMessageBytes: 4096);
+        var messages = new List<(DnsObservation Obs, DnsMessage Message)>();
+        int segments = 0;
+        foreach (byte[] data in unit.RecordsOf("events"))
+        {
+            if (DnsRecordDecoder.TryDecode(data, out var obs, out var segment) != DecodeResult.Ok || obs.Transport != DnsObservation.Tcp
+                || !((obs.SourcePort == cp && obs.DestinationPort == 53) || (obs.SourcePort == 53 && obs.DestinationPort == cp)))
+            {
+                continue;
+            }
+            segments++;
+            framing.OnSegment(obs.SocketCookie, obs.Egress, obs.TcpOffset, obs.MessageLength, segment,
+                (m, declared) => messages.Add((obs with { MessageLength = declared }, DnsParser.Parse(m))));
+        }
+        Check("dns tcp: segments seen", segments >= 4, $"{segments}");
+        Equal("dns tcp: messages reassembled", messages.Count, 4);
+        Equal("dns tcp: continuations skipped", framing.ContinuationsSkipped, 0L);
+        foreach (var (what, egress, query) in new[] { ("query egress", true, true), ("query ingress", false, true), ("response egress", true, false), ("response ingress", false, false) })
+        {
+            var match = messages.Where(x => x.Obs.Egress == egress && (x.Obs.SourcePort == cp) == query).ToList();
+            if (!Present($"dns tcp: {what} message", match.Count == 1, $"{(query ? "query" : "response")} {(egress ? "egress" : "ingress")}"))
+            {
+                continue;
+            }
+            var (o, m) = match[0];
+            Equal($"dns tcp: {what} length", o.MessageLength, fire.Int(query ? "query_len" : "response_len"));
+            Equal($"dns tcp: {what} id", m.Header.Id, (ushort)fire.Int("id"));
+            Equal($"dns tcp: {what} question", m.QuestionName, fire["name"]);
+            if (!query)
+            {
+                Equal($"dns tcp: {what} answer", m.Answers.FirstOrDefault()?.Address?.ToString(), fire["answer"]);
+            }
+            if (egress)
+            {
+                Equal($"dns tcp: {what} tgid", o.Tgid, (uint)_run.Pid);
+            }
+        }
     }
 
     // ---------- UDP flows: udp_flows.bpf.o ----------

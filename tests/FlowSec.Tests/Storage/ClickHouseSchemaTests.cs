@@ -69,10 +69,12 @@ public sealed class ClickHouseSchemaTests(ClickHouseServer ch) : IClassFixture<C
 
         (await TablesAsync(db)).Should().Equal([.. EventTableNames, "schema_version"]);
         (await ch.RunClientAsync($"SHOW CREATE TABLE {db}.flows")).Should().Be(oldCreate, "the flows table is not touched");
-        (await ch.RunClientAsync($"SELECT version, description FROM {db}.schema_version ORDER BY version FORMAT TabSeparated"))
-            .Split('\n', StringSplitOptions.RemoveEmptyEntries)
-            .Should().StartWith(["1\tflows table", "2\tdns table", "3\tprocess_events table", "4\tfile_events table"])
-            .And.Contain(v => v.EndsWith("\talerts table", StringComparison.Ordinal)).And.HaveCount(ClickHouseSchema.LatestVersion);
+        var steps = (await ch.RunClientAsync($"SELECT version, description FROM {db}.schema_version ORDER BY version FORMAT TabSeparated"))
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        steps.Should().HaveCount(ClickHouseSchema.LatestVersion);
+        steps.Take(4).Should().Equal("1\tflows table", "2\tdns table", "3\tprocess_events table", "4\tfile_events table");
+        steps.Should().ContainSingle(s => s.EndsWith("\tdns.transport column", StringComparison.Ordinal));
+        steps.Should().ContainSingle(s => s.EndsWith("\talerts table", StringComparison.Ordinal));
         (await ch.RunClientAsync($"SELECT count(), sum(bytes_sent), uniqExact(src_pod), min(time_ns), max(time_ns) FROM {db}.flows")).Trim()
             .Should().Be(string.Join('\t', 200, flows.Aggregate(0UL, (s, f) => unchecked(s + f.Flow.BytesSent)), flows.Select(f => f.Source.Pod).Distinct().Count(),
                 flows[0].TimeUnixNano, flows[^1].TimeUnixNano));
@@ -90,6 +92,37 @@ public sealed class ClickHouseSchemaTests(ClickHouseServer ch) : IClassFixture<C
         await Eventually.HoldsAsync(() => relay.Writer.EventsStored == events.Count, TimeSpan.FromSeconds(30), () => $"stored {relay.Writer.EventsStored}");
         (await relay.Store.QueryAsync(new EventQuery(Since: DateTimeOffset.UnixEpoch.AddTicks((long)(events[0].TimeUnixNano / 100))))).Should().Equal(events);
         (await relay.Store.QueryFlowsAsync(new EventQuery())).Should().HaveCount(210);
+    }
+
+    [Fact]
+    public async Task The_dns_transport_column_is_added_to_an_older_dns_table_and_adding_it_again_counts_as_done()
+    {
+        var db = ClickHouseServer.NewDatabase();
+        // The dns table as it was before the transport column, with a row in it.
+        string dnsBefore = DnsTable.Table.CreateSql(db, lowCardinality: false).Replace(",\n    `transport` String", "", StringComparison.Ordinal);
+        dnsBefore.Should().NotContain("transport");
+        async Task RecordStepsBeforeTransport()
+        {
+            await ch.Client.ExecuteAsync($"DROP TABLE IF EXISTS {db}.schema_version");
+            await ch.Client.ExecuteAsync(
+                $"CREATE TABLE {db}.schema_version (version UInt32, description String, applied_at DateTime('UTC')) ENGINE = MergeTree ORDER BY version");
+            await ch.Client.ExecuteAsync($"INSERT INTO {db}.schema_version VALUES (1, 'flows table', now()), (2, 'dns table', now()), (3, 'process_events table', now()), (4, 'file_events table', now())");
+        }
+        await ch.Client.ExecuteAsync($"CREATE DATABASE {db}");
+        await RecordStepsBeforeTransport();
+        await ch.Client.ExecuteAsync(dnsBefore);
+        await ch.RunClientAsync($"INSERT INTO {db}.dns (time, time_ns, query) VALUES (1764000000, 1764000000000000000, 'old.example')");
+        var schema = new ClickHouseSchema(ch.Client, ch.Options(db));
+
+        (await schema.EnsureAsync()).Should().Be(ClickHouseSchema.LatestVersion);
+
+        (await ch.RunClientAsync($"SHOW CREATE TABLE {db}.dns")).Should().Contain("transport String");
+        (await ch.RunClientAsync($"SELECT query, transport FROM {db}.dns FORMAT TabSeparated")).TrimEnd('\n').Should().Be("old.example\t", "old rows have no transport");
+
+        // A relay that had not recorded the step runs it again on a table that has the column: error 44, done.
+        await RecordStepsBeforeTransport();
+        (await schema.EnsureAsync()).Should().Be(ClickHouseSchema.LatestVersion);
+        (await ch.RunClientAsync($"SELECT count() FROM {db}.schema_version WHERE description = 'dns.transport column'")).Trim().Should().Be("1");
     }
 
     [Theory]

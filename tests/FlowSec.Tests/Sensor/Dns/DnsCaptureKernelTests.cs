@@ -27,17 +27,14 @@ public sealed class DnsCaptureKernelTests(ITestOutputHelper output)
         await using var t = await TestTopology.CreateAsync("dns", "client");
         var server = t.Pods["dns"];
         var client = t.Pods["client"];
-        string zoneAddress = $"10.{Random.Shared.Next(1, 200)}.{Random.Shared.Next(1, 250)}.{Random.Shared.Next(1, 250)}";
+        string zoneAddress = ZoneAddress();
         // IPv6 on the same veths, to cover the programs' IPv6 path (nodad: usable at once).
         var server6 = IPAddress.Parse($"fd00:f5::{server.Address.GetAddressBytes()[3]}");
         var client6 = IPAddress.Parse($"fd00:f5::{client.Address.GetAddressBytes()[3]}");
         await TestTopology.Sh($"ip -n {server.Namespace} addr add {server6}/64 dev eth0 nodad && ip -n {client.Namespace} addr add {client6}/64 dev eth0 nodad");
 
         await using var run = await CaptureRun.StartAsync(output, Path.GetDirectoryName(server.CgroupPath)!);
-        server.Start("dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--pid-file=", "--no-resolv", "--no-hosts",
-            $"--address=/web.flowsec.test/{zoneAddress}", "--local=/flowsec.test/",
-            $"--listen-address={server.Address}", $"--listen-address={server6}", "--bind-interfaces", "--port", "53");
-        await WaitForListener(server, 53);
+        await StartDnsmasq(server, zoneAddress, server.Address, server6);
 
         var (code, answer, digPid) = await client.RunAsync(Timeout, "dig", "+tries=1", "+time=2", "+short", $"@{server.Address}", "web.flowsec.test", "A");
         code.Should().Be(0, answer);
@@ -131,16 +128,99 @@ public sealed class DnsCaptureKernelTests(ITestOutputHelper output)
         path.Reason.Should().Contain("flowsec-does-not-exist");
     }
 
+    [Fact]
+    public async Task Forced_task_read_program_attributes_dig_to_its_pid_and_cgroup()
+    {
+        await using var t = await TestTopology.CreateAsync("dns", "client");
+        var server = t.Pods["dns"];
+        var client = t.Pods["client"];
+        string zoneAddress = ZoneAddress();
+
+        await using var run = await CaptureRun.StartAsync(output, Path.GetDirectoryName(server.CgroupPath)!, egressProgram: "task-read");
+        run.Capture.CapturePaths().Select(p => (p.Program, p.State, p.Reason)).Should().BeEquivalentTo(new[]
+        {
+            ("dns_egress_task_read", "active", "forced by --Sensor:Dns:EgressProgram=task-read"),
+            ("dns_ingress", "active", ""),
+        }, "status names the egress program in use and why");
+        await StartDnsmasq(server, zoneAddress, server.Address);
+
+        var (code, answer, digPid) = await client.RunAsync(Timeout, "dig", "+tries=1", "+time=2", "+short", $"@{server.Address}", "web.flowsec.test", "A");
+        code.Should().Be(0, answer);
+
+        var e = await run.NextAsync(e => e.Dns.Query == "web.flowsec.test" && Ip(e.Source).Equals(client.Address));
+        output.WriteLine(e.ToString());
+        e.Dns.Answers.Single().Data.Should().Be(zoneAddress);
+        e.Source.Pid.Should().Be((uint)digPid, "the query was sent in dig's own context, read from the task");
+        e.Source.Process.Should().Be("dig");
+        e.Source.CgroupId.Should().Be(client.CgroupId);
+        e.Destination.Process.Should().Be("dnsmasq");
+        e.Destination.CgroupId.Should().Be(server.CgroupId);
+        run.Counters()["dns_records_malformed"].Should().Be(0);
+    }
+
+    [Fact]
+    public async Task Dig_over_tcp_against_dnsmasq_becomes_a_tcp_dns_event()
+    {
+        await using var t = await TestTopology.CreateAsync("dns", "client");
+        var server = t.Pods["dns"];
+        var client = t.Pods["client"];
+        string zoneAddress = ZoneAddress();
+
+        await using var run = await CaptureRun.StartAsync(output, Path.GetDirectoryName(server.CgroupPath)!);
+        await StartDnsmasq(server, zoneAddress, server.Address);
+
+        var (code, answer, digPid) = await client.RunAsync(Timeout, "dig", "+tcp", "+tries=1", "+time=2", "+short", $"@{server.Address}", "web.flowsec.test", "A");
+        code.Should().Be(0, answer);
+        answer.Trim().Should().Be(zoneAddress);
+
+        var e = await run.NextAsync(e => e.Dns.Query == "web.flowsec.test" && Ip(e.Source).Equals(client.Address));
+        output.WriteLine(e.ToString());
+        e.Dns.Transport.Should().Be("tcp");
+        e.Dns.Rcode.Should().Be("NOERROR");
+        e.Dns.IsResponse.Should().BeTrue();
+        e.Dns.Answers.Single().Data.Should().Be(zoneAddress);
+        e.Dns.LatencyUs.Should().BeGreaterThan(0);
+        e.Destination.Port.Should().Be(53);
+        e.Source.Pid.Should().Be((uint)digPid);
+        e.Source.Process.Should().Be("dig");
+        e.Source.CgroupId.Should().Be(client.CgroupId);
+        e.Destination.Process.Should().Be("dnsmasq");
+        e.Destination.CgroupId.Should().Be(server.CgroupId);
+
+        // Over UDP the same lookup says so.
+        await client.RunAsync(Timeout, "dig", "+tries=1", "+time=2", "+short", $"@{server.Address}", "web.flowsec.test", "A");
+        (await run.NextAsync(e => e.Dns.Query == "web.flowsec.test")).Dns.Transport.Should().Be("udp");
+
+        var counters = run.Counters();
+        output.WriteLine(string.Join(", ", counters.Where(c => c.Key.StartsWith("dns_tcp", StringComparison.Ordinal)).Select(c => $"{c.Key}={c.Value}")));
+        counters["dns_tcp_messages"].Should().Be(4, "query and response, each seen leaving one pod and entering the other");
+        counters["dns_tcp_continuations_skipped"].Should().Be(0, "both ends' streams were placed from their first byte");
+        counters["dns_tcp_garbage"].Should().Be(0);
+        counters["dns_records_malformed"].Should().Be(0);
+    }
+
+    private static async Task StartDnsmasq(TestPod server, string zoneAddress, params IPAddress[] listen)
+    {
+        server.Start(["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--pid-file=", "--no-resolv", "--no-hosts",
+            $"--address=/web.flowsec.test/{zoneAddress}", "--local=/flowsec.test/",
+            .. listen.Select(a => $"--listen-address={a}"), "--bind-interfaces", "--port", "53"]);
+        await WaitForListener(server, 53, "-Hlun");
+        await WaitForListener(server, 53, "-Hltn");
+    }
+
     private static IPAddress Ip(FlowSec.Api.V1.Endpoint endpoint) => new(endpoint.Ip.Span);
 
-    private static async Task WaitForListener(TestPod pod, int port)
+    // A fresh answer per test, so no event from another test's lookup can match.
+    private static string ZoneAddress() => $"10.{Random.Shared.Next(1, 200)}.{Random.Shared.Next(1, 250)}.{Random.Shared.Next(1, 250)}";
+
+    private static async Task WaitForListener(TestPod pod, int port, string ssFlags)
     {
         var watch = Stopwatch.StartNew();
-        while (string.IsNullOrWhiteSpace(await TestTopology.Sh($"ip netns exec {pod.Namespace} ss -Hlun 'sport = :{port}'")))
+        while (string.IsNullOrWhiteSpace(await TestTopology.Sh($"ip netns exec {pod.Namespace} ss {ssFlags} 'sport = :{port}'")))
         {
             if (watch.Elapsed > Timeout)
             {
-                throw new Xunit.Sdk.XunitException($"nothing listens on udp/{port} in {pod.Name}");
+                throw new Xunit.Sdk.XunitException($"nothing listens on port {port} ({ssFlags}) in {pod.Name}");
             }
             await Task.Delay(50);
         }
@@ -162,7 +242,7 @@ public sealed class DnsCaptureKernelTests(ITestOutputHelper output)
 
         public DnsNameCache Names { get; }
 
-        public static async Task<CaptureRun> StartAsync(ITestOutputHelper output, string? cgroupPath, bool expectActive = true)
+        public static async Task<CaptureRun> StartAsync(ITestOutputHelper output, string? cgroupPath, bool expectActive = true, string egressProgram = "auto")
         {
             var queue = new SensorEventQueue();
             var options = Options.Create(new DnsCaptureOptions
@@ -170,6 +250,7 @@ public sealed class DnsCaptureKernelTests(ITestOutputHelper output)
                 Node = "kernel-test",
                 CgroupPath = cgroupPath,
                 QueryTimeout = TimeSpan.FromSeconds(1),
+                EgressProgram = egressProgram,
             });
             var names = new DnsNameCache(options);
             var capture = new DnsCapture(queue, names, options, new TestOutputLogger<DnsCapture>(output));

@@ -83,8 +83,25 @@ public class DnsRecordDecoderTests
         DnsRecordDecoder.TryDecode(captured, out _, out _).Should().Be(DecodeResult.TooShort);
     }
 
+    [Fact]
+    public void A_tcp_segment_record_says_tcp_and_carries_its_socket_and_stream_offset()
+    {
+        byte[] segment = [0, 38, 0x4b];
+        var bytes = Record(2, 1, "10.0.0.7", "10.0.0.53", 41000, 53, segment, segment.Length, tgid: 321, comm: "dig", protocol: 6, tcpOffset: 40);
+
+        DnsRecordDecoder.TryDecode(bytes, out var o, out var message).Should().Be(DecodeResult.Ok);
+
+        o.Transport.Should().Be("tcp");
+        o.SocketCookie.Should().Be(5);
+        o.TcpOffset.Should().Be(40);
+        o.MessageLength.Should().Be(3, "for TCP the record's length is the segment's");
+        message.ToArray().Should().Equal(segment);
+        DnsRecordDecoder.TryDecode(Record(2, 1, "10.0.0.7", "10.0.0.53", 41000, 53, segment, 3, 0, ""), out var udp, out _);
+        udp.Transport.Should().Be("udp");
+    }
+
     internal static unsafe byte[] Record(ushort family, byte direction, string source, string destination, ushort sport, ushort dport,
-        byte[] payload, int messageLength, uint tgid, string comm)
+        byte[] payload, int messageLength, uint tgid, string comm, byte protocol = 17, uint tcpOffset = 0)
     {
         var raw = new FsDnsRecord
         {
@@ -93,7 +110,8 @@ public class DnsRecordDecoderTests
             pid = tgid,
             family = family,
             direction = direction,
-            protocol = 17,
+            protocol = protocol,
+            tcp_offset = tcpOffset,
             timestamp_ns = 123_456_789,
             cgroup_id = 99,
             sock_cookie = 5,
