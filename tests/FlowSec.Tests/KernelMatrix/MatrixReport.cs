@@ -104,6 +104,24 @@ internal sealed class KernelVerdict
                     string log = unit.Logs.TryGetValue(p.Name, out var lines)
                         ? string.Join(" | ", lines.Where(l => !l.StartsWith("libbpf:", StringComparison.Ordinal) && !l.StartsWith("--", StringComparison.Ordinal) && !l.StartsWith("processed", StringComparison.Ordinal)).TakeLast(2))
                         : "";
+                    string? need = spec.Split(':').FirstOrDefault(o => o.StartsWith("need=", StringComparison.Ordinal))?["need=".Length..];
+                    if (need is not null && MatrixReport.RefusesKfunc(unit, p))
+                    {
+                        // The kernel names the kfunc but its verifier refuses the call from this program
+                        // type (6.18 builds differ): the sensor then loads the other program set, which
+                        // the matrix checks as its own unit on the same kernel.
+                        string note = $"{k}: {label}: the kernel has {need} but refuses it here ({log}); the sensor uses the other program set:";
+                        int i = v.Notes.FindIndex(n => n.StartsWith(note, StringComparison.Ordinal));
+                        if (i < 0)
+                        {
+                            v.Notes.Add($"{note} {p.Name}");
+                        }
+                        else
+                        {
+                            v.Notes[i] += $", {p.Name}";
+                        }
+                        continue;
+                    }
                     v.Failures.Add($"{what}: load {p.Load}: {log}");
                     continue;
                 }
@@ -188,7 +206,9 @@ internal static class MatrixReport
         Line();
         Line("Cell: `load · attach · runs during the triggers · instructions the verifier processed (xlated)`;");
         Line("\"kernel lacks the kfunc\": the task-work set needs `" + MatrixRunner.TaskWorkKfunc + "`, absent from that kernel's BTF, so it is not");
-        Line("loaded there (the exit-pair set is what serves that kernel). \"kernel lacks helper\": that kernel's cgroup_skb programs");
+        Line("loaded there (the exit-pair set is what serves that kernel); \"kernel refuses the kfunc\": the kernel has it but its verifier");
+        Line("refuses the call from a tracepoint (EPERM, \"failed callback verification\"), and the sensor falls back to the exit-pair set");
+        Line("the same way. \"kernel lacks helper\": that kernel's cgroup_skb programs");
         Line("may not call the helper, so the sensor loads the task-read egress program there instead (see \"Chosen path\").");
         Line("The triggers: a loopback TCP connection with data both ways, a DNS query and answer over UDP port 53 and over TCP,");
         Line("an exec of `/bin/true`, a child that `_exit(7)`s, create/open/openat2/creat/rename/renameat/renameat2/");
@@ -207,7 +227,8 @@ internal static class MatrixReport
             var cells = verdicts.Select(v =>
             {
                 var p = v.Run.Output?.Units.GetValueOrDefault(unit)?.Programs.FirstOrDefault(x => x.Name == prog);
-                return p is null ? "–" : Cell(p);
+                var u = v.Run.Output?.Units.GetValueOrDefault(unit);
+                return p is null ? "–" : u is not null && !p.Loaded && RefusesKfunc(u, p) ? "– kernel refuses the kfunc (EPERM)" : Cell(p);
             });
             Line($"| {unit} | `{prog}` | `{section}` | {string.Join(" | ", cells)} |");
         }
@@ -405,6 +426,14 @@ internal static class MatrixReport
         return verdicts.Select(v => v.Run.Output?.Units.GetValueOrDefault(parts[0])?.Programs.FirstOrDefault(p => p.Name == parts[1]))
             .FirstOrDefault(p => p is not null)?.Section ?? "";
     }
+
+    /// <summary>
+    /// Whether the verifier refused <paramref name="p"/> for calling a kfunc the kernel has but does
+    /// not allow from this program (EPERM, "failed callback verification"), not for a bug of ours.
+    /// </summary>
+    internal static bool RefusesKfunc(UnitRun unit, ProgramResult p) =>
+        p.Load.Contains("EPERM", StringComparison.Ordinal) && unit.Logs.TryGetValue(p.Name, out var lines) &&
+        lines.Any(l => l.Contains("failed callback verification", StringComparison.Ordinal));
 
     private static string Cell(ProgramResult p)
     {
