@@ -3,7 +3,8 @@ using FlowSec.Benchmarks;
 // FlowSec's bench commands. Figures go to docs/benchmarks.md; nothing here is pass/fail.
 //   capture [connections]                   user-space decode + assemble + attribute throughput
 //   e2e [relay] [token-file] [connections]  connection → live stream / ClickHouse latency (needs ./flowsec up)
-//   overhead [rounds] [seconds]             nginx + wrk between two netns: none vs empty programs vs sensor
+//   overhead [rounds] [seconds] [sensor]    nginx + wrk between two netns: none vs empty programs vs sensor
+//                                           (sensor: a FlowSec.Sensor.dll or the native build; default the runtime build)
 //   scope [events]                          per-event cost of scoping a sensor to a cgroup subtree (root)
 var name = args.Length > 0 ? args[0] : "";
 switch (name)
@@ -20,11 +21,12 @@ switch (name)
     case "overhead":
         return await OverheadBenchmark.RunAsync(
             args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 5,
-            args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 5);
+            args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 5,
+            args.Length > 3 ? args[3] : null);
     case "scope":
         ScopeCost.Run(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 20_000_000);
         return 0;
     default:
-        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] | overhead [rounds] [seconds] | scope [events]");
+        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] | overhead [rounds] [seconds] [sensor] | scope [events]");
         return 2;
 }
