@@ -59,7 +59,7 @@ struct sock_owner {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 * 1024 * 1024);
+	__uint(max_entries, 1024 * 1024);
 } events SEC(".maps");
 
 /* Socket cookie → process that last sent on it. Cookies are never reused, so stale entries are

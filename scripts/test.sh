@@ -5,5 +5,6 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
 scripts/deps.sh --test
+scripts/build-native-sensor.sh >/dev/null
 dotnet build FlowSec.sln -nologo -v quiet -clp:ErrorsOnly
 dotnet test tests/FlowSec.Tests --no-build -nologo --logger "console;verbosity=normal" "$@"

@@ -29,10 +29,16 @@ internal static partial class OverheadBenchmark
     private const string Client = "fsbcli";
     private const string ServerIp = "10.251.0.1";
 
-    public static async Task<int> RunAsync(int rounds, int seconds)
+    /// <summary>
+    /// Runs the comparison; <paramref name="sensorPath"/> is the sensor to measure: a FlowSec.Sensor.dll
+    /// (run on the .NET runtime) or the native executable (scripts/build-native-sensor.sh); default
+    /// the runtime build next to this benchmark.
+    /// </summary>
+    public static async Task<int> RunAsync(int rounds, int seconds, string? sensorPath = null)
     {
         var work = Directory.CreateTempSubdirectory("flowsec-overhead-").FullName;
-        var sensorDll = Path.Combine(AppContext.BaseDirectory, "FlowSec.Sensor.dll");
+        var sensorDll = Path.GetFullPath(sensorPath ?? Path.Combine(AppContext.BaseDirectory, "FlowSec.Sensor.dll"));
+        Console.WriteLine($"sensor: {sensorDll}");
         long flowsReceived = 0;
         var (sink, sinkPort) = await StartSinkAsync(() => Interlocked.Increment(ref flowsReceived), work);
         await using var _ = sink;
@@ -102,9 +108,10 @@ internal static partial class OverheadBenchmark
             }
             else if (config == "sensor")
             {
-                sensor = Process.Start(new ProcessStartInfo("dotnet",
+                var native = !sensorDll.EndsWith(".dll", StringComparison.Ordinal);
+                sensor = Process.Start(new ProcessStartInfo(native ? sensorDll : "dotnet",
                 [
-                    sensorDll, $"--Sensor:Relay=http://127.0.0.1:{sinkPort}", $"--Sensor:TokenFile={Path.Combine(work, "token")}",
+                    .. native ? Array.Empty<string>() : [sensorDll], $"--Sensor:Relay=http://127.0.0.1:{sinkPort}", $"--Sensor:TokenFile={Path.Combine(work, "token")}",
                     "--Sensor:Node=bench", $"--Sensor:MetricsListen=127.0.0.1:{FreePort()}", "--Logging:LogLevel:Default=Warning",
                 ])
                 { RedirectStandardOutput = true, RedirectStandardError = true })!;

@@ -3,7 +3,8 @@ using FlowSec.Benchmarks;
 // FlowSec's bench commands. Figures go to docs/benchmarks.md; nothing here is pass/fail.
 //   capture [connections]                   user-space decode + assemble + attribute throughput
 //   e2e [relay] [token-file] [connections]  connection → live stream / ClickHouse latency (needs ./flowsec up)
-//   overhead [rounds] [seconds]             nginx + wrk between two netns: none vs empty programs vs sensor
+//   overhead [rounds] [seconds] [sensor]    nginx + wrk between two netns: none vs empty programs vs sensor
+//                                           (sensor: a FlowSec.Sensor.dll or the native build; default the runtime build)
 //   scope [events]                          per-event cost of scoping a sensor to a cgroup subtree (root)
 //   query [rows] [repeats]                  load synthetic flows + DNS into a managed ClickHouse, time the incident queries
 //   dns-tcp [messages]                      DNS-over-TCP reassembly (DnsTcpFraming) messages/s per core
@@ -22,7 +23,8 @@ switch (name)
     case "overhead":
         return await OverheadBenchmark.RunAsync(
             args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 5,
-            args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 5);
+            args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 5,
+            args.Length > 3 ? args[3] : null);
     case "scope":
         ScopeCost.Run(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 20_000_000);
         return 0;
@@ -35,6 +37,6 @@ switch (name)
         DnsTcpFramingThroughput.Run(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 2_000_000);
         return 0;
     default:
-        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] | overhead [rounds] [seconds] | scope [events] | query [rows] [repeats] | dns-tcp [messages]");
+        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] | overhead [rounds] [seconds] [sensor] | scope [events] | query [rows] [repeats] | dns-tcp [messages]");
         return 2;
 }

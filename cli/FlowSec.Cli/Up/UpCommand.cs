@@ -86,9 +86,12 @@ public static class UpCommand
             await WaitAsync("relay", relay, client, s => s.StorageOk, stop.Token);
 
             Console.WriteLine($"starting sensor as node {node} ...");
-            sensor = ChildProcess.Start("sensor", "dotnet",
+            // The ahead-of-time build when `flowsec` could make one, else the same code on the runtime.
+            var native = Path.Combine(paths.BinDir, "sensor-native", "FlowSec.Sensor");
+            string[] sensorCommand = File.Exists(native) ? [native] : ["dotnet", Path.Combine(paths.BinDir, "sensor", "FlowSec.Sensor.dll")];
+            sensor = ChildProcess.Start("sensor", sensorCommand[0],
             [
-                Path.Combine(paths.BinDir, "sensor", "FlowSec.Sensor.dll"),
+                .. sensorCommand[1..],
                 $"--Sensor:Relay=http://{grpc}", $"--Sensor:TokenFile={paths.TokenFile}", $"--Sensor:Node={node}",
                 $"--Sensor:SpoolDirectory={Path.Combine(paths.State, "spool")}", $"--Sensor:Cgroup={cgroup}",
             ], Path.Combine(paths.LogDir, "sensor.log"));

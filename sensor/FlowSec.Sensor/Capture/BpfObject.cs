@@ -92,6 +92,10 @@ internal unsafe class BpfObject : IDisposable
         finally
         {
             Libbpf.CapturedWarnings = null;
+            // Loading parses the kernel's BTF (tens of MB of small allocations) and frees it again;
+            // glibc keeps that memory in its arenas unless asked to give it back, and a node agent
+            // should not sit on it for its whole life.
+            Libbpf.ReleaseFreedMemory();
         }
     }
 

@@ -93,6 +93,12 @@ internal static unsafe partial class Libbpf
     [LibraryImport(Lib, EntryPoint = "libbpf_set_print")]
     private static partial nint SetPrint(delegate* unmanaged[Cdecl]<int, byte*, nint, int> fn);
 
+    /// <summary>Returns memory glibc holds after frees to the kernel (malloc_trim).</summary>
+    public static void ReleaseFreedMemory() => MallocTrim(0);
+
+    [LibraryImport("libc.so.6", EntryPoint = "malloc_trim")]
+    private static partial int MallocTrim(nuint pad);
+
     [LibraryImport("libc.so.6", EntryPoint = "vsnprintf")]
     private static partial int VsnPrintf(byte* buffer, nuint size, byte* format, nint args);
 

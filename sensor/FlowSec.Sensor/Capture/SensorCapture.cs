@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using FlowSec.Sensor.Export;
@@ -21,7 +22,7 @@ public static class SensorCapture
     /// (applying <paramref name="configure"/> when given), and a <see cref="SensorEventQueue"/> if
     /// none is registered yet. Every capture registration goes through here.
     /// </summary>
-    internal static IServiceCollection AddBpfCapture<TCapture, TOptions>(this IServiceCollection services, Action<TOptions>? configure)
+    internal static IServiceCollection AddBpfCapture<[DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicConstructors)] TCapture, TOptions>(this IServiceCollection services, Action<TOptions>? configure)
         where TCapture : BpfCapture
         where TOptions : class
     {

@@ -86,9 +86,20 @@ public sealed class FlowSecStack : IAsyncLifetime
 
     /// <summary>Starts a sensor process with this stack's token, streaming to <paramref name="relay"/> as <paramref name="node"/>.</summary>
     public ChildProcess StartSensor(string name, Uri relay, string node, int metricsPort, params string[] settings) =>
-        ChildProcess.Start(name, "dotnet",
+        StartSensor(name, ["dotnet", Path.Combine(AppContext.BaseDirectory, "FlowSec.Sensor.dll")], relay, node, metricsPort, settings);
+
+    /// <summary>The ahead-of-time compiled sensor that scripts/test.sh publishes (scripts/build-native-sensor.sh).</summary>
+    public static string NativeSensorPath => Path.Combine(RepoRoot, "artifacts", "sensor-native", "FlowSec.Sensor");
+
+    /// <summary>Like <see cref="StartSensor(string, Uri, string, int, string[])"/>, with the native sensor `flowsec up` runs.</summary>
+    public ChildProcess StartNativeSensor(string name, Uri relay, string node, int metricsPort, params string[] settings) =>
+        StartSensor(name, [File.Exists(NativeSensorPath) ? NativeSensorPath
+            : throw new FileNotFoundException("no native sensor: run scripts/build-native-sensor.sh", NativeSensorPath)], relay, node, metricsPort, settings);
+
+    private ChildProcess StartSensor(string name, string[] command, Uri relay, string node, int metricsPort, string[] settings) =>
+        ChildProcess.Start(name, command[0],
         [
-            Path.Combine(AppContext.BaseDirectory, "FlowSec.Sensor.dll"),
+            .. command[1..],
             $"--Sensor:Relay={relay}", $"--Sensor:TokenFile={TokenFilePath}", $"--Sensor:Node={node}",
             "--Sensor:BatchMaxDelay=00:00:00.050", $"--Sensor:MetricsListen=127.0.0.1:{metricsPort}", .. settings,
         ], Path.Combine(Dir, name + ".log"));
