@@ -38,7 +38,7 @@ public sealed class FileCapture : RingBufferCapture
     public const int ResultUnknown = int.MinValue;
 
     private const string TaskWorkPrefix = "tw_";
-    private const string TaskWorkKfunc = "bpf_task_work_schedule_resume_impl";
+    internal const string TaskWorkKfunc = "bpf_task_work_schedule_resume_impl";
     private const string KernelBtf = "/sys/kernel/btf/vmlinux";
     private const int MaxTrieEntries = 1024;
 
