@@ -106,13 +106,13 @@ public sealed class CgroupScope
         {
             return true;
         }
-        if (cgroupId == 0 || _outside.ContainsKey(cgroupId))
-        {
-            return false;
-        }
         if (_inside.Contains(cgroupId))
         {
             return true;
+        }
+        if (cgroupId == 0 || _outside.ContainsKey(cgroupId))
+        {
+            return false;
         }
         // Never seen: a cgroup created since the last walk, or one outside the subtree. The event
         // carrying it was made before this walk starts, so after the walk the answer is final.
