@@ -5,6 +5,7 @@ using FlowSec.Api.V1;
 using FlowSec.Relay;
 using FlowSec.Relay.Ingest;
 using FlowSec.Relay.Live;
+using FlowSec.Relay.Metrics;
 using FlowSec.Relay.Observer;
 using FlowSec.Relay.Pipeline;
 using FlowSec.Relay.Storage;
@@ -47,6 +48,7 @@ app.MapGrpcDuplex<EventBatch, IngestAck>(RelayMethods.Push, EventBatch.Parser, i
 app.MapGrpcServerStreaming<GetEventsRequest, Event>(RelayMethods.GetEvents, GetEventsRequest.Parser, observer.GetEventsAsync);
 app.MapGrpcUnary<StatusRequest, StatusResponse>(RelayMethods.GetStatus, StatusRequest.Parser, observer.GetStatusAsync);
 
+app.MapRelayMetrics();
 app.MapLiveUpdates(UiLocator.Find(app.Services.GetRequiredService<IOptions<RelayOptions>>().Value.UiDirectory));
 
 app.Logger.LogInformation("FlowSec relay: gRPC on {Grpc}, UI on {Ui}", relay.GrpcListen, relay.UiUrl);

@@ -7,11 +7,16 @@ namespace FlowSec.Relay.Storage;
 /// and <c>schema_version</c> records which numbered migrations ran, so a later release can add
 /// steps (ALTERs) that run once. Several relays starting together may both run a step; each step
 /// must therefore be idempotent itself, and readers take <c>max(version)</c>. A CREATE step uses
-/// the table's current definition, so a later step that adds a column must use
-/// <c>ADD COLUMN IF NOT EXISTS</c>.
+/// the table's current definition, so a later step that adds a column must tolerate the column
+/// being there already: 18.16 has no <c>ADD COLUMN IF NOT EXISTS</c>, so an <c>ADD COLUMN</c> that
+/// fails with error 44 ("already exists") counts as done. A step may hold several statements,
+/// separated by <c>;</c> and a newline.
 /// </summary>
 public sealed class ClickHouseSchema
 {
+    // ClickHouse's ILLEGAL_COLUMN, which ALTER … ADD COLUMN raises when the column exists.
+    private const int ColumnExists = 44;
+
     private readonly ClickHouseHttpClient _client;
     private readonly string _database;
 
@@ -32,6 +37,9 @@ public sealed class ClickHouseSchema
         ("dns table", DnsTable.Table.CreateSql),
         ("process_events table", ProcessTable.Table.CreateSql),
         ("file_events table", FileTable.Table.CreateSql),
+        ("batch_id on event tables, stored_batches table", (db, _) => string.Join(";\n",
+            EventTables.All.Select(t => $"ALTER TABLE {db}.{t.Name} ADD COLUMN `{EventTable.BatchIdColumn}` UInt64")
+                .Append(StoredBatches.CreateSql(db)))),
     ];
 
     /// <summary>Creates whatever is missing and returns the schema version now in place.</summary>
@@ -51,7 +59,17 @@ public sealed class ClickHouseSchema
         for (var v = current + 1; v <= Migrations.Count; v++)
         {
             var (description, sql) = Migrations[v - 1];
-            await _client.ExecuteAsync(sql(_database, lowCardinality), null, cancellationToken);
+            foreach (var statement in sql(_database, lowCardinality).Split(";\n"))
+            {
+                try
+                {
+                    await _client.ExecuteAsync(statement, null, cancellationToken);
+                }
+                catch (ClickHouseException e) when (e.Code == ColumnExists && statement.Contains(" ADD COLUMN ", StringComparison.Ordinal))
+                {
+                    // The table was created after the column joined its definition, or another relay ran this step.
+                }
+            }
             await _client.ExecuteAsync(
                 $"INSERT INTO {_database}.schema_version (version, description, applied_at) " +
                 $"VALUES ({SqlLiteral.Integer((long)v)}, {SqlLiteral.String(description)}, now())", null, cancellationToken);
@@ -63,6 +81,7 @@ public sealed class ClickHouseSchema
         {
             await _client.ExecuteAsync(table.CreateSql(_database, lowCardinality), null, cancellationToken);
         }
+        await _client.ExecuteAsync(StoredBatches.CreateSql(_database), null, cancellationToken);
 
         return Math.Max(current, Migrations.Count);
     }
