@@ -71,13 +71,16 @@ public sealed class FlowSecStack : IAsyncLifetime
         .Cast<System.Reflection.AssemblyMetadataAttribute>()
         .Single(a => a.Key == "RepoRoot").Value!.TrimEnd('/');
 
-    /// <summary>Starts a relay process on this stack's ClickHouse and token (a second relay is as good as the first).</summary>
-    public ChildProcess StartRelay(string name, int grpcPort, int uiPort) => ChildProcess.Start(name, "dotnet",
+    /// <summary>
+    /// Starts a relay process on this stack's ClickHouse (or <paramref name="clickHouseUrl"/>) and
+    /// token (a second relay is as good as the first).
+    /// </summary>
+    public ChildProcess StartRelay(string name, int grpcPort, int uiPort, string? clickHouseUrl = null) => ChildProcess.Start(name, "dotnet",
     [
         Path.Combine(AppContext.BaseDirectory, "FlowSec.Relay.dll"),
         $"--Relay:GrpcListen=127.0.0.1:{grpcPort}", $"--Relay:UiListen=127.0.0.1:{uiPort}",
         $"--Relay:TokenFile={TokenFilePath}", $"--Relay:UiDirectory={Path.Combine(RepoRoot, "ui")}",
-        $"--ClickHouse:Url={ClickHouse.Url}",
+        $"--ClickHouse:Url={clickHouseUrl ?? ClickHouse.Url}",
     ], Path.Combine(Dir, name + ".log"));
 
     /// <summary>Starts a sensor process with this stack's token, streaming to <paramref name="relay"/> as <paramref name="node"/>.</summary>
@@ -89,9 +92,9 @@ public sealed class FlowSecStack : IAsyncLifetime
             "--Sensor:BatchMaxDelay=00:00:00.050", $"--Sensor:MetricsListen=127.0.0.1:{metricsPort}", .. settings,
         ], Path.Combine(Dir, name + ".log"));
 
-    /// <summary>Relay status.</summary>
-    public Task<StatusResponse> StatusAsync() =>
-        Client.UnaryAsync(RelayMethods.GetStatus, new StatusRequest(), StatusResponse.Parser, CancellationToken.None, TimeSpan.FromSeconds(5));
+    /// <summary>Relay status, from this stack's relay or the one <paramref name="client"/> talks to.</summary>
+    public Task<StatusResponse> StatusAsync(GrpcClient? client = null) =>
+        (client ?? Client).UnaryAsync(RelayMethods.GetStatus, new StatusRequest(), StatusResponse.Parser, CancellationToken.None, TimeSpan.FromSeconds(5));
 
     /// <summary>The sensor's log so far, for failure messages.</summary>
     public string SensorLog => _sensor?.Tail(40) ?? "";
@@ -124,7 +127,11 @@ public sealed class FlowSecStack : IAsyncLifetime
         throw new TimeoutException($"no matching stored event within {timeout} ({seen} events seen)\n--- sensor log\n{SensorLog}\n--- relay log\n{RelayLog}");
     }
 
-    private async Task WaitForStatusAsync(Func<StatusResponse, bool> ready, ChildProcess child, string what)
+    /// <summary>
+    /// Polls the status of this stack's relay (or the one <paramref name="client"/> talks to) until
+    /// <paramref name="ready"/> holds; fails if <paramref name="child"/> exits or after 60 s.
+    /// </summary>
+    public async Task WaitForStatusAsync(Func<StatusResponse, bool> ready, ChildProcess child, string what, GrpcClient? client = null)
     {
         var watch = Stopwatch.StartNew();
         var last = "";
@@ -136,7 +143,7 @@ public sealed class FlowSecStack : IAsyncLifetime
             }
             try
             {
-                if (ready(await StatusAsync()))
+                if (ready(await StatusAsync(client)))
                 {
                     return;
                 }

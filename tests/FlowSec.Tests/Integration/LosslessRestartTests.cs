@@ -1,0 +1,188 @@
+using System.Diagnostics;
+using System.Globalization;
+using FlowSec.Api.Grpc;
+using FlowSec.Api.V1;
+using FlowSec.Cli.Up;
+using FlowSec.Relay.Storage;
+using Xunit.Abstractions;
+
+namespace FlowSec.Tests.Integration;
+
+/// <summary>
+/// At-least-once with de-duplication, proven with real processes: steady generated connections
+/// while the relay or clickhouse-server is killed with SIGKILL and restarted; afterwards every
+/// connection is stored exactly once (counted per identity: client port and direction).
+/// </summary>
+[Collection(StackCollection.Name)]
+public sealed class LosslessRestartTests(FlowSecStack stack, ITestOutputHelper output)
+{
+    private const int ConnectionsPerSecond = 40;
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(120);
+
+    [Fact]
+    public async Task Killing_the_relay_while_an_insert_is_stored_but_unacked_stores_every_connection_exactly_once()
+    {
+        const string node = "lossless-relay-kill";
+        await using var proxy = new InsertHoldingProxy(stack.ClickHouse.HttpPort);
+        var relayPort = FlowSecStack.FreePort();
+        using var relayClient = new GrpcClient(new Uri($"http://127.0.0.1:{relayPort}"), stack.Token);
+        var relay = stack.StartRelay("kill-relay-1", relayPort, FlowSecStack.FreePort(), proxy.Url);
+        ChildProcess? restarted = null;
+        try
+        {
+            await stack.WaitForStatusAsync(s => s.StorageOk, relay, "relay behind the proxy", relayClient);
+            await using var sensor = await StartSensorAsync(node, relayPort, relayClient);
+            await using var traffic = SteadyConnections.Start(ConnectionsPerSecond);
+            using var clickHouse = new ClickHouseHttpClient(new ClickHouseOptions { Url = stack.ClickHouse.Url });
+            await WaitAsync(async () => (await StoredAsync(clickHouse, node, traffic.Port)).Rows > 0, "first flows stored", sensor);
+
+            // The next flows insert reaches ClickHouse, its answer never reaches the relay: stored, not acked.
+            await proxy.HoldNextInsert("flowsec.flows").WaitAsync(Timeout);
+            var storedBeforeKill = (await StoredAsync(clickHouse, node, traffic.Port)).Rows;
+            Process.GetProcessById(relay.ProcessId).Kill(); // SIGKILL
+            await relay.Exited.WaitAsync(Timeout);
+            var atKill = traffic.Count;
+            await WaitAsync(() => Task.FromResult(traffic.Count >= atKill + ConnectionsPerSecond), "connections while the relay is down", sensor);
+
+            restarted = stack.StartRelay("kill-relay-2", relayPort, FlowSecStack.FreePort(), proxy.Url);
+            await stack.WaitForStatusAsync(s => s.Nodes.Any(n => n.Node == node && n.Connected), restarted, "sensor back on the restarted relay", relayClient);
+            var atRestart = traffic.Count;
+            await WaitAsync(() => Task.FromResult(traffic.Count >= atRestart + ConnectionsPerSecond), "connections after the restart", sensor);
+            var generated = await traffic.StopAsync();
+
+            var stored = await SettledAsync(clickHouse, node, traffic, relayClient, sensor);
+            var status = await stack.StatusAsync(relayClient);
+            output.WriteLine($"relay SIGKILL: generated {generated} connections = {2 * generated} flows; stored {stored.Rows} flows " +
+                $"({stored.Identities} distinct); {storedBeforeKill} stored before the kill; restarted relay skipped duplicates " +
+                $"{status.DuplicateEventsSkipped} events ({status.DuplicateBatchesSkipped} re-sent batches)");
+            AssertExactlyOnce(stored, traffic.ClientPorts, sensor, restarted);
+            status.DuplicateEventsSkipped.Should().BeGreaterThan(0,
+                "the held insert was stored but never acked, so the sensor re-sent it and the restarted relay found it in ClickHouse");
+        }
+        finally
+        {
+            await relay.DisposeAsync();
+            if (restarted is not null)
+            {
+                await restarted.DisposeAsync();
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Killing_clickhouse_server_and_restarting_it_loses_and_duplicates_nothing()
+    {
+        const string node = "lossless-ch-kill";
+        var dir = Path.Combine(stack.Dir, "ch-kill");
+        int httpPort = FlowSecStack.FreePort(), tcpPort = FlowSecStack.FreePort();
+        var server = await ManagedClickHouse.StartAsync(dir, httpPort, tcpPort, CancellationToken.None);
+        ManagedClickHouse? restartedServer = null;
+        int relayPort = FlowSecStack.FreePort(), uiPort = FlowSecStack.FreePort();
+        using var relayClient = new GrpcClient(new Uri($"http://127.0.0.1:{relayPort}"), stack.Token);
+        await using var relay = stack.StartRelay("ch-kill-relay", relayPort, uiPort, server.Url);
+        try
+        {
+            await stack.WaitForStatusAsync(s => s.StorageOk, relay, "relay on its own ClickHouse", relayClient);
+            await using var sensor = await StartSensorAsync(node, relayPort, relayClient);
+            await using var traffic = SteadyConnections.Start(ConnectionsPerSecond);
+            using var clickHouse = new ClickHouseHttpClient(new ClickHouseOptions { Url = server.Url });
+            await WaitAsync(async () => (await StoredAsync(clickHouse, node, traffic.Port)).Rows > 0, "first flows stored", sensor);
+
+            Process.GetProcessById(server.ProcessId).Kill(); // SIGKILL, whatever it was doing
+            await server.DisposeAsync();
+            await stack.WaitForStatusAsync(s => !s.StorageOk, relay, "relay noticing ClickHouse is gone", relayClient);
+            var atKill = traffic.Count;
+            await WaitAsync(() => Task.FromResult(traffic.Count >= atKill + 2 * ConnectionsPerSecond), "connections while ClickHouse is down", sensor);
+
+            restartedServer = await ManagedClickHouse.StartAsync(dir, httpPort, tcpPort, CancellationToken.None);
+            var atRestart = traffic.Count;
+            await WaitAsync(() => Task.FromResult(traffic.Count >= atRestart + ConnectionsPerSecond), "connections after the restart", sensor);
+            var generated = await traffic.StopAsync();
+
+            var stored = await SettledAsync(clickHouse, node, traffic, relayClient, sensor);
+            var status = await stack.StatusAsync(relayClient);
+            using var http = new HttpClient();
+            var metrics = await http.GetStringAsync(new Uri($"http://127.0.0.1:{uiPort}/metrics"));
+            var insertErrors = metrics.Split('\n').Single(l => l.StartsWith("flowsec_relay_insert_errors_total ", StringComparison.Ordinal)).Split(' ')[1];
+            output.WriteLine($"clickhouse SIGKILL: generated {generated} connections = {2 * generated} flows; stored {stored.Rows} flows " +
+                $"({stored.Identities} distinct); relay insert errors (retried) {insertErrors}; duplicates skipped " +
+                $"{status.DuplicateEventsSkipped} events ({status.DuplicateBatchesSkipped} re-sent batches)");
+            AssertExactlyOnce(stored, traffic.ClientPorts, sensor, relay);
+            double.Parse(insertErrors, CultureInfo.InvariantCulture).Should().BeGreaterThan(0, "inserts failed while ClickHouse was down, and were retried");
+            metrics.Should().Contain($"flowsec_relay_duplicate_events_skipped_total {status.DuplicateEventsSkipped}\n");
+        }
+        finally
+        {
+            await server.DisposeAsync();
+            if (restartedServer is not null)
+            {
+                await restartedServer.DisposeAsync();
+            }
+        }
+    }
+
+    private async Task<ChildProcess> StartSensorAsync(string node, int relayPort, GrpcClient relayClient)
+    {
+        var sensor = stack.StartSensor(node, new Uri($"http://127.0.0.1:{relayPort}"), node, FlowSecStack.FreePort(),
+            $"--Sensor:SpoolDirectory={Path.Combine(stack.Dir, node + "-spool")}");
+        await stack.WaitForStatusAsync(s => s.Nodes.Any(n => n.Node == node && n.Connected && n.Sensor is not null &&
+                                                            n.Sensor.Capture.Any(c => c.Signal == "tcp" && c.State == "active")),
+            sensor, "sensor " + node, relayClient);
+        return sensor;
+    }
+
+    // Waits until every flow has arrived and the sensor holds nothing (no unacked batch, empty spool), then counts.
+    private async Task<StoredFlows> SettledAsync(ClickHouseHttpClient clickHouse, string node, SteadyConnections traffic, GrpcClient relayClient, ChildProcess sensor)
+    {
+        var expected = 2 * traffic.Count;
+        await WaitAsync(async () => (await StoredAsync(clickHouse, node, traffic.Port)).Rows >= expected, $"{expected} flows stored", sensor);
+        await WaitAsync(async () =>
+        {
+            var n = (await stack.StatusAsync(relayClient)).Nodes.SingleOrDefault(n => n.Node == node);
+            return n?.Sensor?.Counters is { } c && c.GetValueOrDefault("export_unacked_batches") == 0 && c.GetValueOrDefault("spool_batches") == 0;
+        }, "sensor holding nothing", sensor);
+        // Acked means stored: with nothing unacked, nothing of this traffic can still arrive.
+        return await StoredAsync(clickHouse, node, traffic.Port);
+    }
+
+    private static void AssertExactlyOnce(StoredFlows stored, IReadOnlyList<uint> clientPorts, ChildProcess sensor, ChildProcess relay)
+    {
+        var because = $"\n--- sensor\n{sensor.Tail(30)}\n--- relay\n{relay.Tail(30)}";
+        stored.PerIdentity.Where(p => p.Value != 1).Should().BeEmpty("no flow is stored twice" + because);
+        stored.PerIdentity.Keys.Select(k => k.Port).Distinct().Order().Should().Equal(clientPorts.Order(), "every connection is stored" + because);
+        stored.PerIdentity.Keys.GroupBy(k => k.Port).Where(g => g.Count() != 2).Should().BeEmpty("each connection has its egress and ingress side" + because);
+        stored.Rows.Should().Be(2 * clientPorts.Count);
+    }
+
+    internal static async Task<StoredFlows> StoredAsync(ClickHouseHttpClient clickHouse, string node, int port)
+    {
+        var rows = await clickHouse.QueryTextAsync(
+            $"SELECT src_port, direction, count() FROM flowsec.flows WHERE node = {SqlLiteral.String(node)} AND dst_port = {port} " +
+            "GROUP BY src_port, direction FORMAT TabSeparated");
+        var perIdentity = rows.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split('\t'))
+            .ToDictionary(f => (Port: uint.Parse(f[0], CultureInfo.InvariantCulture), Direction: f[1]), f => int.Parse(f[2], CultureInfo.InvariantCulture));
+        return new StoredFlows(perIdentity);
+    }
+
+    private static async Task WaitAsync(Func<Task<bool>> condition, string what, ChildProcess sensor)
+    {
+        var watch = Stopwatch.StartNew();
+        while (!await condition())
+        {
+            sensor.Exited.IsCompleted.Should().BeFalse($"sensor exited while waiting for {what}:\n{sensor.Tail(30)}");
+            watch.Elapsed.Should().BeLessThan(Timeout, $"waiting for {what}\n{sensor.Tail(30)}");
+            await Task.Delay(100);
+        }
+    }
+}
+
+/// <summary>Stored flows of one generated traffic, counted per identity (client port, direction).</summary>
+/// <param name="PerIdentity">How many rows each identity has.</param>
+public sealed record StoredFlows(IReadOnlyDictionary<(uint Port, string Direction), int> PerIdentity)
+{
+    /// <summary>All rows.</summary>
+    public int Rows => PerIdentity.Values.Sum();
+
+    /// <summary>Distinct identities.</summary>
+    public int Identities => PerIdentity.Count;
+}
