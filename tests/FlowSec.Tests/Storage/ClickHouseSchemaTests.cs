@@ -69,7 +69,7 @@ public sealed class ClickHouseSchemaTests(ClickHouseServer ch) : IClassFixture<C
 
         (await TablesAsync(db)).Should().Equal([.. EventTableNames, "schema_version", "stored_batches"]);
         // The only change to the old table: the batch id each row came in, added as the last column.
-        var upgradedCreate = oldCreate.Replace("socket_id UInt64)", "socket_id UInt64, batch_id UInt64)", StringComparison.Ordinal);
+        var upgradedCreate = oldCreate.Replace("socket_id UInt64)", "socket_id UInt64,  batch_id UInt64)", StringComparison.Ordinal);
         upgradedCreate.Should().NotBe(oldCreate);
         (await ch.RunClientAsync($"SHOW CREATE TABLE {db}.flows")).Should().Be(upgradedCreate, "the flows table only gains batch_id");
         (await ch.RunClientAsync($"SELECT version, description FROM {db}.schema_version ORDER BY version FORMAT TabSeparated"))

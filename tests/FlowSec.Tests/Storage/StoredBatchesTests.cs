@@ -20,8 +20,9 @@ public sealed class StoredBatchesTests(ClickHouseServer ch) : IClassFixture<Clic
         await using var relay = await FlowStorageTests.StartAsync(ch.Server.Url, db);
         var stored = Batch("n1", 7, TestEvents.Mixed(12));
         await relay.Pipeline.PublishAsync(stored, CancellationToken.None);
-        await Eventually.HoldsAsync(() => relay.Writer.EventsStored == 12, Timeout, () => $"stored {relay.Writer.EventsStored}");
-        (await ch.RunClientAsync($"SELECT node, batch_id, state, events FROM {db}.stored_batches")).Trim().Should().Be("n1\t7\tstored\t12");
+        var count = stored.Events.Count;
+        await Eventually.HoldsAsync(() => relay.Writer.EventsStored == count, Timeout, () => $"stored {relay.Writer.EventsStored}");
+        (await ch.RunClientAsync($"SELECT node, batch_id, state, events FROM {db}.stored_batches")).Trim().Should().Be($"n1\t7\tstored\t{count}");
 
         var ledger = new StoredBatches(ch.Client, ch.Options(db), NullLogger<StoredBatches>.Instance);
         var tables = stored.Events.Select(e => EventTables.For(e.Type)!.Name).Distinct().Order().ToArray();
@@ -30,7 +31,8 @@ public sealed class StoredBatchesTests(ClickHouseServer ch) : IClassFixture<Clic
         (await ledger.TablesHoldingAsync(Batch("n2", 7, TestEvents.Mixed(12)), CancellationToken.None)).Should().BeEmpty("batch ids are per node");
 
         // A relay that died between the insert and the record: the rows' batch_id still tells.
-        await ch.RunClientAsync($"ALTER TABLE {db}.stored_batches DELETE WHERE 1", "--mutations_sync=1");
+        await ch.Client.ExecuteAsync($"DROP TABLE {db}.stored_batches");
+        await ch.Client.ExecuteAsync(StoredBatches.CreateSql(db));
         (await ch.RunClientAsync($"SELECT count() FROM {db}.stored_batches")).Trim().Should().Be("0");
         (await ledger.TablesHoldingAsync(stored, CancellationToken.None)).Select(t => t.Name).Order().Should().Equal(tables);
     }
