@@ -48,7 +48,10 @@ public sealed class InsertHoldingProxy : IAsyncDisposable
         {
             foreach (var client in _held)
             {
-                client.Client.LingerState = new LingerOption(true, 0); // RST, as when a server dies
+                if (client.Client is { } socket) // null once the connection ended by itself
+                {
+                    socket.LingerState = new LingerOption(true, 0); // RST, as when a server dies
+                }
                 client.Dispose();
             }
             _held.Clear();

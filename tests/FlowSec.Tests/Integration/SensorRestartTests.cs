@@ -79,7 +79,9 @@ public sealed class SensorRestartTests(FlowSecStack stack, ITestOutputHelper out
             $"flows made just before the stop {2 * Connections} → stored {lateStored.Rows}");
         ackedStored.Rows.Should().Be(2 * Connections, "acked flows are all stored, once");
         ackedStored.PerIdentity.Values.Should().OnlyContain(c => c == 1);
+        ackedStored.DuplicateEvents.Should().Be(0);
         lateStored.PerIdentity.Values.Should().OnlyContain(c => c == 1, "a replayed batch is not stored twice");
+        lateStored.DuplicateEvents.Should().Be(0, "a replayed batch is not stored twice");
         if (signal == 15)
         {
             lateStored.Rows.Should().Be(2 * Connections, "on SIGTERM the sensor drains what it captured (or spools it for the next run)");
