@@ -5,6 +5,7 @@ using FlowSec.Api.Auth;
 using FlowSec.Api.Grpc;
 using FlowSec.Api.V1;
 using FlowSec.Cli.Up;
+using FlowSec.Tests.Storage;
 
 namespace FlowSec.Tests.Integration;
 
@@ -91,6 +92,30 @@ public sealed class FlowSecStack : IAsyncLifetime
             $"--Sensor:Relay={relay}", $"--Sensor:TokenFile={TokenFilePath}", $"--Sensor:Node={node}",
             "--Sensor:BatchMaxDelay=00:00:00.050", $"--Sensor:MetricsListen=127.0.0.1:{metricsPort}", .. settings,
         ], Path.Combine(Dir, name + ".log"));
+
+    /// <summary>
+    /// Starts a sensor named <paramref name="node"/> with a spool directory of its own (kept across
+    /// restarts of the same node), streaming to <paramref name="relay"/> (default: this stack's
+    /// relay, or the one <paramref name="relayClient"/> talks to), and waits until its TCP capture
+    /// is active there.
+    /// </summary>
+    public async Task<ChildProcess> StartSpoolingSensorAsync(string node, Uri? relay = null, GrpcClient? relayClient = null)
+    {
+        var sensor = StartSensor(node, relay ?? RelayAddress, node, FreePort(), $"--Sensor:SpoolDirectory={Path.Combine(Dir, node + "-spool")}");
+        await WaitForStatusAsync(s => s.Nodes.Any(n => n.Node == node && n.Connected && n.Sensor is not null &&
+                                                       n.Sensor.Capture.Any(c => c.Signal == "tcp" && c.State == "active")),
+            sensor, "sensor " + node, relayClient);
+        return sensor;
+    }
+
+    /// <summary>Waits until <paramref name="node"/> reports no unacked batch and an empty spool: everything it sent is stored.</summary>
+    public Task WaitUntilSensorHoldsNothingAsync(string node, ChildProcess sensor, GrpcClient? relayClient = null) =>
+        Eventually.HoldsAsync(async () =>
+        {
+            sensor.Exited.IsCompleted.Should().BeFalse(sensor.Tail(30));
+            var n = (await StatusAsync(relayClient)).Nodes.SingleOrDefault(n => n.Node == node);
+            return n?.Sensor?.Counters is { } c && c.GetValueOrDefault("export_unacked_batches") == 0 && c.GetValueOrDefault("spool_batches") == 0;
+        }, TimeSpan.FromSeconds(120), () => $"sensor {node} still holds batches\n{sensor.Tail(30)}");
 
     /// <summary>Relay status, from this stack's relay or the one <paramref name="client"/> talks to.</summary>
     public Task<StatusResponse> StatusAsync(GrpcClient? client = null) =>

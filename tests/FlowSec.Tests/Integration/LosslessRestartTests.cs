@@ -1,9 +1,11 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Text.Json;
 using FlowSec.Api.Grpc;
 using FlowSec.Api.V1;
 using FlowSec.Cli.Up;
 using FlowSec.Relay.Storage;
+using FlowSec.Tests.Storage;
 using Xunit.Abstractions;
 
 namespace FlowSec.Tests.Integration;
@@ -11,12 +13,15 @@ namespace FlowSec.Tests.Integration;
 /// <summary>
 /// At-least-once with de-duplication, proven with real processes: steady generated connections
 /// while the relay or clickhouse-server is killed with SIGKILL and restarted; afterwards every
-/// connection is stored exactly once (counted per identity: client port and direction).
+/// connection is stored exactly once (counted per identity: client port and direction). And a
+/// sensor stopped with SIGTERM or killed with SIGKILL leaves no BPF program, link, map or cgroup
+/// attachment behind, and nothing the relay had acked is lost or stored twice when it starts again.
 /// </summary>
 [Collection(StackCollection.Name)]
 public sealed class LosslessRestartTests(FlowSecStack stack, ITestOutputHelper output)
 {
     private const int ConnectionsPerSecond = 40;
+    private const int Connections = 20;
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(120);
 
     [Fact]
@@ -31,7 +36,7 @@ public sealed class LosslessRestartTests(FlowSecStack stack, ITestOutputHelper o
         try
         {
             await stack.WaitForStatusAsync(s => s.StorageOk, relay, "relay behind the proxy", relayClient);
-            await using var sensor = await StartSensorAsync(node, relayPort, relayClient);
+            await using var sensor = await stack.StartSpoolingSensorAsync(node, new Uri($"http://127.0.0.1:{relayPort}"), relayClient);
             await using var traffic = SteadyConnections.Start(ConnectionsPerSecond);
             using var clickHouse = new ClickHouseHttpClient(new ClickHouseOptions { Url = stack.ClickHouse.Url });
             await WaitAsync(async () => (await StoredAsync(clickHouse, node, traffic.Port)).Rows > 0, "first flows stored", sensor);
@@ -84,7 +89,7 @@ public sealed class LosslessRestartTests(FlowSecStack stack, ITestOutputHelper o
         try
         {
             await stack.WaitForStatusAsync(s => s.StorageOk, relay, "relay on its own ClickHouse", relayClient);
-            await using var sensor = await StartSensorAsync(node, relayPort, relayClient);
+            await using var sensor = await stack.StartSpoolingSensorAsync(node, new Uri($"http://127.0.0.1:{relayPort}"), relayClient);
             await using var traffic = SteadyConnections.Start(ConnectionsPerSecond);
             using var clickHouse = new ClickHouseHttpClient(new ClickHouseOptions { Url = server.Url });
             await WaitAsync(async () => (await StoredAsync(clickHouse, node, traffic.Port)).Rows > 0, "first flows stored", sensor);
@@ -123,14 +128,139 @@ public sealed class LosslessRestartTests(FlowSecStack stack, ITestOutputHelper o
         }
     }
 
-    private async Task<ChildProcess> StartSensorAsync(string node, int relayPort, GrpcClient relayClient)
+    [Theory]
+    [InlineData(15)] // SIGTERM
+    [InlineData(9)] // SIGKILL
+    public async Task A_stopped_sensor_leaves_no_bpf_objects_and_loses_nothing_acked(int signal)
     {
-        var sensor = stack.StartSensor(node, new Uri($"http://127.0.0.1:{relayPort}"), node, FlowSecStack.FreePort(),
-            $"--Sensor:SpoolDirectory={Path.Combine(stack.Dir, node + "-spool")}");
-        await stack.WaitForStatusAsync(s => s.Nodes.Any(n => n.Node == node && n.Connected && n.Sensor is not null &&
-                                                            n.Sensor.Capture.Any(c => c.Signal == "tcp" && c.State == "active")),
-            sensor, "sensor " + node, relayClient);
-        return sensor;
+        var node = $"restart-sig{signal}";
+        using var clickHouse = new ClickHouseHttpClient(new ClickHouseOptions { Url = stack.ClickHouse.Url });
+        await using var acked = SteadyConnections.Idle();
+        await using var late = SteadyConnections.Idle();
+
+        var sensor = await stack.StartSpoolingSensorAsync(node);
+        await using var stopAtEnd = sensor;
+        var owned = await BpfObjectsAsync(sensor.ProcessId);
+        owned.Programs.Should().NotBeEmpty(sensor.Tail(20));
+        owned.Links.Should().NotBeEmpty("programs are attached through links");
+        owned.Maps.Should().NotBeEmpty();
+        var cgroupAttached = (await IdsAsync("cgroup", "tree " + TestTopology.CgroupRoot)).Intersect(owned.Programs).ToList();
+
+        // Acked: stored before the stop. Late: made just before it, maybe not even read from the ring yet.
+        await acked.ConnectAsync(Connections);
+        await Eventually.HoldsAsync(async () => (await StoredAsync(clickHouse, node, acked.Port)).Rows == 2 * Connections,
+            Timeout, () => "acked flows stored\n" + sensor.Tail(30));
+        await late.ConnectAsync(Connections);
+        if (signal == 15)
+        {
+            await sensor.StopAsync(Timeout);
+            sensor.ExitCode.Should().Be(0, sensor.Tail(20));
+        }
+        else
+        {
+            Process.GetProcessById(sensor.ProcessId).Kill();
+            await sensor.Exited.WaitAsync(Timeout);
+        }
+
+        // The kernel frees objects once the last reference (the process's fds) is gone; maps a little later.
+        var leftovers = "";
+        await Eventually.HoldsAsync(async () =>
+        {
+            var left = new
+            {
+                Programs = (await IdsAsync("prog", "show")).Intersect(owned.Programs).ToList(),
+                Links = (await IdsAsync("link", "show")).Intersect(owned.Links).ToList(),
+                Maps = (await IdsAsync("map", "show")).Intersect(owned.Maps).ToList(),
+                Cgroup = (await IdsAsync("cgroup", "tree " + TestTopology.CgroupRoot)).Intersect(owned.Programs).ToList(),
+            };
+            leftovers = JsonSerializer.Serialize(left);
+            return left.Programs.Count + left.Links.Count + left.Maps.Count + left.Cgroup.Count == 0;
+        }, Timeout, () => "BPF objects released: left " + leftovers);
+
+        // The next run replays whatever the last one spooled; nothing acked is stored twice.
+        await using var next = await stack.StartSpoolingSensorAsync(node);
+        await stack.WaitUntilSensorHoldsNothingAsync(node, next);
+        var ackedStored = await StoredAsync(clickHouse, node, acked.Port);
+        var lateStored = await StoredAsync(clickHouse, node, late.Port);
+        output.WriteLine($"signal {signal}: {owned.Programs.Count} programs, {owned.Links.Count} links, {owned.Maps.Count} maps, " +
+            $"{cgroupAttached.Count} cgroup attachments before, none after; acked flows {2 * Connections} → stored {ackedStored.Rows}; " +
+            $"flows made just before the stop {2 * Connections} → stored {lateStored.Rows}");
+        ackedStored.Rows.Should().Be(2 * Connections, "acked flows are all stored, once");
+        ackedStored.PerIdentity.Values.Should().OnlyContain(c => c == 1);
+        ackedStored.DuplicateEvents.Should().Be(0);
+        lateStored.PerIdentity.Values.Should().NotContain(c => c > 1, "a replayed batch is not stored twice");
+        lateStored.DuplicateEvents.Should().Be(0, "a replayed batch is not stored twice");
+        if (signal == 15)
+        {
+            lateStored.Rows.Should().Be(2 * Connections, "on SIGTERM the sensor drains what it captured (or spools it for the next run)");
+        }
+    }
+
+    /// <summary>The BPF programs, links and maps a process holds, from its fds' fdinfo.</summary>
+    private static async Task<(HashSet<long> Programs, HashSet<long> Links, HashSet<long> Maps)> BpfObjectsAsync(int pid)
+    {
+        HashSet<long> programs = [], links = [], maps = [];
+        foreach (var fdinfo in Directory.EnumerateFiles($"/proc/{pid}/fdinfo"))
+        {
+            string text;
+            try
+            {
+                text = await File.ReadAllTextAsync(fdinfo);
+            }
+            catch (IOException)
+            {
+                continue; // closed meanwhile
+            }
+            var fields = new Dictionary<string, string>();
+            foreach (var f in text.Split('\n').Select(l => l.Split(':', 2)).Where(f => f.Length == 2))
+            {
+                fields.TryAdd(f[0].Trim(), f[1].Trim()); // e.g. inotify fds repeat their keys
+            }
+            if (fields.TryGetValue("link_id", out var link))
+            {
+                links.Add(long.Parse(link, System.Globalization.CultureInfo.InvariantCulture));
+            }
+            else if (fields.TryGetValue("prog_id", out var prog))
+            {
+                programs.Add(long.Parse(prog, System.Globalization.CultureInfo.InvariantCulture));
+            }
+            else if (fields.TryGetValue("map_id", out var map))
+            {
+                maps.Add(long.Parse(map, System.Globalization.CultureInfo.InvariantCulture));
+            }
+        }
+        return (programs, links, maps);
+    }
+
+    /// <summary>Every <c>id</c> in <c>bpftool OBJECT COMMAND -j</c> (for <c>cgroup tree</c>: the attached programs).</summary>
+    private static async Task<HashSet<long>> IdsAsync(string obj, string command)
+    {
+        var json = await TestTopology.Sh($"bpftool {obj} {command} -j");
+        var ids = new HashSet<long>();
+        Collect(JsonDocument.Parse(json.Length == 0 ? "[]" : json).RootElement);
+        return ids;
+
+        void Collect(JsonElement e)
+        {
+            if (e.ValueKind == JsonValueKind.Array)
+            {
+                foreach (var item in e.EnumerateArray())
+                {
+                    Collect(item);
+                }
+            }
+            else if (e.ValueKind == JsonValueKind.Object)
+            {
+                foreach (var p in e.EnumerateObject())
+                {
+                    if (p.Name == "id" && p.Value.ValueKind == JsonValueKind.Number)
+                    {
+                        ids.Add(p.Value.GetInt64());
+                    }
+                    Collect(p.Value);
+                }
+            }
+        }
     }
 
     // Waits until every flow has arrived and the sensor holds nothing (no unacked batch, empty spool), then counts.
@@ -138,11 +268,7 @@ public sealed class LosslessRestartTests(FlowSecStack stack, ITestOutputHelper o
     {
         var expected = 2 * traffic.Count;
         await WaitAsync(async () => (await StoredAsync(clickHouse, node, traffic.Port)).Rows >= expected, $"{expected} flows stored", sensor);
-        await WaitAsync(async () =>
-        {
-            var n = (await stack.StatusAsync(relayClient)).Nodes.SingleOrDefault(n => n.Node == node);
-            return n?.Sensor?.Counters is { } c && c.GetValueOrDefault("export_unacked_batches") == 0 && c.GetValueOrDefault("spool_batches") == 0;
-        }, "sensor holding nothing", sensor);
+        await stack.WaitUntilSensorHoldsNothingAsync(node, sensor, relayClient);
         // Acked means stored: with nothing unacked, nothing of this traffic can still arrive.
         return await StoredAsync(clickHouse, node, traffic.Port);
     }
@@ -180,16 +306,12 @@ public sealed class LosslessRestartTests(FlowSecStack stack, ITestOutputHelper o
         return new StoredFlows(perIdentity, fields.Sum(f => int.Parse(f[3], CultureInfo.InvariantCulture)));
     }
 
-    private static async Task WaitAsync(Func<Task<bool>> condition, string what, ChildProcess sensor)
-    {
-        var watch = Stopwatch.StartNew();
-        while (!await condition())
+    private static Task WaitAsync(Func<Task<bool>> condition, string what, ChildProcess sensor) =>
+        Eventually.HoldsAsync(async () =>
         {
             sensor.Exited.IsCompleted.Should().BeFalse($"sensor exited while waiting for {what}:\n{sensor.Tail(30)}");
-            watch.Elapsed.Should().BeLessThan(Timeout, $"waiting for {what}\n{sensor.Tail(30)}");
-            await Task.Delay(100);
-        }
-    }
+            return await condition();
+        }, Timeout, () => $"{what}\n{sensor.Tail(30)}");
 }
 
 /// <summary>Stored flows of one generated traffic, counted per connection side (client port, direction).</summary>

@@ -108,4 +108,19 @@ public static class Eventually
             await Task.Delay(20);
         }
     }
+
+    /// <summary>Polls an asynchronous <paramref name="condition"/> (e.g. a query) every 100 ms until it holds; fails with <paramref name="what"/> after <paramref name="timeout"/>.</summary>
+    public static async Task HoldsAsync(Func<Task<bool>> condition, TimeSpan timeout, Func<string> what)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!await condition())
+        {
+            if (clock.Elapsed > timeout)
+            {
+                throw new TimeoutException($"not within {timeout.TotalSeconds:0.#} s: {what()}");
+            }
+
+            await Task.Delay(100);
+        }
+    }
 }
