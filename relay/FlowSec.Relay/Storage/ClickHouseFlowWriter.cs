@@ -17,7 +17,8 @@ namespace FlowSec.Relay.Storage;
 /// the bounded queue, so ingest waits (backpressure) instead of losing events. Every row carries
 /// its sensor batch id; an insert whose outcome is unknown (the connection broke, the server died
 /// after reading it) is looked up by those ids before it is sent again, so it is never stored
-/// twice; after each flush the batches are recorded in <c>stored_batches</c>.
+/// twice. Each flush records its batches in <c>stored_batches</c> as inserting before the first row
+/// is sent, and as stored after the last.
 /// </summary>
 /// <remarks>Named for its first table; it stores every event type a table exists for.</remarks>
 public sealed class ClickHouseFlowWriter : BackgroundService
@@ -30,6 +31,7 @@ public sealed class ClickHouseFlowWriter : BackgroundService
     private readonly ClickHouseSchema _schema;
     private readonly StoredBatches _ledger;
     private readonly List<(string Node, ulong BatchId, int Events)> _flushBatches = [];
+    private bool _flushRecorded;
     private readonly ClickHouseOptions _options;
     private readonly ILogger<ClickHouseFlowWriter> _log;
     private readonly PendingBatch[] _batches;
@@ -217,6 +219,13 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         }
 
         await EnsureSchemaAsync(ct);
+        if (!_flushRecorded)
+        {
+            // Before any row: a re-sent batch without this record was never sent (see StoredBatches).
+            await _ledger.RecordAsync(_flushBatches, "inserting", ct);
+            _flushRecorded = true;
+        }
+
         foreach (var pending in _batches)
         {
             if (pending.Count == 0)
@@ -285,6 +294,7 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         }
 
         _flushBatches.Clear();
+        _flushRecorded = false;
     }
 
     private async Task RetryAsync(Func<CancellationToken, Task> action, CancellationToken ct)

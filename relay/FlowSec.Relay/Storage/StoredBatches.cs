@@ -6,8 +6,10 @@ namespace FlowSec.Relay.Storage;
 
 /// <summary>
 /// What ClickHouse itself says about sensor batches, so de-duplication survives a relay restart:
-/// every event row carries its <c>batch_id</c>, and <c>stored_batches</c> records each batch's
-/// outcome. Only re-sent batches (and inserts whose outcome the writer does not know) are looked up;
+/// every event row carries its <c>batch_id</c>, and <c>stored_batches</c> records each batch as
+/// <c>inserting</c> before its rows are sent and <c>stored</c> after. A re-sent batch with no record
+/// was never sent to ClickHouse (one indexed look-up); only one recorded as inserting but not
+/// stored (the relay died in between) is looked for in the event tables. Only re-sent batches (and inserts whose outcome the writer does not know) are looked up;
 /// fresh batches cost nothing here. Inserts carry a <c>query_id</c> naming this relay, so a re-sent
 /// batch waits for inserts other relays (including a killed one) still have running in ClickHouse
 /// before it is looked up, instead of being stored a second time.
@@ -16,6 +18,9 @@ public sealed class StoredBatches
 {
     /// <summary>Prefix of the <c>query_id</c> of every insert of event rows, followed by the relay's instance id.</summary>
     public const string InsertQueryIdPrefix = "flowsec-insert-";
+
+    /// <summary>The table of batch outcomes.</summary>
+    public const string TableName = "stored_batches";
 
     private static readonly TimeSpan RunningInsertTimeout = TimeSpan.FromSeconds(60);
 
@@ -37,8 +42,8 @@ public sealed class StoredBatches
 
     /// <summary><c>CREATE TABLE IF NOT EXISTS</c> for <c>stored_batches</c> in <paramref name="database"/>.</summary>
     public static string CreateSql(string database) =>
-        $"CREATE TABLE IF NOT EXISTS {SqlLiteral.Identifier(database)}.stored_batches " +
-        "(node String, batch_id UInt64, state Enum8('stored' = 1, 'duplicate' = 2), events UInt32, time DateTime('UTC')) " +
+        $"CREATE TABLE IF NOT EXISTS {SqlLiteral.Identifier(database)}.{TableName} " +
+        "(node String, batch_id UInt64, state Enum8('stored' = 1, 'duplicate' = 2, 'inserting' = 3), events UInt32, time DateTime('UTC')) " +
         "ENGINE = MergeTree PARTITION BY toYYYYMMDD(time) ORDER BY (node, batch_id)";
 
     /// <summary>A new query id for one insert attempt of this relay.</summary>
@@ -61,15 +66,21 @@ public sealed class StoredBatches
         await WaitForRunningInsertsAsync(foreignOnly: true, null, cancellationToken);
         var node = SqlLiteral.String(batch.Node);
         var id = SqlLiteral.Integer(batch.BatchId);
-        var recorded = await _client.QueryTextAsync(
-            $"SELECT count() FROM {_database}.stored_batches WHERE node = {node} AND batch_id = {id} AND state = 'stored'", cancellationToken);
-        if (long.Parse(recorded.Trim(), CultureInfo.InvariantCulture) > 0)
+        var states = (await _client.QueryTextAsync(
+            $"SELECT DISTINCT state FROM {_database}.{TableName} WHERE node = {node} AND batch_id = {id} FORMAT TabSeparated", cancellationToken))
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries).ToHashSet();
+        if (states.Contains("stored"))
         {
             return byTable.Keys.ToHashSet();
         }
 
-        // The outcome was never recorded (the relay died between the insert and the record): ask
-        // each table. The time bounds let ClickHouse prune partitions and sort-key ranges.
+        if (!states.Contains("inserting"))
+        {
+            return new HashSet<EventTable>(); // never sent to ClickHouse: "inserting" is recorded before any row is
+        }
+
+        // Sent, outcome unknown (the relay died between the insert and the record): ask each
+        // table. The time bounds let ClickHouse prune partitions and sort-key ranges.
         var held = new HashSet<EventTable>();
         foreach (var (table, events) in byTable)
         {
@@ -101,7 +112,7 @@ public sealed class StoredBatches
         return long.Parse(count.Trim(), CultureInfo.InvariantCulture);
     }
 
-    /// <summary>Records the outcome of <paramref name="batches"/> (<c>stored</c> or <c>duplicate</c>).</summary>
+    /// <summary>Records <paramref name="batches"/> as <c>inserting</c>, <c>stored</c> or <c>duplicate</c>.</summary>
     public async Task RecordAsync(IReadOnlyCollection<(string Node, ulong BatchId, int Events)> batches, string state, CancellationToken cancellationToken)
     {
         if (batches.Count == 0)
@@ -111,7 +122,7 @@ public sealed class StoredBatches
 
         var rows = string.Join(", ", batches.Select(b =>
             $"({SqlLiteral.String(b.Node)}, {SqlLiteral.Integer(b.BatchId)}, {SqlLiteral.String(state)}, {SqlLiteral.Integer((long)b.Events)}, now())"));
-        await _client.ExecuteAsync($"INSERT INTO {_database}.stored_batches (node, batch_id, state, events, time) VALUES {rows}", null, cancellationToken);
+        await _client.ExecuteAsync($"INSERT INTO {_database}.{TableName} (node, batch_id, state, events, time) VALUES {rows}", null, cancellationToken);
     }
 
     // Polls system.processes until the inserts running now (of other relays, or the one query id)

@@ -64,6 +64,9 @@ public sealed class LosslessRestartTests(FlowSecStack stack, ITestOutputHelper o
             AssertExactlyOnce(stored, traffic.ClientPorts, sensor, restarted);
             status.DuplicateEventsSkipped.Should().BeGreaterThan(0,
                 "the held insert was stored but never acked, so the sensor re-sent it and the restarted relay found it in ClickHouse");
+            var printed = new StringWriter();
+            FlowSec.Cli.Status.StatusCommand.Print(printed, status, $"127.0.0.1:{relayPort}");
+            printed.ToString().Should().Contain($"duplicates skipped {status.DuplicateEventsSkipped} events ({status.DuplicateBatchesSkipped} re-sent batches)");
         }
         finally
         {
