@@ -189,9 +189,10 @@ public sealed class LosslessRestartTests(FlowSecStack stack, ITestOutputHelper o
             $"{cgroupAttached.Count} cgroup attachments before, none after; acked flows {2 * Connections} → stored {ackedStored.Rows}; " +
             $"flows made just before the stop {2 * Connections} → stored {lateStored.Rows}");
         ackedStored.Rows.Should().Be(2 * Connections, "acked flows are all stored, once");
-        ackedStored.PerIdentity.Values.Should().OnlyContain(c => c == 1);
+        ackedStored.PerIdentity.Should().Equal(Sides(acked.ClientPorts));
         ackedStored.DuplicateEvents.Should().Be(0);
-        lateStored.PerIdentity.Values.Should().NotContain(c => c > 1, "a replayed batch is not stored twice");
+        var lateSides = Sides(late.ClientPorts);
+        lateStored.PerIdentity.Should().OnlyContain(p => p.Value <= lateSides.GetValueOrDefault(p.Key), "a replayed batch is not stored twice");
         lateStored.DuplicateEvents.Should().Be(0, "a replayed batch is not stored twice");
         if (signal == 15)
         {
@@ -280,17 +281,21 @@ public sealed class LosslessRestartTests(FlowSecStack stack, ITestOutputHelper o
     {
         var because = $"\n--- sensor\n{sensor.Tail(30)}\n--- relay\n{relay.Tail(30)}";
         stored.DuplicateEvents.Should().Be(0, "no event is stored twice" + because);
-        stored.PerIdentity.Where(p => p.Value != 1).Should().BeEmpty("each connection side has one final flow" + because);
-        stored.PerIdentity.Keys.Select(k => k.Port).Distinct().Order().Should().Equal(clientPorts.Order(), "every connection is stored" + because);
-        stored.PerIdentity.Keys.GroupBy(k => k.Port).Where(g => g.Count() != 2).Should().BeEmpty("each connection has its egress and ingress side" + because);
+        stored.PerIdentity.Should().Equal(Sides(clientPorts), "every connection side is stored, once" + because);
         stored.Rows.Should().Be(2 * clientPorts.Count);
     }
+
+    // Linux reuses a loopback client port in TIME_WAIT, so a port may carry several connections:
+    // each side of each port has as many final flows as connections were made from it.
+    private static Dictionary<(uint Port, string Direction), int> Sides(IReadOnlyList<uint> clientPorts) =>
+        clientPorts.GroupBy(p => p).SelectMany(g => new[] { "egress", "ingress" }.Select(d => (Key: (g.Key, d), Count: g.Count())))
+            .ToDictionary(x => x.Key, x => x.Count);
 
     // For a failure message: which batches the rows of a flow stored more than once came in.
     private static async Task<string> DuplicatesAsync(ClickHouseHttpClient clickHouse, string node, int port) =>
         "duplicated (port, direction, batch ids): " + await clickHouse.QueryTextAsync(
             $"SELECT src_port, direction, groupArray(state), groupArray(batch_id) AS batches FROM flowsec.flows WHERE node = {SqlLiteral.String(node)} AND dst_port = {port} " +
-            "GROUP BY src_port, direction HAVING count() > uniqExact(state, time_ns) OR countIf(state NOT IN ('established', 'dropped')) != 1 ORDER BY src_port LIMIT 20 FORMAT TabSeparated");
+            "GROUP BY src_port, direction HAVING count() > uniqExact(state, time_ns) ORDER BY src_port LIMIT 20 FORMAT TabSeparated");
 
     /// <summary>
     /// The stored flows to <paramref name="port"/> from <paramref name="node"/>. Besides its final
