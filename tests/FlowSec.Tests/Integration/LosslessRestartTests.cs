@@ -192,7 +192,7 @@ public sealed class LosslessRestartTests(FlowSecStack stack, ITestOutputHelper o
         ackedStored.PerIdentity.Should().Equal(Sides(acked.ClientPorts));
         ackedStored.DuplicateEvents.Should().Be(0);
         var lateSides = Sides(late.ClientPorts);
-        lateStored.PerIdentity.Should().OnlyContain(p => p.Value <= lateSides.GetValueOrDefault(p.Key), "a replayed batch is not stored twice");
+        lateStored.PerIdentity.Where(p => p.Value > lateSides.GetValueOrDefault(p.Key)).Should().BeEmpty("a replayed batch is not stored twice");
         lateStored.DuplicateEvents.Should().Be(0, "a replayed batch is not stored twice");
         if (signal == 15)
         {
