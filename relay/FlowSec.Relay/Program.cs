@@ -5,6 +5,7 @@ using FlowSec.Api.V1;
 using FlowSec.Relay;
 using FlowSec.Relay.Ingest;
 using FlowSec.Relay.Live;
+using FlowSec.Relay.Metrics;
 using FlowSec.Relay.Observer;
 using FlowSec.Relay.Pipeline;
 using FlowSec.Relay.Storage;
@@ -48,6 +49,7 @@ app.MapGrpcServerStreaming<GetEventsRequest, Event>(RelayMethods.GetEvents, GetE
 app.MapGrpcUnary<StatusRequest, StatusResponse>(RelayMethods.GetStatus, StatusRequest.Parser, observer.GetStatusAsync);
 app.MapGrpcUnary<AggregateRequest, AggregateResponse>(RelayMethods.Aggregate, AggregateRequest.Parser, observer.AggregateAsync);
 
+app.MapRelayMetrics();
 app.MapLiveUpdates(UiLocator.Find(app.Services.GetRequiredService<IOptions<RelayOptions>>().Value.UiDirectory));
 
 app.Logger.LogInformation("FlowSec relay: gRPC on {Grpc}, UI on {Ui}", relay.GrpcListen, relay.UiUrl);

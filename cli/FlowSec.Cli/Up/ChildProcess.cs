@@ -26,6 +26,9 @@ public sealed partial class ChildProcess : IAsyncDisposable
     /// <summary>Completes when the child exits.</summary>
     public Task Exited => _process.WaitForExitAsync();
 
+    /// <summary>The child's process id.</summary>
+    public int ProcessId => _process.Id;
+
     /// <summary>The child's exit code once it has exited.</summary>
     public int ExitCode => _process.ExitCode;
 

@@ -1,15 +1,18 @@
 using FlowSec.Api.Grpc;
 using FlowSec.Api.V1;
 using FlowSec.Relay.Pipeline;
+using FlowSec.Relay.Storage;
 
 namespace FlowSec.Relay.Ingest;
 
 /// <summary>
 /// <c>flowsec.v1.Ingest/Push</c>: sensors stream event batches; each batch is acked once the
 /// pipeline holds it. The ack waits while the storage queue is full, which is how a slow
-/// ClickHouse slows sensors down instead of growing relay memory.
+/// ClickHouse slows sensors down instead of growing relay memory. A batch the sensor marks as
+/// re-sent, and this relay has not seen, is looked up in ClickHouse first: the part of it already
+/// stored (by this relay before a restart, or another relay) is acked without storing it again.
 /// </summary>
-public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, RecentBatches recent, ILogger<IngestService> logger)
+public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, RecentBatches recent, StoredBatches ledger, ILogger<IngestService> logger)
 {
     /// <summary>Handles one sensor stream until the sensor closes it.</summary>
     public async Task PushAsync(IAsyncEnumerable<EventBatch> batches, GrpcResponseStream<IngestAck> acks,
@@ -41,8 +44,8 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
                     e.Node = batch.Node;
                 }
                 nodes.Received(batch);
-                var (stored, _) = await recent.AcceptAsync(batch.Node, batch.BatchId,
-                    () => pipeline.PublishAsync(batch, call.CancellationToken));
+                var (stored, _) = await recent.AcceptAsync(batch.Node, batch.BatchId, batch.Events.Count,
+                    () => PublishAsync(batch, call.CancellationToken));
                 // Ack once ClickHouse holds it (at-least-once); keep reading meanwhile, the
                 // sensor's window of unacked batches bounds how many wait here.
                 pendingAcks.Add(AckWhenStoredAsync(stored, batch, acks));
@@ -67,6 +70,47 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
                 nodes.Disconnected(node);
                 logger.LogInformation("Node {Node} disconnected", node);
             }
+        }
+    }
+
+    private async ValueTask<Task> PublishAsync(EventBatch batch, CancellationToken ct)
+    {
+        if (batch.Resent && batch.Events.Count > 0)
+        {
+            IReadOnlySet<EventTable> held;
+            try
+            {
+                held = await ledger.TablesHoldingAsync(batch, ct);
+            }
+            catch (ClickHouseException ex)
+            {
+                // Not knowing whether it is stored, the relay must not ack it: the sensor keeps it and sends it again.
+                throw new GrpcException(GrpcStatusCode.Unavailable, "cannot check a re-sent batch against storage: " + ex.Message);
+            }
+            if (held.Count > 0)
+            {
+                var before = batch.Events.Count;
+                var rest = batch.Events.Where(e => EventTables.For(e.Type) is not { } table || !held.Contains(table)).ToList();
+                batch.Events.Clear();
+                batch.Events.AddRange(rest);
+                recent.CountSkipped(before - rest.Count);
+                logger.LogInformation("Re-sent batch {BatchId} of {Node}: {Skipped} of {Events} events were stored before; not storing them again",
+                    batch.BatchId, batch.Node, before - rest.Count, before);
+                await RecordDuplicateAsync(batch, before - rest.Count, ct);
+            }
+        }
+        return await pipeline.PublishAsync(batch, ct);
+    }
+
+    private async Task RecordDuplicateAsync(EventBatch batch, int events, CancellationToken ct)
+    {
+        try
+        {
+            await ledger.RecordAsync([(batch.Node, batch.BatchId, events)], "duplicate", ct);
+        }
+        catch (ClickHouseException ex)
+        {
+            logger.LogWarning("Could not record duplicate batch {BatchId}: {Error}", batch.BatchId, ex.Message);
         }
     }
 

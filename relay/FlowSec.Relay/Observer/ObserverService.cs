@@ -20,6 +20,7 @@ public sealed class ObserverService(
     ObserverFeed feed,
     EventPipeline pipeline,
     NodeRegistry nodes,
+    RecentBatches recent,
     IOptions<RelayOptions> options)
 {
     /// <summary>Most stored events one request may ask for with <c>last</c>: the relay holds that many in memory while it merges tables.</summary>
@@ -152,6 +153,8 @@ public sealed class ObserverService(
             EventsReceived = (ulong)pipeline.EventsReceived,
             EventsStored = (ulong)writer.EventsStored,
             UiUrl = options.Value.UiUrl,
+            DuplicateEventsSkipped = (ulong)recent.DuplicateEvents,
+            DuplicateBatchesSkipped = (ulong)recent.Duplicates,
         };
         try
         {

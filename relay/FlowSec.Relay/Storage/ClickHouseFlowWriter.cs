@@ -14,7 +14,11 @@ namespace FlowSec.Relay.Storage;
 /// <see cref="ClickHouseOptions.BatchMaxBytes"/>, or when the oldest row is
 /// <see cref="ClickHouseOptions.FlushInterval"/> old. A failed insert is retried with backoff,
 /// holding the batches (a table already inserted is not sent again); meanwhile nothing is read from
-/// the bounded queue, so ingest waits (backpressure) instead of losing events.
+/// the bounded queue, so ingest waits (backpressure) instead of losing events. Every row carries
+/// its sensor batch id; an insert whose outcome is unknown (the connection broke, the server died
+/// after reading it) is looked up by those ids before it is sent again, so it is never stored
+/// twice. Each flush records its batches in <c>stored_batches</c> as inserting before the first row
+/// is sent, and as stored after the last.
 /// </summary>
 /// <remarks>Named for its first table; it stores every event type a table exists for.</remarks>
 public sealed class ClickHouseFlowWriter : BackgroundService
@@ -25,6 +29,9 @@ public sealed class ClickHouseFlowWriter : BackgroundService
     private readonly EventPipeline _pipeline;
     private readonly ClickHouseHttpClient _client;
     private readonly ClickHouseSchema _schema;
+    private readonly StoredBatches _ledger;
+    private readonly List<(string Node, ulong BatchId, int Events)> _flushBatches = [];
+    private bool _flushRecorded;
     private readonly ClickHouseOptions _options;
     private readonly ILogger<ClickHouseFlowWriter> _log;
     private readonly PendingBatch[] _batches;
@@ -41,7 +48,8 @@ public sealed class ClickHouseFlowWriter : BackgroundService
     private volatile bool _schemaReady;
 
     /// <summary>Creates the writer; it starts consuming when the host starts it.</summary>
-    public ClickHouseFlowWriter(EventPipeline pipeline, ClickHouseHttpClient client, ClickHouseSchema schema, ClickHouseOptions options, ILogger<ClickHouseFlowWriter> log)
+    public ClickHouseFlowWriter(EventPipeline pipeline, ClickHouseHttpClient client, ClickHouseSchema schema, StoredBatches ledger,
+        ClickHouseOptions options, ILogger<ClickHouseFlowWriter> log)
     {
         if (options.BatchMaxRows <= 0 || options.BatchMaxBytes <= 0 || options.FlushInterval <= TimeSpan.Zero)
         {
@@ -51,6 +59,7 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         _pipeline = pipeline;
         _client = client;
         _schema = schema;
+        _ledger = ledger;
         _options = options;
         _log = log;
         var database = SqlLiteral.Identifier(options.Database);
@@ -69,6 +78,11 @@ public sealed class ClickHouseFlowWriter : BackgroundService
 
     /// <summary>Events of a type no table exists for (unspecified, or newer than this relay); counted, not stored.</summary>
     public long EventsNotStored => Interlocked.Read(ref _notStored);
+
+    /// <summary>Inserts that failed without an answer but turned out to have gone in, so were not sent again.</summary>
+    public long UnknownInsertsFoundStored => Interlocked.Read(ref _unknownFoundStored);
+
+    private long _unknownFoundStored;
 
     /// <summary>Events lost because the relay stopped while ClickHouse was refusing them.</summary>
     public long EventsDropped => Interlocked.Read(ref _dropped);
@@ -140,6 +154,7 @@ public sealed class ClickHouseFlowWriter : BackgroundService
     private void Append(EventBatch batch)
     {
         // A batch can overshoot the limits by its own size; sensors send batches far smaller than them.
+        var rows = 0;
         foreach (var e in batch.Events)
         {
             if (!_batchByType.TryGetValue(e.Type, out var pending))
@@ -148,12 +163,24 @@ public sealed class ClickHouseFlowWriter : BackgroundService
                 continue;
             }
 
+            if (!ReferenceEquals(pending.LastBatch, batch))
+            {
+                pending.LastBatch = batch;
+                pending.Batches.Add((e.Node, batch.BatchId));
+            }
+
             var before = pending.Rows.Length;
-            pending.Table.WriteRow(pending.Rows, e);
+            pending.Table.WriteRow(pending.Rows, e, batch.BatchId);
             pending.Count++;
+            rows++;
             _rowCount++;
             _byteCount += pending.Rows.Length - before;
             _full |= pending.Count >= _options.BatchMaxRows || _byteCount >= _options.BatchMaxBytes;
+        }
+
+        if (rows > 0 && batch.BatchId != 0)
+        {
+            _flushBatches.Add((batch.Node, batch.BatchId, rows));
         }
     }
 
@@ -192,6 +219,13 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         }
 
         await EnsureSchemaAsync(ct);
+        if (!_flushRecorded)
+        {
+            // Before any row: a re-sent batch without this record was never sent (see StoredBatches).
+            await _ledger.RecordAsync(_flushBatches, "inserting", ct);
+            _flushRecorded = true;
+        }
+
         foreach (var pending in _batches)
         {
             if (pending.Count == 0)
@@ -199,7 +233,26 @@ public sealed class ClickHouseFlowWriter : BackgroundService
                 continue; // also a table inserted before a later one failed: it must not be sent twice
             }
 
-            await _client.InsertRowBinaryAsync(pending.QualifiedName, pending.Table.ColumnNames, pending.Rows.WrittenMemory, ct);
+            if (pending.UnknownOutcomeQueryId is { } earlier && await WentInAsync(pending, earlier, ct))
+            {
+                Interlocked.Increment(ref _unknownFoundStored);
+                _log.LogWarning("An insert of {Rows} rows into {Table} that failed without an answer had gone in; not sending it again", pending.Count, pending.Table.Name);
+            }
+            else
+            {
+                var queryId = _ledger.NextInsertQueryId();
+                try
+                {
+                    await _client.InsertRowBinaryAsync(pending.QualifiedName, pending.Table.InsertColumnNames, pending.Rows.WrittenMemory, ct, queryId);
+                }
+                catch (Exception e) when (e is not ClickHouseException { Status: not null })
+                {
+                    // No answer from the server: the rows may be in. Look before sending them again.
+                    pending.UnknownOutcomeQueryId = queryId;
+                    throw;
+                }
+            }
+
             Interlocked.Add(ref _stored, pending.Count);
             Interlocked.Increment(ref _inserts);
             _rowCount -= pending.Count;
@@ -209,7 +262,39 @@ public sealed class ClickHouseFlowWriter : BackgroundService
 
         _full = false;
         _lastError = null;
+        await RecordStoredAsync(ct);
         CompleteAwaiting();
+    }
+
+    // Whether the insert `queryId` of `pending` went in; only batches with ids can be looked up.
+    private async Task<bool> WentInAsync(PendingBatch pending, string queryId, CancellationToken ct)
+    {
+        if (pending.Batches.Count == 0 || pending.Batches.Any(b => b.BatchId == 0))
+        {
+            pending.UnknownOutcomeQueryId = null;
+            return false;
+        }
+
+        var found = await _ledger.RowsOfAsync(pending.Table, pending.Batches, queryId, ct);
+        pending.UnknownOutcomeQueryId = null;
+        return found >= pending.Count;
+    }
+
+    // The record is a shortcut for later look-ups, not the truth (the rows' batch_id is): a failure
+    // to write it is logged, and does not hold back the acks.
+    private async Task RecordStoredAsync(CancellationToken ct)
+    {
+        try
+        {
+            await _ledger.RecordAsync(_flushBatches, "stored", ct);
+        }
+        catch (Exception e) when (e is ClickHouseException or HttpRequestException)
+        {
+            _log.LogWarning("Could not record {Batches} stored batches: {Error}", _flushBatches.Count, e.Message);
+        }
+
+        _flushBatches.Clear();
+        _flushRecorded = false;
     }
 
     private async Task RetryAsync(Func<CancellationToken, Task> action, CancellationToken ct)
@@ -269,6 +354,15 @@ public sealed class ClickHouseFlowWriter : BackgroundService
 
         public int Count { get; set; }
 
+        /// <summary>The (node, batch id) pairs of the rows held.</summary>
+        public HashSet<(string Node, ulong BatchId)> Batches { get; } = [];
+
+        /// <summary>The last batch rows were appended from, so each batch is listed once cheaply.</summary>
+        public EventBatch? LastBatch { get; set; }
+
+        /// <summary>The query id of an earlier attempt whose outcome is unknown, or null.</summary>
+        public string? UnknownOutcomeQueryId { get; set; }
+
         public void Clear()
         {
             // A buffer far larger than what it carried was grown by a burst: let it go rather than
@@ -280,6 +374,9 @@ public sealed class ClickHouseFlowWriter : BackgroundService
 
             Rows.Clear();
             Count = 0;
+            Batches.Clear();
+            LastBatch = null;
+            UnknownOutcomeQueryId = null;
         }
     }
 }

@@ -99,7 +99,8 @@ public sealed class ClickHouseHttpClient : IDisposable
     /// <param name="columns">Columns in the order each row was written.</param>
     /// <param name="body">The rows.</param>
     /// <param name="cancellationToken">Cancels the request.</param>
-    public async Task InsertRowBinaryAsync(string table, IReadOnlyList<string> columns, ReadOnlyMemory<byte> body, CancellationToken cancellationToken = default)
+    /// <param name="queryId">ClickHouse's <c>query_id</c> for the insert (shown in <c>system.processes</c> while it runs), or null for a server-chosen one.</param>
+    public async Task InsertRowBinaryAsync(string table, IReadOnlyList<string> columns, ReadOnlyMemory<byte> body, CancellationToken cancellationToken = default, string? queryId = null)
     {
         var sql = $"INSERT INTO {SqlLiteral.Identifier(table)} ({string.Join(", ", columns.Select(c => "`" + SqlLiteral.Identifier(c) + "`"))}) FORMAT RowBinary";
 
@@ -112,7 +113,13 @@ public sealed class ClickHouseHttpClient : IDisposable
         using var content = new ByteArrayContent(compressed.GetBuffer(), 0, (int)compressed.Length);
         content.Headers.ContentEncoding.Add("gzip");
         content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
-        using var request = new HttpRequestMessage(HttpMethod.Post, BuildUri(new Dictionary<string, string> { ["query"] = sql })) { Content = content };
+        var parameters = new Dictionary<string, string> { ["query"] = sql };
+        if (queryId is not null)
+        {
+            parameters["query_id"] = queryId;
+        }
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, BuildUri(parameters)) { Content = content };
         using var response = await SendRequestAsync(request, HttpCompletionOption.ResponseContentRead, cancellationToken);
     }
 

@@ -29,11 +29,13 @@ public sealed class ClickHouseRetention(ClickHouseHttpClient client, ClickHouseO
             CultureInfo.InvariantCulture);
         var database = SqlLiteral.Identifier(options.Database);
         var dropped = 0;
-        foreach (var table in EventTables.All)
+        // stored_batches too: its records only matter while a batch may still be re-sent, and its
+        // rows' days are when they were recorded.
+        foreach (var table in EventTables.All.Select(t => t.Name).Append(StoredBatches.TableName))
         {
             var text = await client.QueryTextAsync(
                 $"SELECT DISTINCT partition FROM system.parts WHERE active AND database = {SqlLiteral.String(options.Database)} " +
-                $"AND table = {SqlLiteral.String(table.Name)} FORMAT TabSeparated", ct);
+                $"AND table = {SqlLiteral.String(table)} FORMAT TabSeparated", ct);
             foreach (var line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries))
             {
                 // Partitions are toYYYYMMDD(time); anything else is not ours to drop.
@@ -41,8 +43,8 @@ public sealed class ClickHouseRetention(ClickHouseHttpClient client, ClickHouseO
                 {
                     continue;
                 }
-                await client.ExecuteAsync($"ALTER TABLE {database}.{table.Name} DROP PARTITION {SqlLiteral.Integer(day)}", cancellationToken: ct);
-                logger.LogInformation("Retention: dropped {Table} partition {Day} (keeping {Days} days)", table.Name, day, options.RetentionDays);
+                await client.ExecuteAsync($"ALTER TABLE {database}.{table} DROP PARTITION {SqlLiteral.Integer(day)}", cancellationToken: ct);
+                logger.LogInformation("Retention: dropped {Table} partition {Day} (keeping {Days} days)", table, day, options.RetentionDays);
                 dropped++;
                 Interlocked.Increment(ref _dropped);
             }

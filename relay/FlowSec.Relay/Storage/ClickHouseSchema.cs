@@ -7,8 +7,10 @@ namespace FlowSec.Relay.Storage;
 /// and <c>schema_version</c> records which numbered migrations ran, so a later release can add
 /// steps (ALTERs) that run once. Several relays starting together may both run a step; each step
 /// must therefore be idempotent itself, and readers take <c>max(version)</c>. A CREATE step uses
-/// the table's current definition, so a later step that adds a column must tolerate it being
-/// there already (18.16 has no <c>ADD COLUMN IF NOT EXISTS</c>: error 44 counts as done).
+/// the table's current definition, so a later step that adds a column must tolerate the column
+/// being there already: 18.16 has no <c>ADD COLUMN IF NOT EXISTS</c>, so an <c>ADD COLUMN</c> that
+/// fails with error 44 ("already exists") counts as done. A step may hold several statements,
+/// separated by <c>;</c> and a newline.
 /// </summary>
 public sealed class ClickHouseSchema
 {
@@ -34,6 +36,9 @@ public sealed class ClickHouseSchema
         ("file_events table", FileTable.Table.CreateSql),
         ("alerts table", AlertTable.Table.CreateSql),
         ("dns.transport column", (db, lowCardinality) => DnsTable.Table.AddColumnSql("transport", db, lowCardinality)),
+        ("batch_id on event tables, stored_batches table", (db, _) => string.Join(";\n",
+            EventTables.All.Select(t => $"ALTER TABLE {db}.{t.Name} ADD COLUMN `{EventTable.BatchIdColumn}` UInt64")
+                .Append(StoredBatches.CreateSql(db)))),
     ];
 
     /// <summary>Creates whatever is missing and returns the schema version now in place.</summary>
@@ -53,14 +58,16 @@ public sealed class ClickHouseSchema
         for (var v = current + 1; v <= Migrations.Count; v++)
         {
             var (description, sql) = Migrations[v - 1];
-            var statement = sql(_database, lowCardinality);
-            try
+            foreach (var statement in sql(_database, lowCardinality).Split(";\n"))
             {
-                await _client.ExecuteAsync(statement, null, cancellationToken);
-            }
-            catch (ClickHouseException e) when (e.Code == EventTable.DuplicateColumnCode && statement.Contains(" ADD COLUMN ", StringComparison.Ordinal))
-            {
-                // Already there: another relay ran this step, or the table was created with the column.
+                try
+                {
+                    await _client.ExecuteAsync(statement, null, cancellationToken);
+                }
+                catch (ClickHouseException e) when (e.Code == EventTable.DuplicateColumnCode && statement.Contains(" ADD COLUMN ", StringComparison.Ordinal))
+                {
+                    // The table was created after the column joined its definition, or another relay ran this step.
+                }
             }
             await _client.ExecuteAsync(
                 $"INSERT INTO {_database}.schema_version (version, description, applied_at) " +
@@ -73,6 +80,7 @@ public sealed class ClickHouseSchema
         {
             await _client.ExecuteAsync(table.CreateSql(_database, lowCardinality), null, cancellationToken);
         }
+        await _client.ExecuteAsync(StoredBatches.CreateSql(_database), null, cancellationToken);
 
         return Math.Max(current, Migrations.Count);
     }

@@ -19,6 +19,7 @@ public static class ClickHouseStorageExtensions
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<ClickHouseOptions>>().Value);
         services.AddSingleton<ClickHouseHttpClient>();
         services.AddSingleton<ClickHouseSchema>();
+        services.AddSingleton<StoredBatches>();
         services.AddSingleton<ClickHouseEventStore>();
         services.AddSingleton<ClickHouseFlowWriter>();
         services.AddHostedService(sp => sp.GetRequiredService<ClickHouseFlowWriter>());

@@ -9,7 +9,8 @@ namespace FlowSec.Sensor.Export;
 /// <summary>
 /// Streams the sensor's events to the relay in batches over <c>Ingest/Push</c>. A batch stays in
 /// memory until the relay acks it and is sent again after a reconnect, so a relay restart loses
-/// nothing the sensor had queued.
+/// nothing the sensor had queued. A batch sent again (after a lost stream, or from the spool) is
+/// marked <c>resent</c>, so the relay checks whether it already stored it; fresh batches are not.
 /// </summary>
 public sealed class RelayExporter(
     SensorEventQueue queue,
@@ -203,6 +204,7 @@ public sealed class RelayExporter(
         }
         foreach (var batch in held)
         {
+            batch.Resent = true; // sent once already: the relay may have stored it without its ack reaching us
             SpoolOrDrop(batch);
         }
     }
@@ -243,6 +245,7 @@ public sealed class RelayExporter(
         }
         foreach (var batch in pending)
         {
+            batch.Resent = true;
             await call.WriteAsync(batch, ct);
         }
         await ReplaySpoolAsync(call, acks, ct);
@@ -303,6 +306,9 @@ public sealed class RelayExporter(
             {
                 continue;
             }
+            // A spooled batch may have been sent on an earlier stream (of this run or the last)
+            // that ended before its ack; the spool file does not say, so the relay checks them all.
+            batch.Resent = true;
             lock (_unacked)
             {
                 _unacked.AddLast(batch);

@@ -5,6 +5,7 @@ using FlowSec.Api.Auth;
 using FlowSec.Api.Grpc;
 using FlowSec.Api.V1;
 using FlowSec.Cli.Up;
+using FlowSec.Tests.Storage;
 
 namespace FlowSec.Tests.Integration;
 
@@ -71,8 +72,12 @@ public sealed class FlowSecStack : IAsyncLifetime
         .Cast<System.Reflection.AssemblyMetadataAttribute>()
         .Single(a => a.Key == "RepoRoot").Value!.TrimEnd('/');
 
-    /// <summary>Starts a relay process on this stack's ClickHouse and token (a second relay is as good as the first).</summary>
-    public ChildProcess StartRelay(string name, int grpcPort, int uiPort) => StartRelay(name, grpcPort, uiPort, TokenFilePath, ClickHouse.Url, Dir);
+    /// <summary>
+    /// Starts a relay process on this stack's ClickHouse (or <paramref name="clickHouseUrl"/>) and
+    /// token (a second relay is as good as the first).
+    /// </summary>
+    public ChildProcess StartRelay(string name, int grpcPort, int uiPort, string? clickHouseUrl = null) =>
+        StartRelay(name, grpcPort, uiPort, TokenFilePath, clickHouseUrl ?? ClickHouse.Url, Dir);
 
     /// <summary>Starts a relay process on any ClickHouse, logging to <paramref name="dir"/>; <paramref name="settings"/> are extra <c>--Section:Key=value</c> arguments.</summary>
     public static ChildProcess StartRelay(string name, int grpcPort, int uiPort, string tokenFile, string clickHouseUrl, string dir, params string[] settings) =>
@@ -104,9 +109,33 @@ public sealed class FlowSecStack : IAsyncLifetime
             "--Sensor:BatchMaxDelay=00:00:00.050", $"--Sensor:MetricsListen=127.0.0.1:{metricsPort}", .. settings,
         ], Path.Combine(Dir, name + ".log"));
 
-    /// <summary>Relay status.</summary>
-    public Task<StatusResponse> StatusAsync() =>
-        Client.UnaryAsync(RelayMethods.GetStatus, new StatusRequest(), StatusResponse.Parser, CancellationToken.None, TimeSpan.FromSeconds(5));
+    /// <summary>
+    /// Starts a sensor named <paramref name="node"/> with a spool directory of its own (kept across
+    /// restarts of the same node), streaming to <paramref name="relay"/> (default: this stack's
+    /// relay, or the one <paramref name="relayClient"/> talks to), and waits until its TCP capture
+    /// is active there.
+    /// </summary>
+    public async Task<ChildProcess> StartSpoolingSensorAsync(string node, Uri? relay = null, GrpcClient? relayClient = null)
+    {
+        var sensor = StartSensor(node, relay ?? RelayAddress, node, FreePort(), $"--Sensor:SpoolDirectory={Path.Combine(Dir, node + "-spool")}");
+        await WaitForStatusAsync(s => s.Nodes.Any(n => n.Node == node && n.Connected && n.Sensor is not null &&
+                                                       n.Sensor.Capture.Any(c => c.Signal == "tcp" && c.State == "active")),
+            sensor, "sensor " + node, relayClient);
+        return sensor;
+    }
+
+    /// <summary>Waits until <paramref name="node"/> reports no unacked batch and an empty spool: everything it sent is stored.</summary>
+    public Task WaitUntilSensorHoldsNothingAsync(string node, ChildProcess sensor, GrpcClient? relayClient = null) =>
+        Eventually.HoldsAsync(async () =>
+        {
+            sensor.Exited.IsCompleted.Should().BeFalse(sensor.Tail(30));
+            var n = (await StatusAsync(relayClient)).Nodes.SingleOrDefault(n => n.Node == node);
+            return n?.Sensor?.Counters is { } c && c.GetValueOrDefault("export_unacked_batches") == 0 && c.GetValueOrDefault("spool_batches") == 0;
+        }, TimeSpan.FromSeconds(120), () => $"sensor {node} still holds batches\n{sensor.Tail(30)}");
+
+    /// <summary>Relay status, from this stack's relay or the one <paramref name="client"/> talks to.</summary>
+    public Task<StatusResponse> StatusAsync(GrpcClient? client = null) =>
+        (client ?? Client).UnaryAsync(RelayMethods.GetStatus, new StatusRequest(), StatusResponse.Parser, CancellationToken.None, TimeSpan.FromSeconds(5));
 
     /// <summary>The sensor's log so far, for failure messages.</summary>
     public string SensorLog => _sensor?.Tail(40) ?? "";
@@ -139,8 +168,12 @@ public sealed class FlowSecStack : IAsyncLifetime
         throw new TimeoutException($"no matching stored event within {timeout} ({seen} events seen)\n--- sensor log\n{SensorLog}\n--- relay log\n{RelayLog}");
     }
 
-    private Task WaitForStatusAsync(Func<StatusResponse, bool> ready, ChildProcess child, string what) =>
-        WaitForStatusAsync(StatusAsync, ready, child, what);
+    /// <summary>
+    /// Polls the status of this stack's relay (or the one <paramref name="client"/> talks to) until
+    /// <paramref name="ready"/> holds; fails if <paramref name="child"/> exits or after 60 s.
+    /// </summary>
+    public Task WaitForStatusAsync(Func<StatusResponse, bool> ready, ChildProcess child, string what, GrpcClient? client = null) =>
+        WaitForStatusAsync(() => StatusAsync(client), ready, child, what);
 
     /// <summary>Polls <paramref name="status"/> until <paramref name="ready"/> holds (60 s), failing early with the log if <paramref name="child"/> exits.</summary>
     public static async Task WaitForStatusAsync(Func<Task<StatusResponse>> status, Func<StatusResponse, bool> ready, ChildProcess child, string what)

@@ -41,7 +41,7 @@ public sealed class ClickHouseSchemaTests(ClickHouseServer ch) : IClassFixture<C
         (await ShowCreateAllAsync(db)).Should().Equal(before);
         (await ch.RunClientAsync($"SELECT count(), max(version) FROM {db}.schema_version")).Trim()
             .Should().Be($"{ClickHouseSchema.LatestVersion}\t{ClickHouseSchema.LatestVersion}", "each migration is recorded once");
-        (await TablesAsync(db)).Should().Equal([.. EventTableNames, "schema_version"]);
+        (await TablesAsync(db)).Should().Equal([.. EventTableNames, "schema_version", "stored_batches"]);
     }
 
     [Fact]
@@ -67,14 +67,18 @@ public sealed class ClickHouseSchemaTests(ClickHouseServer ch) : IClassFixture<C
 
         (await schema.EnsureAsync()).Should().Be(ClickHouseSchema.LatestVersion);
 
-        (await TablesAsync(db)).Should().Equal([.. EventTableNames, "schema_version"]);
-        (await ch.RunClientAsync($"SHOW CREATE TABLE {db}.flows")).Should().Be(oldCreate, "the flows table is not touched");
-        var steps = (await ch.RunClientAsync($"SELECT version, description FROM {db}.schema_version ORDER BY version FORMAT TabSeparated"))
-            .Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        steps.Should().HaveCount(ClickHouseSchema.LatestVersion);
-        steps.Take(4).Should().Equal("1\tflows table", "2\tdns table", "3\tprocess_events table", "4\tfile_events table");
-        steps.Should().ContainSingle(s => s.EndsWith("\tdns.transport column", StringComparison.Ordinal));
-        steps.Should().ContainSingle(s => s.EndsWith("\talerts table", StringComparison.Ordinal));
+        (await TablesAsync(db)).Should().Equal([.. EventTableNames, "schema_version", "stored_batches"]);
+        // The only change to the old table: the batch id each row came in, added as the last column.
+        var upgradedCreate = oldCreate.Replace("socket_id UInt64)", "socket_id UInt64,  batch_id UInt64)", StringComparison.Ordinal);
+        upgradedCreate.Should().NotBe(oldCreate);
+        (await ch.RunClientAsync($"SHOW CREATE TABLE {db}.flows")).Should().Be(upgradedCreate, "the flows table only gains batch_id");
+        (await ch.RunClientAsync($"SELECT version, description FROM {db}.schema_version ORDER BY version FORMAT TabSeparated"))
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Should().StartWith(["1\tflows table", "2\tdns table", "3\tprocess_events table", "4\tfile_events table"])
+            .And.ContainMatch("*\tbatch_id on event tables, stored_batches table")
+            .And.ContainMatch("*\tdns.transport column")
+            .And.ContainMatch("*\talerts table")
+            .And.HaveCount(ClickHouseSchema.LatestVersion);
         (await ch.RunClientAsync($"SELECT count(), sum(bytes_sent), uniqExact(src_pod), min(time_ns), max(time_ns) FROM {db}.flows")).Trim()
             .Should().Be(string.Join('\t', 200, flows.Aggregate(0UL, (s, f) => unchecked(s + f.Flow.BytesSent)), flows.Select(f => f.Source.Pod).Distinct().Count(),
                 flows[0].TimeUnixNano, flows[^1].TimeUnixNano));
@@ -83,7 +87,7 @@ public sealed class ClickHouseSchemaTests(ClickHouseServer ch) : IClassFixture<C
         // and the writer and query work on the upgraded one.
         var fresh = ClickHouseServer.NewDatabase();
         await new ClickHouseSchema(ch.Client, ch.Options(fresh)).EnsureAsync();
-        (await ch.RunClientAsync($"SHOW CREATE TABLE {fresh}.flows")).Replace(fresh, db).Should().Be(oldCreate);
+        (await ch.RunClientAsync($"SHOW CREATE TABLE {fresh}.flows")).Replace(fresh, db).Should().Be(upgradedCreate);
         await using var relay = await FlowStorageTests.StartAsync(ch.Server.Url, db);
         var events = TestEvents.Mixed(10).Select(e => { e.TimeUnixNano += 86_400UL * 1_000_000_000; return e; }).ToList(); // a day later
         var batch = new EventBatch();

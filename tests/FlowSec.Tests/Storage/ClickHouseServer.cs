@@ -109,7 +109,7 @@ public static class Eventually
         }
     }
 
-    /// <summary>Polls the asynchronous <paramref name="condition"/> (every 100 ms) until it holds; fails with <paramref name="what"/> after <paramref name="timeout"/>.</summary>
+    /// <summary>Polls an asynchronous <paramref name="condition"/> (e.g. a query) every 100 ms until it holds; fails with <paramref name="what"/> after <paramref name="timeout"/>.</summary>
     public static async Task HoldsAsync(Func<Task<bool>> condition, TimeSpan timeout, Func<string> what)
     {
         var clock = Stopwatch.StartNew();

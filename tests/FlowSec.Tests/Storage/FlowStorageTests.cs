@@ -143,6 +143,8 @@ internal sealed class StorageHost(ServiceProvider services) : IAsyncDisposable
 
     public ClickHouseEventStore Store => services.GetRequiredService<ClickHouseEventStore>();
 
+    public StoredBatches Ledger => services.GetRequiredService<StoredBatches>();
+
     public async ValueTask DisposeAsync()
     {
         foreach (var hosted in services.GetServices<IHostedService>())

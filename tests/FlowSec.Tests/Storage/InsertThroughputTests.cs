@@ -95,6 +95,62 @@ public sealed class InsertThroughputTests(ClickHouseServer ch, ITestOutputHelper
                              $" {writerRate,13:N0} {writerCpu.Client,13:F2} + {writerCpu.Server,5:F2} {1e6 / (writerCpu.Client + writerCpu.Server),15:N0}");
         }
     }
+
+    [StorageBenchFact]
+    public async Task Ingest_cost_of_looking_up_resent_batches()
+    {
+        // What IngestService adds for a batch marked re-sent: StoredBatches.TablesHoldingAsync before
+        // the publish (fresh batches skip it). Flows in sensor-sized batches (BatchMaxEvents 4096, and
+        // the 50 ms batches a quiet node sends).
+        var rows = int.Parse(Environment.GetEnvironmentVariable(StorageBenchFactAttribute.Variable)!, CultureInfo.InvariantCulture);
+        var pool = Enumerable.Range(0, 10_000).Select(TestFlows.Flow).ToArray();
+        output.WriteLine($"{rows:N0} flows per run; rows/s wall clock and CPU µs/row (client + server), client and server on this machine");
+        output.WriteLine("batch events  fresh rows/s (µs/row)       re-sent, not stored yet         re-sent, all stored already (skipped)");
+        foreach (var batchEvents in new[] { 4096, 200 })
+        {
+            var line = $"{batchEvents,12}";
+            await using var relay = await FlowStorageTests.StartAsync(ch.Server.Url, ClickHouseServer.NewDatabase(), batchMaxRows: 50_000);
+            await Eventually.HoldsAsync(() => relay.Writer.SchemaReady, TimeSpan.FromSeconds(30), () => "schema");
+            var ledger = relay.Ledger;
+            var firstId = 1UL;
+            foreach (var (resent, storedBefore) in new[] { (false, false), (true, false), (true, true) })
+            {
+                var ids = storedBefore ? firstId - (ulong)((rows + batchEvents - 1) / batchEvents) : firstId;
+                var storedAtStart = relay.Writer.EventsStored;
+                var cpu = CpuClock.Start(ch.Server.ProcessId);
+                var clock = Stopwatch.StartNew();
+                var skipped = 0;
+                for (var sent = 0; sent < rows; sent += batchEvents, ids++)
+                {
+                    var batch = new EventBatch { Node = "bench", BatchId = ids, Resent = resent };
+                    for (var i = sent; i < Math.Min(rows, sent + batchEvents); i++)
+                    {
+                        var e = pool[i % pool.Length].Clone();
+                        e.Node = "bench";
+                        e.TimeUnixNano += (ulong)i; // distinct events
+                        batch.Events.Add(e);
+                    }
+
+                    if (resent && (await ledger.TablesHoldingAsync(batch, CancellationToken.None)).Count > 0)
+                    {
+                        skipped += batch.Events.Count;
+                        continue;
+                    }
+
+                    await relay.Pipeline.PublishAsync(batch, CancellationToken.None);
+                }
+
+                await Eventually.HoldsAsync(() => relay.Writer.EventsStored - storedAtStart == rows - skipped, TimeSpan.FromMinutes(10), () => $"stored {relay.Writer.EventsStored}");
+                var rate = rows / clock.Elapsed.TotalSeconds;
+                var perRow = cpu.PerRow(rows);
+                skipped.Should().Be(storedBefore ? rows : 0);
+                line += $"  {rate,10:N0} ({perRow.Client:F2} + {perRow.Server:F2})";
+                firstId = ids;
+            }
+
+            output.WriteLine(line);
+        }
+    }
 }
 
 /// <summary>CPU time of this process and of another one (from /proc), between a start and now.</summary>

@@ -37,6 +37,7 @@ public sealed class ObserverHistoryTests(ClickHouseServer ch) : IClassFixture<Cl
         builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, port, o => o.Protocols = HttpProtocols.Http2));
         builder.Services.Configure<RelayOptions>(_ => { });
         builder.Services.AddSingleton<NodeRegistry>();
+        builder.Services.AddSingleton<RecentBatches>();
         builder.Services.AddSingleton<ObserverFeed>();
         builder.Services.AddSingleton<ILiveEventSink>(sp => sp.GetRequiredService<ObserverFeed>());
         builder.Services.AddSingleton<EventPipeline>();
