@@ -84,9 +84,6 @@ public sealed partial class ChildProcess : IAsyncDisposable
         }
     }
 
-    /// <summary>The child's process id.</summary>
-    public int Pid => _process.Id;
-
     /// <summary>Asks the child to stop (SIGTERM), then kills it after <paramref name="grace"/>.</summary>
     public async Task StopAsync(TimeSpan grace)
     {

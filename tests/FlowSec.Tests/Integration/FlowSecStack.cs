@@ -143,6 +143,19 @@ public sealed class FlowSecStack : IAsyncLifetime
     /// <summary>The relay's log so far, for failure messages.</summary>
     public string RelayLog => _relay?.Tail(40) ?? "";
 
+    /// <summary>Every event stored (read through the relay's observer API) from <paramref name="node"/> since <paramref name="since"/>.</summary>
+    public async Task<List<Event>> StoredEventsAsync(string node, DateTimeOffset since)
+    {
+        var request = new GetEventsRequest { SinceUnixNano = (ulong)since.ToUnixTimeMilliseconds() * 1_000_000 };
+        request.Allow.Add(new EventFilter { Node = { node } });
+        var events = new List<Event>();
+        await foreach (var e in Client.ServerStreamingAsync(RelayMethods.GetEvents, request, Event.Parser, CancellationToken.None))
+        {
+            events.Add(e);
+        }
+        return events;
+    }
+
     /// <summary>
     /// Polls stored events (through the relay's observer API, i.e. from ClickHouse) until one
     /// matches, or fails after <paramref name="timeout"/> with the logs attached.

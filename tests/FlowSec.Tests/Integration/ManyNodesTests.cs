@@ -41,16 +41,13 @@ public sealed class ManyNodesTests(FlowSecStack stack, ITestOutputHelper output)
             var since = DateTimeOffset.UtcNow.AddSeconds(-1);
             foreach (var name in Names)
             {
-                var pod = topology.Pods[name];
-                pod.Start("/usr/bin/python3", "-m", "http.server", "80", "--bind", pod.Address.ToString());
+                await topology.Pods[name].StartHttpServerAsync();
             }
             var curls = new Dictionary<string, int>();
             for (var i = 0; i < Names.Length; i++)
             {
                 var pod = topology.Pods[Names[i]];
                 var next = topology.Pods[Names[(i + 1) % Names.Length]];
-                await Eventually.HoldsAsync(async () => (await next.RunAsync(Wait, "ss", "-Htln", "sport = :80")).Output.Contains(":80", StringComparison.Ordinal),
-                    Wait, () => $"http server in {next.Name}");
                 var curl = await pod.RunAsync(Wait, "curl", "-sS", "-o", "/dev/null", $"http://{next.Address}/");
                 curl.ExitCode.Should().Be(0, curl.Output);
                 curls[Names[i]] = curl.Pid;
@@ -61,7 +58,7 @@ public sealed class ManyNodesTests(FlowSecStack stack, ITestOutputHelper output)
             {
                 foreach (var name in Names)
                 {
-                    byNode[name] = await StoredAsync(name, since);
+                    byNode[name] = await stack.StoredEventsAsync(name, since);
                 }
                 return Names.All(name =>
                     byNode[name].Any(e => e.Type == EventType.Flow && e.Source?.Pid == (uint)curls[name] && e.Destination?.Port == 80) &&
@@ -99,17 +96,5 @@ public sealed class ManyNodesTests(FlowSecStack stack, ITestOutputHelper output)
                 await sensor.DisposeAsync();
             }
         }
-    }
-
-    private async Task<List<Event>> StoredAsync(string node, DateTimeOffset since)
-    {
-        var request = new GetEventsRequest { SinceUnixNano = (ulong)since.ToUnixTimeMilliseconds() * 1_000_000 };
-        request.Allow.Add(new EventFilter { Node = { node } });
-        var events = new List<Event>();
-        await foreach (var e in stack.Client.ServerStreamingAsync(RelayMethods.GetEvents, request, Event.Parser, CancellationToken.None))
-        {
-            events.Add(e);
-        }
-        return events;
     }
 }

@@ -37,9 +37,7 @@ public sealed class NativeSensorTests(FlowSecStack stack, ITestOutputHelper outp
         native!.Sensor.Capture.Select(c => (c.Signal, c.Program, c.State)).Should()
             .BeEquivalentTo(runtime.Sensor.Capture.Select(c => (c.Signal, c.Program, c.State)));
 
-        server.Start("/usr/bin/python3", "-m", "http.server", "80", "--bind", server.Address.ToString());
-        await Eventually.HoldsAsync(async () => (await server.RunAsync(Wait, "ss", "-Htln", "sport = :80")).Output.Contains(":80", StringComparison.Ordinal),
-            Wait, () => "http server");
+        await server.StartHttpServerAsync();
         var since = DateTimeOffset.UtcNow.AddSeconds(-1);
         var curl = await client.RunAsync(Wait, "curl", "-sS", "-o", "/dev/null", $"http://{server.Address}/");
         curl.ExitCode.Should().Be(0, curl.Output);
@@ -49,7 +47,7 @@ public sealed class NativeSensorTests(FlowSecStack stack, ITestOutputHelper outp
         List<Event> stored = [];
         await Eventually.HoldsAsync(async () =>
         {
-            stored = await StoredAsync(since);
+            stored = await stack.StoredEventsAsync(Node, since);
             return stored.Any(e => e.Type == EventType.Flow && e.Source?.Pid == (uint)curl.Pid && e.Destination?.Port == 80) &&
                    stored.Any(e => e.Type == EventType.Flow && e.Flow.Direction == "ingress" && e.Destination?.Port == 80) &&
                    stored.Any(e => e.Type == EventType.Exec && e.Process.Pid == (uint)curl.Pid) &&
@@ -63,19 +61,7 @@ public sealed class NativeSensorTests(FlowSecStack stack, ITestOutputHelper outp
         flow.Destination.Workload.Should().Be("server");
         flow.Flow.BytesReceived.Should().BeGreaterThan(0);
         flow.Capture.Should().Be("bpf");
-        output.WriteLine($"native sensor: {stored.Count} events stored, RSS {NativeRssMb(sensor.Pid)} MB");
-    }
-
-    private async Task<List<Event>> StoredAsync(DateTimeOffset since)
-    {
-        var request = new GetEventsRequest { SinceUnixNano = (ulong)since.ToUnixTimeMilliseconds() * 1_000_000 };
-        request.Allow.Add(new EventFilter { Node = { Node } });
-        var events = new List<Event>();
-        await foreach (var e in stack.Client.ServerStreamingAsync(RelayMethods.GetEvents, request, Event.Parser, CancellationToken.None))
-        {
-            events.Add(e);
-        }
-        return events;
+        output.WriteLine($"native sensor: {stored.Count} events stored, RSS {NativeRssMb(sensor.ProcessId)} MB");
     }
 
     private static long NativeRssMb(int pid) =>

@@ -36,9 +36,7 @@ public sealed class RelayFailoverTests(FlowSecStack stack, ITestOutputHelper out
             n.Sensor is not null && n.Sensor.Capture.Any(c => c.Signal == "tcp" && c.State == "active")) == true,
             Wait, () => "sensor streaming to relay A\n" + sensor.Tail(20));
 
-        server.Start("/usr/bin/python3", "-m", "http.server", "80", "--bind", server.Address.ToString());
-        await Eventually.HoldsAsync(async () => (await server.RunAsync(Wait, "ss", "-Htln", "sport = :80")).Output.Contains(":80", StringComparison.Ordinal),
-            Wait, () => "http server");
+        await server.StartHttpServerAsync();
         var since = DateTimeOffset.UtcNow.AddSeconds(-1);
         var pids = new List<int>();
         async Task ConnectAsync(int count)
@@ -52,7 +50,7 @@ public sealed class RelayFailoverTests(FlowSecStack stack, ITestOutputHelper out
         }
 
         await ConnectAsync(20);
-        Process.GetProcessById(relayA.Pid).Kill(); // SIGKILL: no goodbye to the sensor
+        Process.GetProcessById(relayA.ProcessId).Kill(); // SIGKILL: no goodbye to the sensor
         await ConnectAsync(20);
 
         await Eventually.HoldsAsync(async () => (await TryStatusAsync(clientB))?.Nodes.Any(n => n.Node == Node && n.Connected) == true,

@@ -202,6 +202,21 @@ public sealed class TestPod(TestTopology topology, string name, string ns, IPAdd
     /// <summary>Starts a long-running process in the pod; it is killed when the topology is disposed.</summary>
     public Process Start(params string[] command) => topology.Start(this, command, redirect: false);
 
+    /// <summary>Starts a Python HTTP server on port <paramref name="port"/> of the pod's address and waits until it listens.</summary>
+    public async Task StartHttpServerAsync(int port = 80)
+    {
+        Start("/usr/bin/python3", "-m", "http.server", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--bind", Address.ToString());
+        var watch = Stopwatch.StartNew();
+        while (!(await RunAsync(TimeSpan.FromSeconds(10), "ss", "-Htln", $"sport = :{port}")).Output.Contains($":{port}", StringComparison.Ordinal))
+        {
+            if (watch.Elapsed > TimeSpan.FromSeconds(30))
+            {
+                throw new TimeoutException($"http server in pod {Name} not listening on :{port} within 30 s");
+            }
+            await Task.Delay(100);
+        }
+    }
+
     /// <summary>Runs a command in the pod to completion and returns its exit code and output.</summary>
     public async Task<(int ExitCode, string Output, int Pid)> RunAsync(TimeSpan timeout, params string[] command)
     {
