@@ -25,6 +25,12 @@ public sealed class TestTopology : IAsyncDisposable
         _cgroupDir = Path.Combine(CgroupRoot, $"flowsec-test-{id}");
     }
 
+    /// <summary>
+    /// Every pod cgroup any topology of this test run created (id → pod name): tests running at the
+    /// same time may each have a pod called "client", and the host-wide sensor rightly names both so.
+    /// </summary>
+    public static System.Collections.Concurrent.ConcurrentDictionary<ulong, string> PodCgroups { get; } = new();
+
     /// <summary>The pods by name.</summary>
     public Dictionary<string, TestPod> Pods { get; } = [];
 
@@ -52,6 +58,7 @@ public sealed class TestTopology : IAsyncDisposable
                 await Sh($"ip -n {ns} addr add {address}/24 dev eth0 && ip -n {ns} link set eth0 up && ip -n {ns} link set lo up");
                 var cgroup = Path.Combine(topology._cgroupDir, name);
                 Directory.CreateDirectory(cgroup);
+                PodCgroups[FlowSec.Sensor.Attribution.CgroupResolver.Inode(cgroup)] = name;
                 topology.Pods[name] = new TestPod(topology, name, ns, address, cgroup);
             }
             return topology;
