@@ -62,8 +62,9 @@ public sealed class ManyNodesTests(FlowSecStack stack, ITestOutputHelper output)
                 }
                 return Names.All(name =>
                     byNode[name].Any(e => e.Type == EventType.Flow && e.Source?.Pid == (uint)curls[name] && e.Destination?.Port == 80) &&
-                    byNode[name].Any(e => e.Type == EventType.Flow && e.Flow.Direction == "ingress" && e.Destination?.Port == 80));
-            }, Wait, () => "each node's client and server flows stored: " +
+                    byNode[name].Any(e => e.Type == EventType.Flow && e.Flow.Direction == "ingress" && e.Destination?.Port == 80) &&
+                    byNode[name].Any(e => e.Type == EventType.Exec && e.Process.Pid == (uint)curls[name]));
+            }, Wait, () => "each node's client and server flows and curl exec stored: " +
                 string.Join(", ", byNode.Select(n => $"{n.Key}={n.Value.Count}")) + "\n" + string.Join("\n", sensors.Select(s => s.Tail(10))));
 
             foreach (var name in Names)
