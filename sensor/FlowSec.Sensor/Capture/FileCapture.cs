@@ -23,7 +23,7 @@ namespace FlowSec.Sensor.Capture;
 /// <para>Events also carry <c>process</c> (pid, effective uid, and exe, ppid, parent exe when a
 /// <see cref="ProcessTable"/> knows the process).</para>
 /// <para>Counters (see <see cref="BpfCapture.AddCounters"/>): <c>file_records_decoded</c>,
-/// <c>file_records_malformed</c>, <c>file_events_emitted</c>, <c>file_unnormalized_dropped</c>
+/// <c>file_records_malformed</c>, <c>file_events_emitted</c>, <c>file_unnormalized_unwatched</c>
 /// (sent by the kernel for normalization, unwatched after it), <c>file_ringbuf_dropped</c>,
 /// <c>file_pending_full</c>, <c>file_pending_replaced</c>, <c>file_result_unknown</c>,
 /// <c>file_relative_unresolved</c>, <c>file_path_unreadable</c>, <c>file_handler_errors</c>,
@@ -49,7 +49,7 @@ public sealed class FileCapture : RingBufferCapture
     private readonly string _objectName;
     private volatile WatchedPaths? _watched;
     private WatchedPaths? _trieEntries;
-    private long _decoded, _malformed, _emitted, _unnormalizedDropped, _taskWork;
+    private long _decoded, _malformed, _emitted, _unnormalizedUnwatched, _taskWork;
     private readonly long[] _kernel = new long[6];
     private long _unixOffsetNs;
 
@@ -89,7 +89,7 @@ public sealed class FileCapture : RingBufferCapture
         counters["file_records_decoded"] = (ulong)Interlocked.Read(ref _decoded);
         counters["file_records_malformed"] = (ulong)Interlocked.Read(ref _malformed);
         counters["file_events_emitted"] = (ulong)Interlocked.Read(ref _emitted);
-        counters["file_unnormalized_dropped"] = (ulong)Interlocked.Read(ref _unnormalizedDropped);
+        counters["file_unnormalized_unwatched"] = (ulong)Interlocked.Read(ref _unnormalizedUnwatched);
         counters["file_ringbuf_dropped"] = (ulong)Interlocked.Read(ref _kernel[(int)FileKernelCounter.RingBufferReserveFailed]);
         counters["file_pending_full"] = (ulong)Interlocked.Read(ref _kernel[(int)FileKernelCounter.PendingFull]);
         counters["file_pending_replaced"] = (ulong)Interlocked.Read(ref _kernel[(int)FileKernelCounter.PendingReplaced]);
@@ -191,7 +191,7 @@ public sealed class FileCapture : RingBufferCapture
             var watched = _watched!;
             if (!watched.IsWatched(path, record.Op) && !(newPath.Length > 0 && watched.IsWatched(newPath, record.Op)))
             {
-                Interlocked.Increment(ref _unnormalizedDropped);
+                Interlocked.Increment(ref _unnormalizedUnwatched);
                 return;
             }
         }

@@ -47,6 +47,7 @@ public sealed class StatusCommandTests
     [InlineData("queue_enqueued", false)]
     [InlineData("scope_events_skipped", false)]
     [InlineData("process_table_evicted", false)]
+    [InlineData("file_unnormalized_unwatched", false)]
     public void Loss_counters_are_told_apart_by_name(string name, bool loss) =>
         SensorLossCounters.IsLoss(name).Should().Be(loss);
 }

@@ -27,11 +27,14 @@ public sealed class RelayFailoverTests(FlowSecStack stack, ITestOutputHelper out
         var second = FlowSecStack.FreePort();
         await using var relayA = stack.StartRelay("relay-a", first, FlowSecStack.FreePort());
         await using var relayB = stack.StartRelay("relay-b", second, FlowSecStack.FreePort());
+        using var clientA = new GrpcClient(new Uri($"http://127.0.0.1:{first}"), stack.Token);
+        using var clientB = new GrpcClient(new Uri($"http://127.0.0.1:{second}"), stack.Token);
+        // Both relays answer before the sensor starts: otherwise it may start on B and rightly stay there.
+        await Eventually.HoldsAsync(async () => (await TryStatusAsync(clientA))?.StorageOk == true && (await TryStatusAsync(clientB))?.StorageOk == true,
+            Wait, () => "relays A and B up\n" + relayA.Tail(10) + "\n" + relayB.Tail(10));
         await using var sensor = stack.StartSensor("failover-sensor", new Uri($"http://127.0.0.1:{first}"), Node, FlowSecStack.FreePort(),
             $"--Sensor:Relay=http://127.0.0.1:{first},http://127.0.0.1:{second}", $"--Sensor:Cgroup={client.CgroupPath}",
             $"--Sensor:SpoolDirectory={Path.Combine(stack.Dir, "failover-spool")}");
-        using var clientA = new GrpcClient(new Uri($"http://127.0.0.1:{first}"), stack.Token);
-        using var clientB = new GrpcClient(new Uri($"http://127.0.0.1:{second}"), stack.Token);
         await Eventually.HoldsAsync(async () => (await TryStatusAsync(clientA))?.Nodes.Any(n => n.Node == Node && n.Connected &&
             n.Sensor is not null && n.Sensor.Capture.Any(c => c.Signal == "tcp" && c.State == "active")) == true,
             Wait, () => "sensor streaming to relay A\n" + sensor.Tail(20));
