@@ -24,17 +24,14 @@ public sealed class NativeSensorTests(FlowSecStack stack, ITestOutputHelper outp
         var server = topology.Pods["server"];
         await using var sensor = stack.StartNativeSensor("native-sensor", stack.RelayAddress, Node, FlowSecStack.FreePort(),
             $"--Sensor:Cgroup={Path.GetDirectoryName(client.CgroupPath)}");
-        NodeStatus? native = null;
-        await Eventually.HoldsAsync(async () =>
-        {
-            native = (await stack.StatusAsync()).Nodes.FirstOrDefault(n => n.Node == Node && n.Connected && n.Sensor is not null &&
-                n.Sensor.Capture.All(c => c.Reason != "not started"));
-            return native is not null;
-        }, Wait, () => "native sensor up\n" + sensor.Tail(30));
+        static bool Up(NodeStatus n) => n.Node == Node && n.Connected && n.Sensor is not null && n.Sensor.Capture.All(c => c.Reason != "not started");
+        await stack.WaitForStatusAsync(s => s.Nodes.Any(Up), sensor, "native sensor");
 
         // The same capture paths as the runtime-built sensor of the stack, in the same states.
-        var runtime = (await stack.StatusAsync()).Nodes.Single(n => n.Node == FlowSecStack.Node);
-        native!.Sensor.Capture.Select(c => (c.Signal, c.Program, c.State)).Should()
+        var status = await stack.StatusAsync();
+        var native = status.Nodes.Single(Up);
+        var runtime = status.Nodes.Single(n => n.Node == FlowSecStack.Node);
+        native.Sensor.Capture.Select(c => (c.Signal, c.Program, c.State)).Should()
             .BeEquivalentTo(runtime.Sensor.Capture.Select(c => (c.Signal, c.Program, c.State)));
 
         await server.StartHttpServerAsync();

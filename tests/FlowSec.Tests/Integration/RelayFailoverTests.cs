@@ -30,14 +30,13 @@ public sealed class RelayFailoverTests(FlowSecStack stack, ITestOutputHelper out
         using var clientA = new GrpcClient(new Uri($"http://127.0.0.1:{first}"), stack.Token);
         using var clientB = new GrpcClient(new Uri($"http://127.0.0.1:{second}"), stack.Token);
         // Both relays answer before the sensor starts: otherwise it may start on B and rightly stay there.
-        await Eventually.HoldsAsync(async () => (await TryStatusAsync(clientA))?.StorageOk == true && (await TryStatusAsync(clientB))?.StorageOk == true,
-            Wait, () => "relays A and B up\n" + relayA.Tail(10) + "\n" + relayB.Tail(10));
+        await stack.WaitForStatusAsync(s => s.StorageOk, relayA, "relay A", clientA);
+        await stack.WaitForStatusAsync(s => s.StorageOk, relayB, "relay B", clientB);
         await using var sensor = stack.StartSensor("failover-sensor", new Uri($"http://127.0.0.1:{first}"), Node, FlowSecStack.FreePort(),
             $"--Sensor:Relay=http://127.0.0.1:{first},http://127.0.0.1:{second}", $"--Sensor:Cgroup={client.CgroupPath}",
             $"--Sensor:SpoolDirectory={Path.Combine(stack.Dir, "failover-spool")}");
-        await Eventually.HoldsAsync(async () => (await TryStatusAsync(clientA))?.Nodes.Any(n => n.Node == Node && n.Connected &&
-            n.Sensor is not null && n.Sensor.Capture.Any(c => c.Signal == "tcp" && c.State == "active")) == true,
-            Wait, () => "sensor streaming to relay A\n" + sensor.Tail(20));
+        await stack.WaitForStatusAsync(s => s.Nodes.Any(n => n.Node == Node && n.Connected &&
+            n.Sensor is not null && n.Sensor.Capture.Any(c => c.Signal == "tcp" && c.State == "active")), sensor, "sensor streaming to relay A", clientA);
 
         await server.StartHttpServerAsync();
         var since = DateTimeOffset.UtcNow.AddSeconds(-1);
@@ -56,8 +55,7 @@ public sealed class RelayFailoverTests(FlowSecStack stack, ITestOutputHelper out
         Process.GetProcessById(relayA.ProcessId).Kill(); // SIGKILL: no goodbye to the sensor
         await ConnectAsync(20);
 
-        await Eventually.HoldsAsync(async () => (await TryStatusAsync(clientB))?.Nodes.Any(n => n.Node == Node && n.Connected) == true,
-            Wait, () => "sensor moved to relay B\n" + sensor.Tail(20));
+        await stack.WaitForStatusAsync(s => s.Nodes.Any(n => n.Node == Node && n.Connected), sensor, "sensor moved to relay B", clientB);
         var stored = new Dictionary<uint, int>();
         await Eventually.HoldsAsync(async () =>
         {
@@ -74,23 +72,10 @@ public sealed class RelayFailoverTests(FlowSecStack stack, ITestOutputHelper out
             return pids.All(p => stored.ContainsKey((uint)p));
         }, Wait, () => $"{pids.Count(p => stored.ContainsKey((uint)p))} of {pids.Count} connections stored\n{sensor.Tail(20)}");
 
-        var node = (await TryStatusAsync(clientB))!.Nodes.Single(n => n.Node == Node);
+        var node = (await stack.StatusAsync(clientB)).Nodes.Single(n => n.Node == Node);
         node.Sensor.Counters["export_relay_failovers"].Should().BeGreaterThanOrEqualTo(1);
         output.WriteLine($"{pids.Count} connections made, {pids.Count(p => stored.ContainsKey((uint)p))} stored, " +
             $"{stored.Values.Sum() - stored.Count} stored twice (a batch relay A stored but never acked), " +
             $"{node.Sensor.Counters["export_relay_failovers"]} failovers");
-    }
-
-    // Null while the relay is still starting.
-    private static async Task<StatusResponse?> TryStatusAsync(GrpcClient client)
-    {
-        try
-        {
-            return await client.UnaryAsync(RelayMethods.GetStatus, new StatusRequest(), StatusResponse.Parser, CancellationToken.None, TimeSpan.FromSeconds(5));
-        }
-        catch (GrpcException)
-        {
-            return null;
-        }
     }
 }
