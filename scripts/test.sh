@@ -7,4 +7,14 @@ cd "$repo"
 scripts/deps.sh --test
 scripts/build-native-sensor.sh >/dev/null
 dotnet build FlowSec.sln -nologo -v quiet -clp:ErrorsOnly
-dotnet test tests/FlowSec.Tests --no-build -nologo --logger "console;verbosity=normal" "$@"
+results="$repo/artifacts/test-results"
+rm -rf "$results" && mkdir -p "$results"
+status=0
+dotnet test tests/FlowSec.Tests --no-build -nologo --logger "console;verbosity=normal" \
+  --logger "trx;LogFileName=$results/tests.trx" "$@" | tee "$results/console.log" || status=$?
+if [ "$status" -ne 0 ]; then
+  # The tail is what CI keeps: name the failures, then repeat the runner's summary last.
+  if [ -f "$results/tests.trx" ]; then scripts/failure-digest.py "$results/tests.trx"; fi
+  sed -n '/^Test Run Failed/,$p' "$results/console.log"
+fi
+exit "$status"

@@ -144,15 +144,27 @@ public sealed class TcpCaptureKernelTests(ITestOutputHelper output)
 
         var flows = await run.CollectAsync(
             e => e.Destination.Port == serverPort && e.Flow.State != "established", 2 * connections);
+        var counters = new Dictionary<string, ulong>();
+        run.Capture.AddCounters(counters);
+        output.WriteLine(string.Join(", ", counters.Select(c => $"{c.Key}={c.Value}")));
+        output.WriteLine($"queue: enqueued={run.Queue.Enqueued} dropped={run.Queue.Dropped}");
+        if (flows.Count < 2 * connections)
+        {
+            // Name what is missing and whatever else was seen on the server port, so a shortfall says why.
+            foreach (var e in run.Seen(e => e.Type == EventType.Flow && (e.Source.Port == serverPort || e.Destination.Port == serverPort) && !flows.Contains(e)))
+            {
+                output.WriteLine($"unmatched: {e}");
+            }
+            var egressSeen = flows.Where(e => e.Flow.Direction == "egress").Select(e => e.Source.Port).ToHashSet();
+            var ingressSeen = flows.Where(e => e.Flow.Direction == "ingress").Select(e => e.Source.Port).ToHashSet();
+            output.WriteLine($"client ports with only an egress flow: {string.Join(",", egressSeen.Except(ingressSeen))}; only ingress: {string.Join(",", ingressSeen.Except(egressSeen))}");
+        }
 
         flows.Should().HaveCount(2 * connections, "every connection yields a flow from each side");
         // Socket ids are kernel addresses, reused once a socket is freed; client ports identify connections here.
         var egressPorts = flows.Where(e => e.Flow.Direction == "egress").Select(e => e.Source.Port).ToList();
         egressPorts.Should().HaveCount(connections).And.OnlyHaveUniqueItems();
         flows.Where(e => e.Flow.Direction == "ingress").Select(e => e.Source.Port).Should().BeEquivalentTo(egressPorts);
-        var counters = new Dictionary<string, ulong>();
-        run.Capture.AddCounters(counters);
-        output.WriteLine(string.Join(", ", counters.Select(c => $"{c.Key}={c.Value}")));
         counters["tcp_records_malformed"].Should().Be(0);
         counters["tcp_ringbuf_dropped"].Should().Be(0);
         counters["tcp_handler_errors"].Should().Be(0);
