@@ -9,6 +9,12 @@ public sealed record FlowSecPaths(string Home, string State)
     /// <summary>The bearer token shared by relay, sensor and CLI (mode 0600).</summary>
     public string TokenFile => Path.Combine(State, "token");
 
+    /// <summary>The private CA and the relay's and clients' certificates of <c>flowsec up --tls</c>.</summary>
+    public string TlsDir => Path.Combine(State, "tls");
+
+    /// <summary>The relay address <c>flowsec up</c> serves (http:// or https://), the CLI's default.</summary>
+    public string RelayUrlFile => Path.Combine(State, "relay-url");
+
     /// <summary>Built relay, sensor and CLI binaries.</summary>
     public string BinDir => Path.Combine(State, "bin");
 

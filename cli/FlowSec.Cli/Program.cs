@@ -17,10 +17,28 @@ var root = new RootCommand("FlowSec: network flows and runtime security for Linu
 };
 try
 {
-    return await root.Parse(args).InvokeAsync();
+    return await root.Parse(args).InvokeAsync(new InvocationConfiguration
+    {
+        // Our own handlers below print one line; the default one would print a stack trace.
+        EnableDefaultExceptionHandler = false,
+        // `up` handles SIGINT/SIGTERM itself and stops its children, which takes longer than the
+        // library's default grace (it would exit 130 mid-shutdown and orphan relay and ClickHouse).
+        ProcessTerminationTimeout = null,
+    });
 }
 catch (GrpcException ex)
 {
     Console.Error.WriteLine($"flowsec: {ex.Detail} ({ex.Status})");
+    return 1;
+}
+catch (HttpRequestException ex)
+{
+    // Connection refused, TLS handshake refused or untrusted: say which, without a stack trace.
+    var reasons = new List<string>();
+    for (Exception? e = ex; e is not null; e = e.InnerException)
+    {
+        reasons.Add(e.Message);
+    }
+    Console.Error.WriteLine($"flowsec: cannot reach the relay: {string.Join(": ", reasons.Distinct())}");
     return 1;
 }

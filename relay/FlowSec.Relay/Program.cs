@@ -24,9 +24,27 @@ if (relay.TokenFile.Length == 0)
 }
 builder.Services.AddSingleton(new TokenAuthenticator(TokenFile.Read(relay.TokenFile)));
 
+Microsoft.AspNetCore.Server.Kestrel.Https.HttpsConnectionAdapterOptions? https;
+try
+{
+    https = RelayTls.Build(relay.Tls);
+}
+catch (InvalidOperationException ex)
+{
+    Console.Error.WriteLine($"flowsec-relay: {ex.Message}");
+    return 2;
+}
+
 builder.WebHost.ConfigureKestrel(kestrel =>
 {
-    kestrel.Listen(IPEndPoint.Parse(relay.GrpcListen), o => o.Protocols = HttpProtocols.Http2);
+    kestrel.Listen(IPEndPoint.Parse(relay.GrpcListen), o =>
+    {
+        o.Protocols = HttpProtocols.Http2;
+        if (https is not null)
+        {
+            o.UseHttps(https);
+        }
+    });
     kestrel.Listen(IPEndPoint.Parse(relay.UiListen), o => o.Protocols = HttpProtocols.Http1AndHttp2);
 });
 
@@ -52,6 +70,8 @@ app.MapGrpcUnary<AggregateRequest, AggregateResponse>(RelayMethods.Aggregate, Ag
 app.MapRelayMetrics();
 app.MapLiveUpdates(UiLocator.Find(app.Services.GetRequiredService<IOptions<RelayOptions>>().Value.UiDirectory));
 
-app.Logger.LogInformation("FlowSec relay: gRPC on {Grpc}, UI on {Ui}", relay.GrpcListen, relay.UiUrl);
+app.Logger.LogInformation("FlowSec relay: gRPC on {Grpc} ({Security}), UI on {Ui}", relay.GrpcListen,
+    https is null ? "plain h2c, token" : https.ClientCertificateMode == Microsoft.AspNetCore.Server.Kestrel.Https.ClientCertificateMode.RequireCertificate ? "mutual TLS, token" : "TLS, token",
+    relay.UiUrl);
 await app.RunAsync();
 return 0;

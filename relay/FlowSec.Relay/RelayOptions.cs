@@ -15,6 +15,9 @@ public sealed class RelayOptions
     /// <summary>Directory of the static UI; empty = find <c>ui/</c> above the binary.</summary>
     public string UiDirectory { get; set; } = "";
 
+    /// <summary>TLS (and mutual TLS) on the gRPC port; off by default (loopback, token only).</summary>
+    public RelayTlsOptions Tls { get; set; } = new();
+
     /// <summary>The URL users open, as printed by status.</summary>
     public string UiUrl => "http://" + UiListen + "/";
 }

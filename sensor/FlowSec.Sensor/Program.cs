@@ -17,9 +17,15 @@ CgroupScope scope;
 try
 {
     scope = CgroupScope.For(sensor.Cgroup, CgroupResolver.DefaultRoot);
-    RelayExporter.RelayAddresses(sensor.Relay);
+    var relays = RelayExporter.RelayAddresses(sensor.Relay);
+    if (sensor.Tls.IsConfigured && relays.FirstOrDefault(r => r.Scheme != Uri.UriSchemeHttps) is { } plain)
+    {
+        throw new ArgumentException($"--Sensor:Tls is set but relay {plain} is not https://");
+    }
+    // Read the TLS files now: a missing key should stop the sensor at start, not at each reconnect.
+    _ = sensor.Tls.IsConfigured ? sensor.Tls.ToSslOptions() : null;
 }
-catch (ArgumentException ex)
+catch (Exception ex) when (ex is ArgumentException or InvalidOperationException)
 {
     Console.Error.WriteLine($"flowsec-sensor: {ex.Message}");
     return 2;

@@ -1,3 +1,5 @@
+using FlowSec.Api.Auth;
+
 namespace FlowSec.Sensor;
 
 /// <summary>Sensor settings, bound from the "Sensor" configuration section (or --Sensor:Name=value).</summary>
@@ -21,6 +23,9 @@ public sealed class SensorOptions
 
     /// <summary>File holding the bearer token for the relay.</summary>
     public string TokenFile { get; set; } = "";
+
+    /// <summary>TLS to an https:// relay: its CA, and this sensor's client certificate when the relay requires one.</summary>
+    public ClientTls Tls { get; set; } = new();
 
     /// <summary>Most events in one batch sent to the relay.</summary>
     public int BatchMaxEvents { get; set; } = 4096;

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
+using FlowSec.Api.Auth;
 using Google.Protobuf;
 
 namespace FlowSec.Api.Grpc;
@@ -18,11 +19,18 @@ public sealed class GrpcClient : IDisposable
     private readonly Uri _address;
     private readonly string? _token;
 
-    /// <summary>Creates a client for a relay address such as http://127.0.0.1:4245.</summary>
-    public GrpcClient(Uri address, string? token, HttpMessageHandler? handler = null)
+    /// <summary>
+    /// Creates a client for a relay address such as http://127.0.0.1:4245, or https://… with
+    /// <paramref name="tls"/> naming the relay's CA and this client's certificate (mutual TLS).
+    /// </summary>
+    public GrpcClient(Uri address, string? token, HttpMessageHandler? handler = null, ClientTls? tls = null)
     {
         _address = address;
         _token = token;
+        if (tls is { IsConfigured: true } && address.Scheme != Uri.UriSchemeHttps)
+        {
+            throw new ArgumentException($"TLS files are set but the relay address {address} is not https://", nameof(tls));
+        }
         _http = new HttpClient(handler ?? new SocketsHttpHandler
         {
             EnableMultipleHttp2Connections = true,
@@ -30,6 +38,7 @@ public sealed class GrpcClient : IDisposable
             KeepAlivePingTimeout = TimeSpan.FromSeconds(10),
             KeepAlivePingPolicy = HttpKeepAlivePingPolicy.WithActiveRequests,
             ConnectTimeout = TimeSpan.FromSeconds(5),
+            SslOptions = tls?.ToSslOptions() ?? new(),
         })
         { Timeout = Timeout.InfiniteTimeSpan };
     }

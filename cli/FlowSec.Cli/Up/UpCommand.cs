@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using System.Net;
 using System.Runtime.InteropServices;
 using FlowSec.Api.Auth;
 using FlowSec.Api.Grpc;
@@ -30,18 +31,23 @@ public static class UpCommand
             Description = "Capture only this cgroup v2 subtree (absolute, or relative to the cgroup v2 mount); default the whole host",
             DefaultValueFactory = _ => "",
         };
+        var tls = new Option<bool>("--tls")
+        {
+            Description = "Mutual TLS on the relay's gRPC port: a private CA and certificates in .flowsec/tls (made once), token still required",
+        };
         var command = new Command("up", "Run FlowSec on this host: ClickHouse + relay + sensor + UI")
         {
-            clickHouseUrl, grpc, ui, node, chHttp, chTcp, retention, cgroup,
+            clickHouseUrl, grpc, ui, node, chHttp, chTcp, retention, cgroup, tls,
         };
         command.SetAction(async (parse, ct) => await RunAsync(
             parse.GetValue(clickHouseUrl), parse.GetValue(grpc)!, parse.GetValue(ui)!, parse.GetValue(node)!,
-            parse.GetValue(chHttp), parse.GetValue(chTcp), parse.GetValue(retention), parse.GetValue(cgroup)!, ct));
+            parse.GetValue(chHttp), parse.GetValue(chTcp), parse.GetValue(retention), parse.GetValue(cgroup)!,
+            parse.GetValue(tls), ct));
         return command;
     }
 
     private static async Task<int> RunAsync(string? clickHouseUrl, string grpc, string ui, string node,
-        int chHttpPort, int chTcpPort, int retentionDays, string cgroup, CancellationToken ct)
+        int chHttpPort, int chTcpPort, int retentionDays, string cgroup, bool tls, CancellationToken ct)
     {
         if (Environment.UserName != "root")
         {
@@ -51,6 +57,25 @@ public static class UpCommand
         var started = Stopwatch.StartNew();
         var paths = FlowSecPaths.Resolve();
         var token = TokenFile.ReadOrCreate(paths.TokenFile);
+        string[] relayTls = [], sensorTls = [];
+        ClientTls? clientTls = null;
+        if (tls)
+        {
+            if (!TlsMaterial.Exists(paths.TlsDir))
+            {
+                Console.WriteLine($"creating a private CA and certificates in {paths.TlsDir} ...");
+                TlsMaterial.Create(paths.TlsDir, TimeSpan.FromDays(365), [IPEndPoint.Parse(grpc).Address.ToString()]);
+            }
+            string F(string name) => Path.Combine(paths.TlsDir, name);
+            relayTls = [$"--Relay:Tls:Certificate={F(TlsMaterial.RelayCertificateFile)}", $"--Relay:Tls:Key={F(TlsMaterial.RelayKeyFile)}",
+                $"--Relay:Tls:ClientCa={F(TlsMaterial.CaFile)}"];
+            sensorTls = [$"--Sensor:Tls:Ca={F(TlsMaterial.CaFile)}", $"--Sensor:Tls:Certificate={F(TlsMaterial.ClientCertificateFile)}",
+                $"--Sensor:Tls:Key={F(TlsMaterial.ClientKeyFile)}"];
+            clientTls = RelayConnection.TlsFor("", "", "", paths.TlsDir);
+        }
+        var relayUrl = (tls ? "https://" : "http://") + grpc;
+        Directory.CreateDirectory(paths.State);
+        await File.WriteAllTextAsync(paths.RelayUrlFile, relayUrl + "\n", ct);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
         {
@@ -80,9 +105,9 @@ public static class UpCommand
                 Path.Combine(paths.BinDir, "relay", "FlowSec.Relay.dll"),
                 $"--Relay:GrpcListen={grpc}", $"--Relay:UiListen={ui}", $"--Relay:TokenFile={paths.TokenFile}",
                 $"--Relay:UiDirectory={Path.Combine(paths.Home, "ui")}", $"--ClickHouse:Url={clickHouseUrl}",
-                $"--ClickHouse:RetentionDays={retentionDays}",
+                $"--ClickHouse:RetentionDays={retentionDays}", .. relayTls,
             ], Path.Combine(paths.LogDir, "relay.log"));
-            using var client = new GrpcClient(new Uri("http://" + grpc), token);
+            using var client = new GrpcClient(new Uri(relayUrl), token, tls: clientTls);
             await WaitAsync("relay", relay, client, s => s.StorageOk, stop.Token);
 
             Console.WriteLine($"starting sensor as node {node} ...");
@@ -92,8 +117,8 @@ public static class UpCommand
             sensor = ChildProcess.Start("sensor", sensorCommand[0],
             [
                 .. sensorCommand[1..],
-                $"--Sensor:Relay=http://{grpc}", $"--Sensor:TokenFile={paths.TokenFile}", $"--Sensor:Node={node}",
-                $"--Sensor:SpoolDirectory={Path.Combine(paths.State, "spool")}", $"--Sensor:Cgroup={cgroup}",
+                $"--Sensor:Relay={relayUrl}", $"--Sensor:TokenFile={paths.TokenFile}", $"--Sensor:Node={node}",
+                $"--Sensor:SpoolDirectory={Path.Combine(paths.State, "spool")}", $"--Sensor:Cgroup={cgroup}", .. sensorTls,
             ], Path.Combine(paths.LogDir, "sensor.log"));
             // Up means every capture has finished loading (the file programs take a few seconds to verify).
             await WaitAsync("sensor", sensor, client, s => StatusCommand.IsHealthy(s, DateTimeOffset.UtcNow) &&

@@ -63,7 +63,7 @@ public sealed class RelayExporter(
             try
             {
                 var relay = relays[current];
-                using var client = new GrpcClient(relay, token);
+                using var client = new GrpcClient(relay, token, tls: o.Tls.IsConfigured ? o.Tls : null);
                 await using var call = await client.DuplexAsync<EventBatch, IngestAck>(
                     RelayMethods.Push, IngestAck.Parser, stoppingToken);
                 using var streamCts = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);

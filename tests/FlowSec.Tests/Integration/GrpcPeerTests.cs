@@ -13,11 +13,9 @@ public sealed class GrpcPeerTests(FlowSecStack stack)
     [Fact]
     public async Task Python_grpcio_calls_the_relay_and_is_refused_without_the_token()
     {
-        var generated = Directory.CreateTempSubdirectory("flowsec-pyproto-").FullName;
+        var generated = await GeneratePythonProtosAsync();
         try
         {
-            var protos = Path.Combine(FlowSecStack.RepoRoot, "api", "FlowSec.Api", "Protos");
-            await Run("protoc", $"-I{protos}", $"--python_out={generated}", "flowsec/v1/events.proto", "flowsec/v1/relay.proto");
             var output = await Run("/usr/bin/python3", Path.Combine(FlowSecStack.RepoRoot, "tests", "grpc-peer", "relay_peer.py"),
                 $"127.0.0.1:{stack.GrpcPort}", stack.Token, generated, "python-peer", "65001");
             var steps = output.Split('\n', StringSplitOptions.RemoveEmptyEntries)
@@ -41,7 +39,17 @@ public sealed class GrpcPeerTests(FlowSecStack stack)
         }
     }
 
-    private static async Task<string> Run(string file, params string[] args)
+    /// <summary>Compiles FlowSec's protos for python into a new temporary directory (the caller deletes it).</summary>
+    internal static async Task<string> GeneratePythonProtosAsync()
+    {
+        var generated = Directory.CreateTempSubdirectory("flowsec-pyproto-").FullName;
+        var protos = Path.Combine(FlowSecStack.RepoRoot, "api", "FlowSec.Api", "Protos");
+        await Run("protoc", $"-I{protos}", $"--python_out={generated}", "flowsec/v1/events.proto", "flowsec/v1/relay.proto");
+        return generated;
+    }
+
+    /// <summary>Runs a program to completion (60 s at most), asserting exit code 0; returns its stdout.</summary>
+    internal static async Task<string> Run(string file, params string[] args)
     {
         var info = new ProcessStartInfo(file, args) { RedirectStandardOutput = true, RedirectStandardError = true };
         using var process = Process.Start(info)!;
