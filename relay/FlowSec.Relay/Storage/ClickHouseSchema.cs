@@ -40,7 +40,7 @@ public sealed class ClickHouseSchema
         new("batch_id on event tables, stored_batches table", (db, _) => string.Join(";\n",
             EventTables.All.Select(t => $"ALTER TABLE {db}.{t.Name} ADD COLUMN `{EventTable.BatchIdColumn}` UInt64")
                 .Append(StoredBatches.CreateSql(db)))),
-        new("flow summaries and dst_port index (materialized views, backfilled)", null, (schema, lowCardinality, ct) => schema.CreateFlowSummariesAsync(lowCardinality, ct)),
+        new("flow_summary_src and flows_by_dst_port (materialized views, backfilled)", null, (schema, lowCardinality, ct) => schema.CreateFlowSummariesAsync(lowCardinality, ct)),
     ];
 
     private sealed record Migration(string Description, Func<string, bool, string>? Sql, Func<ClickHouseSchema, bool, CancellationToken, Task>? Run = null);
