@@ -9,13 +9,19 @@ public sealed class ClickHouseEventStore
 {
     private readonly ClickHouseHttpClient _client;
     private readonly string _database;
+    private readonly bool _useSummaries;
+    private int _summaryQueries;
 
     /// <summary>Creates the store over the database named in <paramref name="options"/>.</summary>
     public ClickHouseEventStore(ClickHouseHttpClient client, ClickHouseOptions options)
     {
         _client = client;
         _database = SqlLiteral.Identifier(options.Database);
+        _useSummaries = options.UseFlowSummaries;
     }
+
+    /// <summary>Aggregates answered (in part) from a flow summary since start; for tests and diagnostics.</summary>
+    internal int SummaryQueries => Volatile.Read(ref _summaryQueries);
 
     /// <summary>Every event type that is stored (and so can be queried).</summary>
     public static IReadOnlyList<EventType> StoredTypes => EventTables.StoredTypes;
@@ -71,27 +77,42 @@ public sealed class ClickHouseEventStore
         // the filters rule out entirely is not queried at all.
         var window = TimeWindow(query);
         var selected = EventTables.All.Where(t => t.Types.Any(requested.Contains))
-            .Select(t => (Table: t, Where: Where(t, window, t.TypeFilter(requested), query.Filter)))
+            .Select(t => (Table: t, Where: Where(t, window, t.TypeFilter(requested), query.Filter), Index: NewestIndex(t, t.TypeFilter(requested), query.Filter)))
             .Where(x => x.Where != EventFilterSql.False)
             .ToArray();
         var tables = selected.Select(x => x.Table).ToArray();
         var sql = selected.Select(x => Select(x.Table, x.Where)).ToArray();
         return query.Limit is { } limit
-            ? NewestAsync(tables, selected.Select(x => x.Where).ToArray(), limit, cancellationToken)
+            ? NewestAsync(tables, selected.Select(x => x.Where).ToArray(), selected.Select(x => x.Index).ToArray(), limit, cancellationToken)
             : MergeAsync(tables, sql, cancellationToken);
+    }
+
+    // The table to find the limit-th newest match's time in, when not the event table itself: for
+    // flows filtered on the destination port and nothing the port index lacks, the index, which holds
+    // one row per flow ordered by port, so the lookup reads that port's rows instead of every flow's.
+    private string? NewestIndex(EventTable table, string? typeFilter, EventFilterMatcher? filter)
+    {
+        if (!_useSummaries || table != FlowTable.Table || typeFilter is not null || filter is null)
+        {
+            return null;
+        }
+        var index = FlowSummary.DestinationPortIndex;
+        var columns = FlowSummary.ColumnsOf(EventFilterSql.Where(table, filter));
+        return columns is not null && columns.Contains("dst_port") && index.Covers(columns) ? index.Name : null;
     }
 
     // Each table's newest `limit` rows (DESC LIMIT), then the newest `limit` of those, oldest first.
     // Per table, first the time of the limit-th newest match, read from time_ns and the filtered
-    // columns only; then whole rows from that time on, which the day partitions and the sort key's
-    // hour bucket narrow to the newest hours instead of every matching row of the window.
-    private async IAsyncEnumerable<Event> NewestAsync(EventTable[] tables, string[] where, int limit, [EnumeratorCancellation] CancellationToken ct)
+    // columns only (or from an index holding just those, see NewestIndex); then whole rows from that
+    // time on, which the day partitions and the sort key's hour bucket narrow to the newest hours
+    // instead of every matching row of the window.
+    private async IAsyncEnumerable<Event> NewestAsync(EventTable[] tables, string[] where, string?[] index, int limit, [EnumeratorCancellation] CancellationToken ct)
     {
         var perTable = await Task.WhenAll(tables.Select(async (table, i) =>
         {
             var rows = new List<(Event Event, int Table)>();
             var from = (await _client.QueryTextAsync(
-                $"SELECT count(), min(time_ns) FROM (SELECT time_ns FROM {_database}.{table.Name}{WhereClause(where[i])} ORDER BY time_ns DESC LIMIT {SqlLiteral.Integer((long)limit)}) FORMAT TabSeparated",
+                $"SELECT count(), min(time_ns) FROM (SELECT time_ns FROM {_database}.{index[i] ?? table.Name}{WhereClause(where[i])} ORDER BY time_ns DESC LIMIT {SqlLiteral.Integer((long)limit)}) FORMAT TabSeparated",
                 ct)).Trim().Split('\t');
             if (from[0] == "0")
             {
@@ -202,26 +223,36 @@ public sealed class ClickHouseEventStore
             throw new ArgumentException($"group-by field '{invalid.Name}' does not apply to {table.Name}; fields that do: " +
                 string.Join(", ", GroupByField.All.Where(g => g.AppliesTo(table)).Select(g => g.Name)));
         }
-        var where = Where(table, TimeWindow(query.Window), table.TypeFilter(requested), query.Window.Filter);
+        var typeFilter = table.TypeFilter(requested);
+        var filter = query.Window.Filter is null ? EventFilterSql.True : EventFilterSql.Where(table, query.Window.Filter);
+        var where = EventFilterSql.And([.. TimeWindow(query.Window), typeFilter ?? EventFilterSql.True, filter]);
         if (where == EventFilterSql.False)
         {
             return [];
         }
-        // Grouped on the stored columns, and only the groups turned into text: a concat or address
-        // formatting per group instead of per row. The rows are grouped by one 64-bit hash of those
-        // columns (any() keeps their values): hashing two strings per row is several times cheaper
-        // than a hash table keyed by the strings themselves, and two groups would have to collide
-        // in 64 bits to be merged. Aliases k0.. and g0.. name no column, so WHERE sees the columns.
-        var columns = query.GroupBy.SelectMany(f => f.Columns(table)).Distinct().Select(c => $"`{c}`").ToArray();
-        var bytes = table.ColumnNames.Contains("bytes_sent") ? ("sum(`bytes_sent`)", "sum(`bytes_received`)") : ("toUInt64(0)", "toUInt64(0)");
+        var grouped = query.GroupBy.SelectMany(f => f.Columns(table)).Distinct().ToArray();
+        var columns = grouped.Select(c => $"`{c}`").ToArray();
         var names = query.GroupBy.Select((_, i) => "g" + i.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray();
-        var held = columns.Select((c, i) => (Column: c, Alias: "k" + i.ToString(System.Globalization.CultureInfo.InvariantCulture))).ToArray();
-        var inner = $"SELECT {string.Join("", held.Select(h => $"any({h.Column}) AS {h.Alias}, "))}count() AS n, {bytes.Item1} AS sent, {bytes.Item2} AS received " +
-                    $"FROM {_database}.{table.Name}{WhereClause(where)}" + (columns.Length > 0 ? $" GROUP BY cityHash64({string.Join(", ", columns)})" : "");
-        inner = $"SELECT {string.Join("", held.Select(h => $"{h.Alias} AS {h.Column}, "))}n, sent, received FROM ({inner})";
+
+        // Whole hours of the window come from an hourly summary when one holds every grouped and
+        // filtered column, the ends of the window from the raw rows; both give per-group counts
+        // and byte sums, which the outer query adds up per group as it would for the raw rows alone.
+        var parts = new List<string>();
+        var plan = _useSummaries && table == FlowTable.Table && typeFilter is null ? SummaryPlan(query.Window, grouped, filter) : null;
+        var rawWhere = plan is null ? where : EventFilterSql.And([where, plan.Value.RawRest]);
+        if (rawWhere != EventFilterSql.False)
+        {
+            parts.Add(RawGroups(table, columns, rawWhere));
+        }
+        if (plan is { } p)
+        {
+            Interlocked.Increment(ref _summaryQueries);
+            parts.Add($"SELECT {string.Join("", columns.Select(c => c + ", "))}{FlowSummary.SumOf("n")} AS n, {FlowSummary.SumOf("sent")} AS sent, {FlowSummary.SumOf("received")} AS received " +
+                      $"FROM {_database}.{p.Summary.Name} WHERE {p.SummaryWhere}" + (columns.Length > 0 ? $" GROUP BY {string.Join(", ", columns)}" : ""));
+        }
         var sql = $"SELECT {string.Join(", ", query.GroupBy.Select((f, i) => $"{f.Text(table)} AS {names[i]}"))}, " +
                   "sum(n) AS group_count, sum(sent) AS group_bytes_sent, sum(received) AS group_bytes_received " +
-                  $"FROM ({inner}) GROUP BY {string.Join(", ", names)} " +
+                  $"FROM ({string.Join(" UNION ALL ", parts)}) GROUP BY {string.Join(", ", names)} " +
                   $"ORDER BY {(query.SortByBytes ? "group_bytes_sent + group_bytes_received DESC, group_count DESC" : "group_count DESC, group_bytes_sent + group_bytes_received DESC")}, {string.Join(", ", names)}" +
                   $" LIMIT {SqlLiteral.Integer((long)query.Top)}";
         var rows = new List<AggregateGroupRow>();
@@ -231,6 +262,56 @@ public sealed class ClickHouseEventStore
                 EventColumns.UInt64(row.GetProperty("group_count")), EventColumns.UInt64(row.GetProperty("group_bytes_sent")), EventColumns.UInt64(row.GetProperty("group_bytes_received"))));
         }
         return rows;
+    }
+
+    // Per group of the stored columns: their values, event count and byte sums, from the raw rows.
+    // Grouped on the stored columns, and only the groups turned into text (by the caller): a concat
+    // or address formatting per group instead of per row. The rows are grouped by one 64-bit hash of
+    // those columns (any() keeps their values): hashing two strings per row is several times cheaper
+    // than a hash table keyed by the strings themselves, and two groups would have to collide in 64
+    // bits to be merged. Aliases k0.. name no column, so WHERE sees the columns.
+    private string RawGroups(EventTable table, string[] columns, string where)
+    {
+        var bytes = table.ColumnNames.Contains("bytes_sent") ? ("sum(`bytes_sent`)", "sum(`bytes_received`)") : ("toUInt64(0)", "toUInt64(0)");
+        var held = columns.Select((c, i) => (Column: c, Alias: "k" + i.ToString(System.Globalization.CultureInfo.InvariantCulture))).ToArray();
+        var inner = $"SELECT {string.Join("", held.Select(h => $"any({h.Column}) AS {h.Alias}, "))}count() AS n, {bytes.Item1} AS sent, {bytes.Item2} AS received " +
+                    $"FROM {_database}.{table.Name}{WhereClause(where)}" + (columns.Length > 0 ? $" GROUP BY cityHash64({string.Join(", ", columns)})" : "");
+        return $"SELECT {string.Join("", held.Select(h => $"{h.Alias} AS {h.Column}, "))}n, sent, received FROM ({inner})";
+    }
+
+    /// <summary>
+    /// How an aggregate over flows can use a summary: the smallest one holding every grouped and
+    /// filtered column, the condition on its hour buckets (the window's whole hours) and filters,
+    /// and the condition selecting the raw rows outside those hours (<see cref="EventFilterSql.False"/>
+    /// when there are none). Null when no summary serves, the filter names a column in a way that
+    /// cannot be checked, or the window holds no whole hour. Exact because <c>time</c> is the
+    /// second of <c>time_ns</c> (the writer stores both from one value), so a row is in a whole hour
+    /// of the window by its <c>time</c> exactly when the window's nanosecond bounds hold it.
+    /// </summary>
+    private static (FlowSummary Summary, string SummaryWhere, string RawRest)? SummaryPlan(EventQuery window, string[] grouped, string filter)
+    {
+        var filtered = FlowSummary.ColumnsOf(filter);
+        if (filtered is null || FlowSummary.SummaryFor(grouped.Concat(filtered)) is not { } summary)
+        {
+            return null;
+        }
+        var first = window.Since is { } since ? FlowSummary.HourCeiling(since) : (DateTimeOffset?)null;
+        var end = window.Until is { } until ? FlowSummary.HourFloor(until) : (DateTimeOffset?)null;
+        if ((first is { } f && (f >= end || f > SqlLiteral.MaxDateTime)) || end < SqlLiteral.MinDateTime)
+        {
+            return null;
+        }
+        var hours = EventFilterSql.And(
+        [
+            first is { } a ? $"hour >= {SqlLiteral.DateTime(a)}" : EventFilterSql.True,
+            end is { } b ? $"hour < {SqlLiteral.DateTime(b)}" : EventFilterSql.True,
+        ]);
+        var rest = EventFilterSql.Or(
+        [
+            first is { } c ? $"time < {SqlLiteral.DateTime(c)}" : EventFilterSql.False,
+            end is { } d ? $"time >= {SqlLiteral.DateTime(d)}" : EventFilterSql.False,
+        ]);
+        return (summary, EventFilterSql.And([hours, filter]), rest);
     }
 
     // Bounds go on both columns: `time` lets the server prune partitions and sort-key ranges,

@@ -33,6 +33,13 @@ public sealed class ClickHouseOptions
     /// <summary>Days of events kept; older day partitions are dropped hourly. 0 keeps everything.</summary>
     public int RetentionDays { get; set; }
 
+    /// <summary>
+    /// Whether queries may read the tables derived from flows (hourly summaries for group-by, the
+    /// dst_port index for the newest flows to a port) where they answer exactly what the flows table
+    /// would. Off: every query reads the event tables, as a fallback or to compare the two.
+    /// </summary>
+    public bool UseFlowSummaries { get; set; } = true;
+
     /// <summary>Timeout of one HTTP request to ClickHouse.</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(60);
 }

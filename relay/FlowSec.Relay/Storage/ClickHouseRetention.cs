@@ -6,7 +6,7 @@ namespace FlowSec.Relay.Storage;
 
 /// <summary>
 /// Drops whole day partitions older than <see cref="ClickHouseOptions.RetentionDays"/> from every
-/// event table, hourly. ClickHouse 18.16 has no TTL, and dropping a partition is a cheap
+/// event table and every table derived from flows, hourly. ClickHouse 18.16 has no TTL, and dropping a partition is a cheap
 /// metadata operation where deleting rows would rewrite data. Off when RetentionDays is 0.
 /// </summary>
 public sealed class ClickHouseRetention(ClickHouseHttpClient client, ClickHouseOptions options, ILogger<ClickHouseRetention> logger)
@@ -30,8 +30,9 @@ public sealed class ClickHouseRetention(ClickHouseHttpClient client, ClickHouseO
         var database = SqlLiteral.Identifier(options.Database);
         var dropped = 0;
         // stored_batches too: its records only matter while a batch may still be re-sent, and its
-        // rows' days are when they were recorded.
-        foreach (var table in EventTables.All.Select(t => t.Name).Append(StoredBatches.TableName))
+        // rows' days are when they were recorded. The tables derived from flows (summaries, port
+        // index) partition by the same days, so they keep exactly what flows keeps.
+        foreach (var table in EventTables.All.Select(t => t.Name).Concat(FlowSummary.All.Select(s => s.Name)).Append(StoredBatches.TableName))
         {
             var text = await client.QueryTextAsync(
                 $"SELECT DISTINCT partition FROM system.parts WHERE active AND database = {SqlLiteral.String(options.Database)} " +

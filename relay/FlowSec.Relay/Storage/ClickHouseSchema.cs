@@ -27,22 +27,29 @@ public sealed class ClickHouseSchema
     /// <summary>The version this release creates.</summary>
     public static int LatestVersion => Migrations.Count;
 
-    // Step n creates schema version n. Arguments: database, whether LowCardinality may be used.
-    private static IReadOnlyList<(string Description, Func<string, bool, string> Sql)> Migrations { get; } =
+    // Step n creates schema version n: SQL statements (arguments: database, whether LowCardinality
+    // may be used), or a step with logic of its own.
+    private static IReadOnlyList<Migration> Migrations { get; } =
     [
-        ("flows table", FlowTable.Table.CreateSql),
-        ("dns table", DnsTable.Table.CreateSql),
-        ("process_events table", ProcessTable.Table.CreateSql),
-        ("file_events table", FileTable.Table.CreateSql),
-        ("alerts table", AlertTable.Table.CreateSql),
-        ("dns.transport column", (db, lowCardinality) => DnsTable.Table.AddColumnSql("transport", db, lowCardinality)),
-        ("batch_id on event tables, stored_batches table", (db, _) => string.Join(";\n",
+        new("flows table", FlowTable.Table.CreateSql),
+        new("dns table", DnsTable.Table.CreateSql),
+        new("process_events table", ProcessTable.Table.CreateSql),
+        new("file_events table", FileTable.Table.CreateSql),
+        new("alerts table", AlertTable.Table.CreateSql),
+        new("dns.transport column", (db, lowCardinality) => DnsTable.Table.AddColumnSql("transport", db, lowCardinality)),
+        new("batch_id on event tables, stored_batches table", (db, _) => string.Join(";\n",
             EventTables.All.Select(t => $"ALTER TABLE {db}.{t.Name} ADD COLUMN `{EventTable.BatchIdColumn}` UInt64")
                 .Append(StoredBatches.CreateSql(db)))),
+        new("flow_summary_src and flows_by_dst_port (materialized views, backfilled)", null, (schema, lowCardinality, ct) => schema.CreateFlowSummariesAsync(lowCardinality, ct)),
     ];
 
+    private sealed record Migration(string Description, Func<string, bool, string>? Sql, Func<ClickHouseSchema, bool, CancellationToken, Task>? Run = null);
+
     /// <summary>Creates whatever is missing and returns the schema version now in place.</summary>
-    public async Task<int> EnsureAsync(CancellationToken cancellationToken = default)
+    public Task<int> EnsureAsync(CancellationToken cancellationToken = default) => EnsureAsync(Migrations.Count, cancellationToken);
+
+    /// <summary>Runs the migrations up to version <paramref name="upTo"/> only: for tests that need a database as an older release left it.</summary>
+    internal async Task<int> EnsureAsync(int upTo, CancellationToken cancellationToken)
     {
         // LowCardinality is experimental before 19.x (it needs allow_experimental_low_cardinality_type
         // there); on those servers the columns are plain String.
@@ -55,10 +62,14 @@ public sealed class ClickHouseSchema
             "ENGINE = MergeTree ORDER BY version", null, cancellationToken);
 
         var current = await CurrentVersionAsync(cancellationToken);
-        for (var v = current + 1; v <= Migrations.Count; v++)
+        for (var v = current + 1; v <= upTo; v++)
         {
-            var (description, sql) = Migrations[v - 1];
-            foreach (var statement in sql(_database, lowCardinality).Split(";\n"))
+            var (description, sql, run) = Migrations[v - 1];
+            if (run is not null)
+            {
+                await run(this, lowCardinality, cancellationToken);
+            }
+            foreach (var statement in sql?.Invoke(_database, lowCardinality).Split(";\n") ?? [])
             {
                 try
                 {
@@ -74,6 +85,11 @@ public sealed class ClickHouseSchema
                 $"VALUES ({SqlLiteral.Integer((long)v)}, {SqlLiteral.String(description)}, now())", null, cancellationToken);
         }
 
+        if (upTo < Migrations.Count)
+        {
+            return Math.Max(current, upTo);
+        }
+
         // A table dropped behind our back (the writer then sees error 60) comes back here; for
         // tables that exist this changes nothing.
         foreach (var table in EventTables.All)
@@ -84,6 +100,43 @@ public sealed class ClickHouseSchema
 
         return Math.Max(current, Migrations.Count);
     }
+
+    /// <summary>
+    /// Creates each table derived from flows (<see cref="FlowSummary"/>) and the materialized view that
+    /// fills it from every later INSERT, then fills it from the flows already stored, one day
+    /// partition per INSERT … SELECT so no statement grows with the table's age. The view is created
+    /// without IF NOT EXISTS: only the relay whose CREATE succeeded backfills, so two relays running
+    /// this step together do not count the old rows twice (the other gets error 57 and goes on).
+    /// The relay runs migrations before its writer's first INSERT; rows another relay inserts while
+    /// the view is being created could be summed twice or not at all, so upgrade a fleet with one
+    /// relay writing, or accept that window.
+    /// </summary>
+    private async Task CreateFlowSummariesAsync(bool lowCardinality, CancellationToken ct)
+    {
+        foreach (var derived in FlowSummary.All)
+        {
+            await _client.ExecuteAsync(derived.CreateSql(_database, lowCardinality), null, ct);
+            try
+            {
+                await _client.ExecuteAsync(derived.CreateViewSql(_database), null, ct);
+            }
+            catch (ClickHouseException e) when (e.Code == TableExistsCode)
+            {
+                continue; // another relay created the view, and backfills
+            }
+            var partitions = await _client.QueryTextAsync(
+                $"SELECT DISTINCT partition FROM system.parts WHERE active AND database = {SqlLiteral.String(_database)} " +
+                $"AND table = {SqlLiteral.String(FlowTable.Table.Name)} ORDER BY partition FORMAT TabSeparated", ct);
+            foreach (var line in partitions.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+            {
+                var day = int.Parse(line.Trim().Trim('\''), NumberStyles.None, CultureInfo.InvariantCulture);
+                await _client.ExecuteAsync(derived.BackfillSql(_database, day), null, ct);
+            }
+        }
+    }
+
+    /// <summary>ClickHouse's error code for a table or view that already exists (TABLE_ALREADY_EXISTS).</summary>
+    private const int TableExistsCode = 57;
 
     /// <summary>The highest migration recorded in <c>schema_version</c> (0 when none).</summary>
     public async Task<int> CurrentVersionAsync(CancellationToken cancellationToken = default)

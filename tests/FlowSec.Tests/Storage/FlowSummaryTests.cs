@@ -1,0 +1,220 @@
+using FlowSec.Api.Filters;
+using FlowSec.Api.V1;
+using FlowSec.Relay.Storage;
+
+namespace FlowSec.Tests.Storage;
+
+/// <summary>
+/// The tables derived from flows by materialized views (hourly summaries, the dst_port index) give
+/// exactly the answers the flows table gives: random group-by requests and "newest N" port queries
+/// over random events spread across hours and a day boundary, stored in the real 18.16 server in
+/// several INSERTs (so summaries hold unmerged rows), each answered with and without the derived
+/// tables and compared; and a database from before them is backfilled once, even by two relays.
+/// </summary>
+public sealed class FlowSummaryTests(ClickHouseServer ch) : IClassFixture<ClickHouseServer>
+{
+    private const int Seed = 777;
+    private const ulong HourNs = 3_600_000_000_000;
+
+    // Group-by fields the summaries hold, and some they do not (those must fall back to flows).
+    private static readonly string[] Covered = ["node", "type", "source.namespace", "source.pod", "source.workload", "protocol", "verdict", "drop_reason"];
+    private static readonly string[] NotCovered = ["source.ip", "state", "source.port", "destination.pod", "destination.port"];
+
+    [Fact]
+    public async Task Aggregates_through_summaries_equal_the_raw_answer_for_random_requests()
+    {
+        var corpus = new FilterCorpus(Seed);
+        var events = Spread(corpus.Events(900), corpus);
+        var db = ClickHouseServer.NewDatabase();
+        await new ClickHouseSchema(ch.Client, ch.Options(db)).EnsureAsync();
+        await InsertAsync(db, events, batches: 6);
+
+        var used = await CompareAggregatesAsync(db, corpus, events, cases: 300);
+
+        used.Should().BeGreaterThan(100, "most requests are ones a summary serves");
+    }
+
+    [Fact]
+    public async Task Newest_flows_to_a_port_through_the_port_index_equal_the_raw_answer()
+    {
+        var corpus = new FilterCorpus(Seed + 1);
+        var events = Spread(corpus.Events(600), corpus);
+        var db = ClickHouseServer.NewDatabase();
+        await new ClickHouseSchema(ch.Client, ch.Options(db)).EnsureAsync();
+        await InsertAsync(db, events, batches: 3);
+        var (withIndex, raw) = Stores(db);
+        var random = new Random(Seed);
+        var flows = events.Where(e => e.Type == EventType.Flow).ToList();
+
+        for (var i = 0; i < 60; i++)
+        {
+            var filter = new EventFilter();
+            filter.DestinationPort.Add(flows[random.Next(flows.Count)].Destination.Port);
+            if (i % 3 == 0)
+            {
+                filter.EventType.Add(EventType.Flow);
+            }
+            var (since, until) = RandomWindow(random);
+            var query = new EventQuery(since, until, 1 + random.Next(40), new EventFilterMatcher([filter], []));
+            var expected = (await raw.QueryAsync(query, [EventType.Flow])).Select(e => e.TimeUnixNano).ToList();
+
+            (await withIndex.QueryAsync(query, [EventType.Flow])).Select(e => e.TimeUnixNano).Should().Equal(expected, $"case {i}: {filter} {since:O}..{until:O} limit {query.Limit}");
+            (await raw.QueryAsync(query with { Limit = null }, [EventType.Flow])).Select(e => e.TimeUnixNano).TakeLast(query.Limit!.Value)
+                .Should().Equal(expected, "the newest N are the last N of all matches");
+        }
+        (await ch.Client.QueryTextAsync($"SELECT count() FROM {db}.flows_by_dst_port")).Trim().Should().Be(flows.Count.ToString(System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    [Fact]
+    public async Task An_existing_database_is_backfilled_once_even_when_two_relays_upgrade_it_together()
+    {
+        var corpus = new FilterCorpus(Seed + 2);
+        var events = Spread(corpus.Events(600), corpus);
+        var db = ClickHouseServer.NewDatabase();
+        await new ClickHouseSchema(ch.Client, ch.Options(db)).EnsureAsync(ClickHouseSchema.LatestVersion - 1, CancellationToken.None);
+        (await ch.Client.QueryTextAsync($"SELECT count() FROM system.tables WHERE database = {SqlLiteral.String(db)} AND name LIKE 'flow%summary%'")).Trim()
+            .Should().Be("0", "the release before had no summaries");
+        var old = events.Take(400).ToList();
+        await InsertAsync(db, old, batches: 2);
+
+        // Two relays starting together both see the old version and both run the step.
+        var versions = await Task.WhenAll(Enumerable.Range(0, 2).Select(_ => new ClickHouseSchema(ch.Client, ch.Options(db)).EnsureAsync()));
+        versions.Should().AllBeEquivalentTo(ClickHouseSchema.LatestVersion);
+        await InsertAsync(db, events.Skip(400).ToList(), batches: 2); // through the views
+
+        var flows = events.Count(e => e.Type == EventType.Flow).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        (await ch.Client.QueryTextAsync($"SELECT sum(flows) FROM {db}.flow_summary_src")).Trim().Should().Be(flows, "the summary counts every flow once");
+        (await ch.Client.QueryTextAsync($"SELECT count() FROM {db}.flows_by_dst_port")).Trim().Should().Be(flows);
+        (await CompareAggregatesAsync(db, corpus, events, cases: 60)).Should().BeGreaterThan(15);
+    }
+
+    [Fact]
+    public void Filters_name_their_columns_and_values_are_never_taken_for_columns()
+    {
+        string Sql(EventFilter f) => EventFilterSql.Where(FlowTable.Table, new EventFilterMatcher([f], []));
+
+        FlowSummary.ColumnsOf(Sql(new EventFilter { DestinationPort = { 5432 }, Verdict = { Verdict.Dropped } }))
+            .Should().BeEquivalentTo(["dst_port", "verdict"]);
+        FlowSummary.ColumnsOf(Sql(new EventFilter { Pod = { "shop/`src_ip`", "it's `dst_ip`" } }))
+            .Should().BeEquivalentTo(["src_namespace", "src_pod", "dst_namespace", "dst_pod"], "backquotes inside a value are the value's");
+        FlowSummary.ColumnsOf(Sql(new EventFilter { Label = { "app=web" } })).Should().Contain("src_labels.key");
+        FlowSummary.ColumnsOf("`src_pod` = 'a' AND query = 'x'").Should().BeNull("a column named without backquotes cannot be vouched for");
+        FlowSummary.ColumnsOf("`src_pod` = 'a' AND src_ip = 'x'").Should().BeNull("a column named without backquotes cannot be vouched for");
+        FlowSummary.SummaryFor(["src_pod", "verdict", "drop_reason"]).Should().Be(FlowSummary.Sources);
+        FlowSummary.SummaryFor(["src_pod", "dst_port"]).Should().BeNull("the summary has no destination side");
+        FlowSummary.SummaryFor(["src_ip"]).Should().BeNull();
+    }
+
+    // Compares random aggregates with and without summaries; returns how many used a summary.
+    private async Task<int> CompareAggregatesAsync(string db, FilterCorpus corpus, List<Event> events, int cases)
+    {
+        var (summaries, raw) = Stores(db);
+        var random = new Random(Seed + cases);
+        var nonEmpty = 0;
+        for (var i = 0; i < cases; i++)
+        {
+            var fields = Enumerable.Range(0, 1 + random.Next(2))
+                .Select(_ => random.Next(8) == 0 ? NotCovered[random.Next(NotCovered.Length)] : Covered[random.Next(Covered.Length)])
+                .Distinct().Select(GroupByField.Parse).ToArray();
+            var allow = random.Next(3) == 0 ? [] : Enumerable.Range(0, 1 + random.Next(2)).Select(_ => CoveredFilter(corpus, random)).ToArray();
+            var deny = random.Next(5) == 0 ? [CoveredFilter(corpus, random)] : Array.Empty<EventFilter>();
+            var (since, until) = RandomWindow(random);
+            var query = new AggregateQuery(new EventQuery(since, until, Filter: allow.Length + deny.Length == 0 ? null : new EventFilterMatcher(allow, deny)),
+                fields, random.Next(4) == 0 ? 1 + random.Next(3) : 1000, SortByBytes: random.Next(2) == 0);
+
+            var expected = await raw.AggregateAsync(query, [EventType.Flow]);
+            var actual = await summaries.AggregateAsync(query, [EventType.Flow]);
+
+            var what = $"case {i} (seed {Seed}): group by {string.Join(",", fields.Select(f => f.Name))}, {since:O}..{until:O}, top {query.Top}, " +
+                       $"bytes {query.SortByBytes}, allow [{string.Join(", ", allow.Select(f => f.ToString()))}] deny [{string.Join(", ", deny.Select(f => f.ToString()))}]";
+            actual.Should().HaveSameCount(expected, what);
+            for (var r = 0; r < expected.Count; r++)
+            {
+                actual[r].Keys.Should().Equal(expected[r].Keys, what);
+                (actual[r].Count, actual[r].BytesSent, actual[r].BytesReceived).Should().Be((expected[r].Count, expected[r].BytesSent, expected[r].BytesReceived), what);
+            }
+            nonEmpty += expected.Count > 0 && expected.Sum(g => (long)g.Count) > 0 ? 1 : 0;
+        }
+        nonEmpty.Should().BeGreaterThan(cases / 2, "most requests find flows");
+        raw.SummaryQueries.Should().Be(0);
+        return summaries.SummaryQueries;
+    }
+
+    // Mostly fields the summaries hold (so many requests use one), sometimes any field.
+    private static EventFilter CoveredFilter(FilterCorpus corpus, Random random)
+    {
+        if (random.Next(4) == 0)
+        {
+            return corpus.Filter();
+        }
+        var f = corpus.Filter();
+        var covered = new EventFilter();
+        covered.Node.AddRange(f.Node);
+        covered.SourcePod.AddRange(f.SourcePod);
+        covered.Protocol.AddRange(f.Protocol);
+        covered.EventType.AddRange(f.EventType);
+        covered.Verdict.AddRange(f.Verdict);
+        return covered;
+    }
+
+    // Windows over the events' 7 hours (and beyond): open ends, whole hours, odd seconds and nanoseconds.
+    private static (DateTimeOffset? Since, DateTimeOffset? Until) RandomWindow(Random random)
+    {
+        DateTimeOffset? Bound() => random.Next(5) switch
+        {
+            0 => null,
+            1 => Time((ulong)((long)Start + random.Next(-1, 9) * (long)HourNs)),
+            2 => Time(Start + (ulong)random.Next(0, 8) * HourNs + (ulong)random.Next(1, 3600) * 1_000_000_000),
+            _ => Time(Start + (ulong)(random.NextDouble() * 8 * HourNs)),
+        };
+        var (a, b) = (Bound(), Bound());
+        return a is { } x && b is { } y && y < x ? (b, a) : (a, b);
+    }
+
+    private static DateTimeOffset Time(ulong ns) => DateTimeOffset.UnixEpoch.AddTicks((long)(ns / 100));
+
+    // 2026-11-21T23:00Z: the events span seven hours across midnight, so two day partitions.
+    private const ulong Start = FilterCorpus.BaseNs - 3 * HourNs;
+
+    // The corpus's events, spread over seven hours in time order, with drop reasons and packets.
+    private static List<Event> Spread(List<Event> events, FilterCorpus corpus)
+    {
+        string[] reasons = ["", "policy", "it's \"x\"", "nul\0"];
+        for (var i = 0; i < events.Count; i++)
+        {
+            var e = events[i];
+            e.TimeUnixNano = Start + (ulong)((double)i / events.Count * 7 * HourNs) + (ulong)corpus.Next(1_000_000);
+            if (e.Flow is { } flow)
+            {
+                flow.DropReason = reasons[corpus.Next(reasons.Length)];
+                flow.PacketsSent = (ulong)corpus.Next(100);
+                flow.BytesSent = i % 50 == 0 ? ulong.MaxValue / 4 : flow.BytesSent; // sums far past 32 bits
+            }
+        }
+        return events;
+    }
+
+    private (ClickHouseEventStore Summaries, ClickHouseEventStore Raw) Stores(string db)
+    {
+        var raw = ch.Options(db);
+        raw.UseFlowSummaries = false;
+        return (new ClickHouseEventStore(ch.Client, ch.Options(db)), new ClickHouseEventStore(ch.Client, raw));
+    }
+
+    private async Task InsertAsync(string db, List<Event> events, int batches)
+    {
+        foreach (var table in EventTables.All)
+        {
+            var stored = events.Where(e => table.Types.Contains(e.Type)).ToList();
+            foreach (var chunk in stored.Chunk(Math.Max(1, (stored.Count + batches - 1) / batches)))
+            {
+                var rows = new RowBinaryWriter();
+                foreach (var e in chunk)
+                {
+                    table.WriteRow(rows, e);
+                }
+                await ch.Client.InsertRowBinaryAsync($"{db}.{table.Name}", table.ColumnNames, rows.WrittenMemory);
+            }
+        }
+    }
+}
