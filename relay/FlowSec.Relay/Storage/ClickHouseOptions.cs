@@ -33,6 +33,30 @@ public sealed class ClickHouseOptions
     /// <summary>Days of events kept; older day partitions are dropped hourly. 0 keeps everything.</summary>
     public int RetentionDays { get; set; }
 
+    /// <summary>
+    /// Whether INSERT bodies are gzip-compressed. Null (the default) compresses only when the server
+    /// is not on loopback: there the bytes cost nothing to move, while gzip cost the relay about
+    /// 1 µs and ClickHouse about 0.3 µs per flow row on this kind of machine.
+    /// </summary>
+    public bool? CompressInserts { get; set; }
+
+    /// <summary>
+    /// The wire format of inserts. <see cref="ClickHouseInsertFormat.Native"/> (the default) is
+    /// columnar and the server parses it about three times cheaper than RowBinary;
+    /// <see cref="ClickHouseInsertFormat.RowBinary"/> remains for servers that refuse a Native block.
+    /// </summary>
+    public ClickHouseInsertFormat InsertFormat { get; set; } = ClickHouseInsertFormat.Native;
+
     /// <summary>Timeout of one HTTP request to ClickHouse.</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(60);
+}
+
+/// <summary>How the relay encodes the rows of an INSERT.</summary>
+public enum ClickHouseInsertFormat
+{
+    /// <summary>ClickHouse's columnar <c>Native</c> format: one block per insert, rows sorted by the table's key.</summary>
+    Native,
+
+    /// <summary>ClickHouse's <c>RowBinary</c> format: rows one after another, in arrival order.</summary>
+    RowBinary,
 }
