@@ -21,6 +21,9 @@ public sealed class RowBinaryWriter
     /// <summary>Size of the buffer, which grows by doubling and is kept across <see cref="Clear"/>.</summary>
     public int Capacity => _buffer.Length;
 
+    /// <summary>The buffer itself (valid up to <see cref="Length"/>), for readers inside the relay such as <see cref="NativeBlock"/>.</summary>
+    internal byte[] Buffer => _buffer;
+
     /// <summary>The body written so far.</summary>
     public ReadOnlyMemory<byte> WrittenMemory => _buffer.AsMemory(0, _length);
 
