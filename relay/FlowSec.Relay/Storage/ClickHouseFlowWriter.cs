@@ -63,7 +63,7 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         _options = options;
         _log = log;
         var database = SqlLiteral.Identifier(options.Database);
-        _batches = EventTables.All.Select(t => new PendingBatch(t, database + "." + t.Name, options.InsertFormat)).ToArray();
+        _batches = EventTables.All.Select(t => new PendingBatch(t, database + "." + t.Name, options)).ToArray();
         _batchByType = _batches.SelectMany(b => b.Table.Types.Select(type => (type, b))).ToDictionary(x => x.type, x => x.b);
     }
 
@@ -341,12 +341,12 @@ public sealed class ClickHouseFlowWriter : BackgroundService
     }
 
     /// <summary>The rows waiting for one table, in the insert format the options chose.</summary>
-    private sealed class PendingBatch(EventTable table, string qualifiedName, ClickHouseInsertFormat format)
+    private sealed class PendingBatch(EventTable table, string qualifiedName, ClickHouseOptions options)
     {
         private const int InitialCapacity = 64 * 1024;
 
-        private RowBinaryWriter? _rows = format == ClickHouseInsertFormat.RowBinary ? new(InitialCapacity) : null;
-        private readonly NativeBlock? _block = format == ClickHouseInsertFormat.Native ? new(table) : null;
+        private RowBinaryWriter? _rows = options.InsertFormat == ClickHouseInsertFormat.RowBinary ? new(InitialCapacity) : null;
+        private readonly NativeBlock? _block = options.InsertFormat == ClickHouseInsertFormat.Native ? new(table, options.SortNativeRows) : null;
 
         public EventTable Table { get; } = table;
 

@@ -33,12 +33,14 @@ internal sealed class NativeBlock
     private long _bytes;
 
     /// <summary>An empty block for <paramref name="table"/>'s <see cref="EventTable.InsertColumnNames"/>.</summary>
+    /// <param name="table">The table.</param>
+    /// <param name="sortRows">Whether rows are sent in the table's sort order (else in arrival order).</param>
     /// <exception cref="NotSupportedException">A column's type has no Native encoding here (e.g. Nullable).</exception>
-    public NativeBlock(EventTable table)
+    public NativeBlock(EventTable table, bool sortRows = true)
     {
         _writers = table.Columns.Select(c => c.Write).ToArray();
         _columns = table.Columns.Select(c => new Column(c.Name, c.Type)).Append(new Column(EventTable.BatchIdColumn, "UInt64")).ToArray();
-        _sortKey = SortPart.Resolve(table.SortKey, _columns);
+        _sortKey = sortRows ? SortPart.Resolve(table.SortKey, _columns) : null;
         if (_sortKey is not null)
         {
             _keyWords = _sortKey.Sum(p => p.Words);

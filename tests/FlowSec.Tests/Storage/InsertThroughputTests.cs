@@ -21,6 +21,7 @@ public sealed class InsertThroughputTests(ClickHouseServer ch, ITestOutputHelper
         ("RowBinary gzip (before)", 50_000, new() { ["InsertFormat"] = "RowBinary", ["CompressInserts"] = "true" }),
         ("RowBinary plain", 50_000, new() { ["InsertFormat"] = "RowBinary", ["CompressInserts"] = "false" }),
         ("Native gzip", 50_000, new() { ["InsertFormat"] = "Native", ["CompressInserts"] = "true" }),
+        ("Native plain unsorted", 50_000, new() { ["InsertFormat"] = "Native", ["SortNativeRows"] = "false" }),
         ("Native plain (default)", 50_000, new() { ["InsertFormat"] = "Native" }),
         ("Native plain 100k rows", 100_000, new() { ["InsertFormat"] = "Native", ["BatchMaxBytes"] = (64 << 20).ToString(CultureInfo.InvariantCulture) }),
     ];
