@@ -18,14 +18,20 @@ public sealed class ClickHouseOptions
     /// <summary>ClickHouse password.</summary>
     public string Password { get; set; } = "";
 
-    /// <summary>Largest number of rows sent in one INSERT (per table).</summary>
-    public int BatchMaxRows { get; set; } = 50_000;
+    /// <summary>
+    /// Largest number of rows sent in one INSERT (per table). Each insert is a part the server
+    /// writes (a file or two per column) and merges later; 100 k-row parts cost ClickHouse 18.16
+    /// here 0.5–1.5 µs less per row than 50 k-row ones, and still make about one insert a second
+    /// per table at 100 k rows/s.
+    /// </summary>
+    public int BatchMaxRows { get; set; } = 100_000;
 
     /// <summary>
     /// Most encoded bytes the writer holds across all tables before it sends them, so events with
     /// long arguments or paths cannot grow its memory past this (plus one incoming batch).
     /// </summary>
-    public int BatchMaxBytes { get; set; } = 32 * 1024 * 1024;
+    /// <remarks>100 k flow rows hold about 38 MB (Native: values plus where each variable-width value starts).</remarks>
+    public int BatchMaxBytes { get; set; } = 64 * 1024 * 1024;
 
     /// <summary>Longest time a stored event waits in the writer before its batch is sent.</summary>
     public TimeSpan FlushInterval { get; set; } = TimeSpan.FromSeconds(1);

@@ -62,14 +62,28 @@ internal sealed class NativeBlock
         var writers = _writers;
         var row = Rows;
         long added = 0;
-        for (var i = 0; i < writers.Length; i++)
+        var i = 0;
+        try
         {
-            var column = _columns[i];
-            var before = column.Data.Length;
-            column.BeginRow(row);
-            writers[i](column.Data, e);
-            column.EndRow(row, before);
-            added += column.Data.Length - before + (column.Kind == ColumnKind.Fixed ? 0 : sizeof(int));
+            for (; i < writers.Length; i++)
+            {
+                var column = _columns[i];
+                var before = column.Data.Length;
+                column.BeginRow(row);
+                writers[i](column.Data, e);
+                column.EndRow(row, before);
+                added += column.Data.Length - before + (column.Kind == ColumnKind.Fixed ? 0 : sizeof(int));
+            }
+        }
+        catch
+        {
+            // Half a row would shift every later value of the columns it reached: take it back.
+            for (var j = 0; j <= i && j < writers.Length; j++)
+            {
+                _columns[j].Truncate(row);
+            }
+
+            throw;
         }
 
         _columns[^1].Data.WriteUInt64(batchId);
@@ -326,6 +340,20 @@ internal sealed class NativeBlock
         public (int Start, int End) Range(int row) =>
             Kind == ColumnKind.Fixed ? (row * Width, (row + 1) * Width) : (_starts[row], row + 1 < _rows ? _starts[row + 1] : Data.Length);
 
+        /// <summary>Drops whatever was written from row <paramref name="row"/> on (a row that failed half-way).</summary>
+        public void Truncate(int row)
+        {
+            if (Kind == ColumnKind.Array && _rows > row)
+            {
+                _countBytes -= ReadVarUInt(Data.Buffer.AsSpan(_starts[row], Data.Length - _starts[row])).Size; // EndRow counted it
+            }
+
+            // A variable-width column's start of the row was recorded before its writer ran (unless
+            // growing the starts failed, and then nothing was written).
+            Data.Truncate(Kind == ColumnKind.Fixed ? row * Width : row < _starts.Length ? _starts[row] : Data.Length);
+            _rows = Math.Min(_rows, row);
+        }
+
         public long EncodedLength(int rows) => Kind == ColumnKind.Array ? (long)rows * sizeof(ulong) + Data.Length - _countBytes : Data.Length;
 
         public async Task WriteValuesAsync(Sink sink, int rows, int[]? order, CancellationToken cancellationToken)
@@ -454,6 +482,8 @@ internal sealed class NativeBlock
     /// <summary>One expression of the sort key, laid out as key words that order the way ClickHouse orders its values.</summary>
     private sealed class SortPart(Column column, SortPart.Kind order)
     {
+        private int[] _rowIds = [];
+
         public enum Kind
         {
             Unsigned,
@@ -549,7 +579,12 @@ internal sealed class NativeBlock
         private void FillStringKeys(ulong[] keys, int first, int stride, int rows)
         {
             var ids = new Dictionary<ReadOnlyMemory<byte>, int>(ByteContent.Instance);
-            var rowIds = new int[rows];
+            if (_rowIds.Length < rows || _rowIds.Length > 4 * rows)
+            {
+                _rowIds = new int[rows]; // kept for the next block of about this size
+            }
+
+            var rowIds = _rowIds;
             var data = column.Data.Buffer;
             for (var r = 0; r < rows; r++)
             {

@@ -27,6 +27,9 @@ public sealed class RowBinaryWriter
     /// <summary>The body written so far.</summary>
     public ReadOnlyMemory<byte> WrittenMemory => _buffer.AsMemory(0, _length);
 
+    /// <summary>Forgets what was written after the first <paramref name="length"/> bytes (a value that failed half-way).</summary>
+    internal void Truncate(int length) => _length = Math.Clamp(length, 0, _length);
+
     /// <summary>Forgets what was written, keeping the buffer.</summary>
     public void Clear() => _length = 0;
 

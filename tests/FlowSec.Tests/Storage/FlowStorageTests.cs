@@ -109,7 +109,7 @@ public sealed class FlowStorageTests(ClickHouseServer ch) : IClassFixture<ClickH
 
     /// <summary>Starts the storage services as the relay registers them, against <paramref name="url"/>.</summary>
     internal static async Task<StorageHost> StartAsync(string url, string database, int batchMaxRows = 50_000, int queueBatches = 256,
-        int batchMaxBytes = 32 << 20, string flushInterval = "00:00:00.200", IReadOnlyDictionary<string, string?>? settings = null)
+        int batchMaxBytes = 64 << 20, string flushInterval = "00:00:00.200", IReadOnlyDictionary<string, string?>? settings = null)
     {
         var values = new Dictionary<string, string?>
         {

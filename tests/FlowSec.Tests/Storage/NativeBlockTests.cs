@@ -98,6 +98,42 @@ public sealed class NativeBlockTests(ClickHouseServer ch) : IClassFixture<ClickH
     }
 
     [Fact]
+    public async Task A_row_whose_writer_throws_half_way_leaves_no_trace()
+    {
+        var table = new EventTable("t", [EventType.Flow],
+        [
+            EventColumn.Of("time", "DateTime('UTC')", (w, e) => w.WriteUInt32((uint)(e.TimeUnixNano / 1_000_000_000)), (_, _) => { }),
+            EventColumn.Of("node", "String", (w, e) => w.WriteString(e.Node), (_, _) => { }),
+            EventColumn.Of("names", "Array(String)", (w, e) => EventColumns.WriteStrings(w, e.Destination?.Names ?? []), (_, _) => { }),
+            EventColumn.Of("boom", "UInt8", (w, e) => w.WriteUInt8(e.Node == "boom" ? throw new InvalidOperationException("boom") : (byte)1), (_, _) => { }),
+        ], EventColumns.Engine(), () => new Event());
+        var good = TestFlows.Flows(2);
+        var bad = TestFlows.Flow(5);
+        bad.Node = "boom";
+
+        var clean = new NativeBlock(table);
+        var dirty = new NativeBlock(table);
+        clean.Append(good[0], 1);
+        clean.Append(good[1], 1);
+        dirty.Append(good[0], 1);
+        dirty.Invoking(b => b.Append(bad, 1)).Should().Throw<InvalidOperationException>();
+        dirty.Append(good[1], 1);
+
+        dirty.Rows.Should().Be(2);
+        dirty.Bytes.Should().Be(clean.Bytes);
+        dirty.EncodedLength().Should().Be(clean.EncodedLength());
+        (await Encode(dirty)).Should().Equal(await Encode(clean));
+
+        static async Task<byte[]> Encode(NativeBlock block)
+        {
+            using var stream = new MemoryStream();
+            await block.WriteToAsync(stream, CancellationToken.None);
+            stream.Length.Should().Be(block.EncodedLength());
+            return stream.ToArray();
+        }
+    }
+
+    [Fact]
     public void A_block_is_empty_again_after_clear_and_counts_what_it_holds()
     {
         var block = new NativeBlock(FlowTable.Table);
