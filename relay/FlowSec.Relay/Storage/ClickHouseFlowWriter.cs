@@ -8,8 +8,8 @@ namespace FlowSec.Relay.Storage;
 
 /// <summary>
 /// Drains <see cref="EventPipeline.StorageQueue"/> into the event tables (<c>flows</c>, <c>dns</c>,
-/// <c>process_events</c>, <c>file_events</c>, <c>alerts</c>): each event is encoded as RowBinary into its table's
-/// batch; all pending batches are sent (one INSERT per table) when one holds
+/// <c>process_events</c>, <c>file_events</c>, <c>alerts</c>): each event is encoded into its table's
+/// batch (a columnar <see cref="NativeBlock"/>, or RowBinary, see <see cref="ClickHouseOptions.InsertFormat"/>); all pending batches are sent (one INSERT per table) when one holds
 /// <see cref="ClickHouseOptions.BatchMaxRows"/> rows, when together they hold
 /// <see cref="ClickHouseOptions.BatchMaxBytes"/>, or when the oldest row is
 /// <see cref="ClickHouseOptions.FlushInterval"/> old. A failed insert is retried with backoff,
@@ -37,7 +37,7 @@ public sealed class ClickHouseFlowWriter : BackgroundService
     private readonly PendingBatch[] _batches;
     private readonly Dictionary<EventType, PendingBatch> _batchByType;
     private int _rowCount;
-    private int _byteCount;
+    private long _byteCount;
     private bool _full;
     private long _stored;
     private long _inserts;
@@ -63,7 +63,7 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         _options = options;
         _log = log;
         var database = SqlLiteral.Identifier(options.Database);
-        _batches = EventTables.All.Select(t => new PendingBatch(t, database + "." + t.Name)).ToArray();
+        _batches = EventTables.All.Select(t => new PendingBatch(t, database + "." + t.Name, options)).ToArray();
         _batchByType = _batches.SelectMany(b => b.Table.Types.Select(type => (type, b))).ToDictionary(x => x.type, x => x.b);
     }
 
@@ -169,12 +169,11 @@ public sealed class ClickHouseFlowWriter : BackgroundService
                 pending.Batches.Add((e.Node, batch.BatchId));
             }
 
-            var before = pending.Rows.Length;
-            pending.Table.WriteRow(pending.Rows, e, batch.BatchId);
-            pending.Count++;
+            var before = pending.Bytes;
+            pending.Append(e, batch.BatchId);
             rows++;
             _rowCount++;
-            _byteCount += pending.Rows.Length - before;
+            _byteCount += pending.Bytes - before;
             _full |= pending.Count >= _options.BatchMaxRows || _byteCount >= _options.BatchMaxBytes;
         }
 
@@ -243,7 +242,7 @@ public sealed class ClickHouseFlowWriter : BackgroundService
                 var queryId = _ledger.NextInsertQueryId();
                 try
                 {
-                    await _client.InsertRowBinaryAsync(pending.QualifiedName, pending.Table.InsertColumnNames, pending.Rows.WrittenMemory, ct, queryId);
+                    await pending.InsertAsync(_client, queryId, ct);
                 }
                 catch (Exception e) when (e is not ClickHouseException { Status: not null })
                 {
@@ -256,7 +255,7 @@ public sealed class ClickHouseFlowWriter : BackgroundService
             Interlocked.Add(ref _stored, pending.Count);
             Interlocked.Increment(ref _inserts);
             _rowCount -= pending.Count;
-            _byteCount -= pending.Rows.Length;
+            _byteCount -= pending.Bytes;
             pending.Clear();
         }
 
@@ -341,18 +340,22 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         }
     }
 
-    /// <summary>The rows waiting for one table.</summary>
-    private sealed class PendingBatch(EventTable table, string qualifiedName)
+    /// <summary>The rows waiting for one table, in the insert format the options chose.</summary>
+    private sealed class PendingBatch(EventTable table, string qualifiedName, ClickHouseOptions options)
     {
         private const int InitialCapacity = 64 * 1024;
+
+        private RowBinaryWriter? _rows = options.InsertFormat == ClickHouseInsertFormat.RowBinary ? new(InitialCapacity) : null;
+        private readonly NativeBlock? _block = options.InsertFormat == ClickHouseInsertFormat.Native ? new(table, options.SortNativeRows) : null;
 
         public EventTable Table { get; } = table;
 
         public string QualifiedName { get; } = qualifiedName;
 
-        public RowBinaryWriter Rows { get; private set; } = new(InitialCapacity);
+        public int Count { get; private set; }
 
-        public int Count { get; set; }
+        /// <summary>Memory the rows hold.</summary>
+        public long Bytes => _rows?.Length ?? _block!.Bytes;
 
         /// <summary>The (node, batch id) pairs of the rows held.</summary>
         public HashSet<(string Node, ulong BatchId)> Batches { get; } = [];
@@ -363,16 +366,44 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         /// <summary>The query id of an earlier attempt whose outcome is unknown, or null.</summary>
         public string? UnknownOutcomeQueryId { get; set; }
 
-        public void Clear()
+        public void Append(Event e, ulong batchId)
         {
-            // A buffer far larger than what it carried was grown by a burst: let it go rather than
-            // pin it, while a steady load keeps reusing its buffer.
-            if (Rows.Capacity > 1024 * 1024 && Rows.Capacity > 4 * Rows.Length)
+            if (_rows is not null)
             {
-                Rows = new RowBinaryWriter(Math.Max(InitialCapacity, Rows.Length));
+                Table.WriteRow(_rows, e, batchId);
+            }
+            else
+            {
+                _block!.Append(e, batchId);
             }
 
-            Rows.Clear();
+            Count++;
+        }
+
+        /// <summary>Sends the rows as one INSERT; they stay held (for a retry) until <see cref="Clear"/>.</summary>
+        public Task InsertAsync(ClickHouseHttpClient client, string queryId, CancellationToken ct) =>
+            _rows is not null
+                ? client.InsertRowBinaryAsync(QualifiedName, Table.InsertColumnNames, _rows.WrittenMemory, ct, queryId)
+                : client.InsertAsync(QualifiedName, Table.InsertColumnNames, "Native", _block!.EncodedLength(), _block.WriteToAsync, ct, queryId);
+
+        public void Clear()
+        {
+            if (_rows is not null)
+            {
+                // A buffer far larger than what it carried was grown by a burst: let it go rather than
+                // pin it, while a steady load keeps reusing its buffer.
+                if (_rows.Capacity > 1024 * 1024 && _rows.Capacity > 4 * _rows.Length)
+                {
+                    _rows = new RowBinaryWriter(Math.Max(InitialCapacity, _rows.Length));
+                }
+
+                _rows.Clear();
+            }
+            else
+            {
+                _block!.Clear();
+            }
+
             Count = 0;
             Batches.Clear();
             LastBatch = null;

@@ -8,8 +8,9 @@ namespace FlowSec.Relay.Storage;
 
 /// <summary>
 /// The small ClickHouse HTTP client FlowSec needs (ClickHouse.Client is not available here, and
-/// needs RowBinaryWithNamesAndTypes, which 18.16 lacks): SQL in the POST body, RowBinary inserts
-/// gzip-compressed, reads as JSONEachRow.
+/// needs RowBinaryWithNamesAndTypes, which 18.16 lacks): SQL in the POST body, Native or RowBinary
+/// inserts (gzip-compressed unless the server is on loopback, see <see cref="ClickHouseOptions.CompressInserts"/>),
+/// reads as JSONEachRow.
 /// </summary>
 public sealed class ClickHouseHttpClient : IDisposable
 {
@@ -18,11 +19,13 @@ public sealed class ClickHouseHttpClient : IDisposable
 
     private readonly HttpClient _http;
     private readonly Uri _baseUri;
+    private readonly bool _compress;
 
     /// <summary>Creates a client for the server and credentials in <paramref name="options"/>.</summary>
     public ClickHouseHttpClient(ClickHouseOptions options)
     {
         _baseUri = new Uri(options.Url.TrimEnd('/') + "/");
+        _compress = options.CompressInserts ?? !_baseUri.IsLoopback;
         _http = new HttpClient(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5) })
         {
             Timeout = options.RequestTimeout,
@@ -33,6 +36,9 @@ public sealed class ClickHouseHttpClient : IDisposable
 
     /// <summary>The server's base URL.</summary>
     public Uri BaseUri => _baseUri;
+
+    /// <summary>Whether insert bodies go gzip-compressed (see <see cref="ClickHouseOptions.CompressInserts"/>).</summary>
+    public bool CompressesInserts => _compress;
 
     /// <summary>True when <c>GET /ping</c> answers <c>Ok.</c>.</summary>
     public async Task<bool> PingAsync(CancellationToken cancellationToken = default)
@@ -93,25 +99,51 @@ public sealed class ClickHouseHttpClient : IDisposable
 
     /// <summary>
     /// Inserts a RowBinary body (rows already encoded by <see cref="RowBinaryWriter"/>) into
-    /// <paramref name="table"/>, gzip-compressed on the wire.
+    /// <paramref name="table"/>.
     /// </summary>
     /// <param name="table">Qualified table name, e.g. <c>flowsec.flows</c>.</param>
     /// <param name="columns">Columns in the order each row was written.</param>
     /// <param name="body">The rows.</param>
     /// <param name="cancellationToken">Cancels the request.</param>
     /// <param name="queryId">ClickHouse's <c>query_id</c> for the insert (shown in <c>system.processes</c> while it runs), or null for a server-chosen one.</param>
-    public async Task InsertRowBinaryAsync(string table, IReadOnlyList<string> columns, ReadOnlyMemory<byte> body, CancellationToken cancellationToken = default, string? queryId = null)
-    {
-        var sql = $"INSERT INTO {SqlLiteral.Identifier(table)} ({string.Join(", ", columns.Select(c => "`" + SqlLiteral.Identifier(c) + "`"))}) FORMAT RowBinary";
+    public Task InsertRowBinaryAsync(string table, IReadOnlyList<string> columns, ReadOnlyMemory<byte> body, CancellationToken cancellationToken = default, string? queryId = null) =>
+        InsertAsync(table, columns, "RowBinary", body.Length, (stream, ct) => stream.WriteAsync(body, ct).AsTask(), cancellationToken, queryId);
 
-        var compressed = new MemoryStream(body.Length / 4 + 64);
-        await using (var gzip = new GZipStream(compressed, CompressionLevel.Fastest, leaveOpen: true))
+    /// <summary>
+    /// Inserts a body in <paramref name="format"/> into <paramref name="table"/>. The body is
+    /// written by <paramref name="writeBody"/> straight into the request (or into gzip first, when
+    /// inserts are compressed), so it is never copied whole; a retry calls it again.
+    /// </summary>
+    /// <param name="table">Qualified table name, e.g. <c>flowsec.flows</c>.</param>
+    /// <param name="columns">The columns the body holds, in its order.</param>
+    /// <param name="format">A ClickHouse input format name, e.g. <c>Native</c>.</param>
+    /// <param name="length">The exact number of bytes <paramref name="writeBody"/> writes.</param>
+    /// <param name="writeBody">Writes the body to a stream.</param>
+    /// <param name="cancellationToken">Cancels the request.</param>
+    /// <param name="queryId">ClickHouse's <c>query_id</c> for the insert, or null for a server-chosen one.</param>
+    public async Task InsertAsync(string table, IReadOnlyList<string> columns, string format, long length, Func<Stream, CancellationToken, Task> writeBody,
+        CancellationToken cancellationToken = default, string? queryId = null)
+    {
+        var sql = $"INSERT INTO {SqlLiteral.Identifier(table)} ({string.Join(", ", columns.Select(c => "`" + SqlLiteral.Identifier(c) + "`"))}) FORMAT {SqlLiteral.Identifier(format)}";
+
+        HttpContent content;
+        if (_compress)
         {
-            await gzip.WriteAsync(body, cancellationToken);
+            var compressed = new MemoryStream((int)Math.Min(int.MaxValue, length / 4 + 64));
+            await using (var gzip = new GZipStream(compressed, CompressionLevel.Fastest, leaveOpen: true))
+            {
+                await writeBody(gzip, cancellationToken);
+            }
+
+            content = new ByteArrayContent(compressed.GetBuffer(), 0, (int)compressed.Length);
+            content.Headers.ContentEncoding.Add("gzip");
+        }
+        else
+        {
+            content = new BodyContent(writeBody, length);
         }
 
-        using var content = new ByteArrayContent(compressed.GetBuffer(), 0, (int)compressed.Length);
-        content.Headers.ContentEncoding.Add("gzip");
+        using var _ = content;
         content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
         var parameters = new Dictionary<string, string> { ["query"] = sql };
         if (queryId is not null)
@@ -121,6 +153,22 @@ public sealed class ClickHouseHttpClient : IDisposable
 
         using var request = new HttpRequestMessage(HttpMethod.Post, BuildUri(parameters)) { Content = content };
         using var response = await SendRequestAsync(request, HttpCompletionOption.ResponseContentRead, cancellationToken);
+    }
+
+    /// <summary>A body of known length written on demand, so a large insert is not copied into a second buffer.</summary>
+    private sealed class BodyContent(Func<Stream, CancellationToken, Task> write, long length) : HttpContent
+    {
+        protected override Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context) =>
+            write(stream, CancellationToken.None);
+
+        protected override Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context, CancellationToken cancellationToken) =>
+            write(stream, cancellationToken);
+
+        protected override bool TryComputeLength(out long result)
+        {
+            result = length;
+            return true;
+        }
     }
 
     /// <inheritdoc />

@@ -18,14 +18,20 @@ public sealed class ClickHouseOptions
     /// <summary>ClickHouse password.</summary>
     public string Password { get; set; } = "";
 
-    /// <summary>Largest number of rows sent in one INSERT (per table).</summary>
-    public int BatchMaxRows { get; set; } = 50_000;
+    /// <summary>
+    /// Largest number of rows sent in one INSERT (per table). Each insert is a part the server
+    /// writes (a file or two per column) and merges later; 100 k-row parts cost ClickHouse 18.16
+    /// here 0.5–1.5 µs less per row than 50 k-row ones, and still make about one insert a second
+    /// per table at 100 k rows/s.
+    /// </summary>
+    public int BatchMaxRows { get; set; } = 100_000;
 
     /// <summary>
     /// Most encoded bytes the writer holds across all tables before it sends them, so events with
     /// long arguments or paths cannot grow its memory past this (plus one incoming batch).
     /// </summary>
-    public int BatchMaxBytes { get; set; } = 32 * 1024 * 1024;
+    /// <remarks>100 k flow rows hold about 38 MB (Native: values plus where each variable-width value starts).</remarks>
+    public int BatchMaxBytes { get; set; } = 64 * 1024 * 1024;
 
     /// <summary>Longest time a stored event waits in the writer before its batch is sent.</summary>
     public TimeSpan FlushInterval { get; set; } = TimeSpan.FromSeconds(1);
@@ -40,6 +46,36 @@ public sealed class ClickHouseOptions
     /// </summary>
     public bool UseFlowSummaries { get; set; } = true;
 
+    /// <summary>
+    /// Whether INSERT bodies are gzip-compressed. Null (the default) compresses only when the server
+    /// is not on loopback: there the bytes cost nothing to move, while gzip cost the relay about
+    /// 1 µs and ClickHouse about 0.3 µs per flow row on this kind of machine.
+    /// </summary>
+    public bool? CompressInserts { get; set; }
+
+    /// <summary>
+    /// The wire format of inserts. <see cref="ClickHouseInsertFormat.Native"/> (the default) is
+    /// columnar and the server parses it about three times cheaper than RowBinary;
+    /// <see cref="ClickHouseInsertFormat.RowBinary"/> remains for servers that refuse a Native block.
+    /// </summary>
+    public ClickHouseInsertFormat InsertFormat { get; set; } = ClickHouseInsertFormat.Native;
+
+    /// <summary>
+    /// Whether Native inserts send rows sorted by the table's key (the default), which spares the
+    /// server its sort; off leaves the sorting to the server (kept to measure the difference).
+    /// </summary>
+    public bool SortNativeRows { get; set; } = true;
+
     /// <summary>Timeout of one HTTP request to ClickHouse.</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(60);
+}
+
+/// <summary>How the relay encodes the rows of an INSERT.</summary>
+public enum ClickHouseInsertFormat
+{
+    /// <summary>ClickHouse's columnar <c>Native</c> format: one block per insert, rows sorted by the table's key.</summary>
+    Native,
+
+    /// <summary>ClickHouse's <c>RowBinary</c> format: rows one after another, in arrival order.</summary>
+    RowBinary,
 }

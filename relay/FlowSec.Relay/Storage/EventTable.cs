@@ -16,7 +16,7 @@ internal sealed class EventTable
     /// <param name="name">Table name inside the FlowSec database.</param>
     /// <param name="types">Event types stored in this table.</param>
     /// <param name="columns">Columns in RowBinary row order.</param>
-    /// <param name="engineClause">ENGINE, PARTITION BY and ORDER BY.</param>
+    /// <param name="engine">ENGINE, PARTITION BY and ORDER BY, and the sort key.</param>
     /// <param name="newEvent">
     /// An empty event with the parts this table's events always have (e.g. flows: source,
     /// destination, flow), which the column readers then fill.
@@ -25,7 +25,7 @@ internal sealed class EventTable
     /// For a table holding several types: the WHERE condition selecting only <c>requested</c>
     /// ones, or null when all of its types are requested.
     /// </param>
-    public EventTable(string name, IReadOnlyList<EventType> types, IReadOnlyList<EventColumn> columns, string engineClause,
+    public EventTable(string name, IReadOnlyList<EventType> types, IReadOnlyList<EventColumn> columns, TableEngine engine,
         Func<Event> newEvent, Func<IReadOnlyCollection<EventType>, string?>? typeFilter = null)
     {
         var duplicate = columns.GroupBy(c => c.Name).FirstOrDefault(g => g.Count() > 1);
@@ -39,7 +39,8 @@ internal sealed class EventTable
         Columns = columns;
         ColumnNames = columns.Select(c => c.Name).ToArray();
         InsertColumnNames = [.. ColumnNames, BatchIdColumn];
-        EngineClause = engineClause;
+        EngineClause = engine.Clause;
+        SortKey = engine.SortKey;
         _newEvent = newEvent;
         _typeFilter = typeFilter ?? (_ => null);
     }
@@ -58,6 +59,9 @@ internal sealed class EventTable
 
     /// <summary>ENGINE, PARTITION BY and ORDER BY.</summary>
     public string EngineClause { get; }
+
+    /// <summary>The ORDER BY expressions of <see cref="EngineClause"/>, in order.</summary>
+    public IReadOnlyList<string> SortKey { get; }
 
     /// <summary>
     /// The last column of every event table: the id of the sensor batch the row came in, so a relay

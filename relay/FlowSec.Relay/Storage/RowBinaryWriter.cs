@@ -21,8 +21,14 @@ public sealed class RowBinaryWriter
     /// <summary>Size of the buffer, which grows by doubling and is kept across <see cref="Clear"/>.</summary>
     public int Capacity => _buffer.Length;
 
+    /// <summary>The buffer itself (valid up to <see cref="Length"/>), for readers inside the relay such as <see cref="NativeBlock"/>.</summary>
+    internal byte[] Buffer => _buffer;
+
     /// <summary>The body written so far.</summary>
     public ReadOnlyMemory<byte> WrittenMemory => _buffer.AsMemory(0, _length);
+
+    /// <summary>Forgets what was written after the first <paramref name="length"/> bytes (a value that failed half-way).</summary>
+    internal void Truncate(int length) => _length = Math.Clamp(length, 0, _length);
 
     /// <summary>Forgets what was written, keeping the buffer.</summary>
     public void Clear() => _length = 0;

@@ -109,16 +109,22 @@ public sealed class FlowStorageTests(ClickHouseServer ch) : IClassFixture<ClickH
 
     /// <summary>Starts the storage services as the relay registers them, against <paramref name="url"/>.</summary>
     internal static async Task<StorageHost> StartAsync(string url, string database, int batchMaxRows = 50_000, int queueBatches = 256,
-        int batchMaxBytes = 32 << 20, string flushInterval = "00:00:00.200")
+        int batchMaxBytes = 64 << 20, string flushInterval = "00:00:00.200", IReadOnlyDictionary<string, string?>? settings = null)
     {
-        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        var values = new Dictionary<string, string?>
         {
             ["ClickHouse:Url"] = url,
             ["ClickHouse:Database"] = database,
             ["ClickHouse:BatchMaxRows"] = batchMaxRows.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["ClickHouse:BatchMaxBytes"] = batchMaxBytes.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["ClickHouse:FlushInterval"] = flushInterval,
-        }).Build();
+        };
+        foreach (var (key, value) in settings ?? new Dictionary<string, string?>())
+        {
+            values["ClickHouse:" + key] = value;
+        }
+
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(values).Build();
         var services = new ServiceCollection()
             .AddLogging()
             .AddSingleton(new EventPipeline([], queueBatches))

@@ -8,22 +8,34 @@ namespace FlowSec.Tests.Storage;
 
 /// <summary>
 /// Insert throughput per table, measured only on request (it reports figures, it does not judge them).
-/// Besides wall-clock rows/s it reports CPU time per row of this process and of clickhouse-server,
-/// which stays meaningful when other work shares the machine:
+/// Writer configurations (format, gzip, batch size) run alternately on the same data, so a busy
+/// machine weighs on all of them alike. Besides wall-clock rows/s it reports CPU time per row of this
+/// process and of clickhouse-server, which stays steadier when other work shares the machine:
 /// <c>FLOWSEC_STORAGE_BENCH=1000000 dotnet test tests/FlowSec.Tests -c Release --filter "FullyQualifiedName~InsertThroughput" --logger "console;verbosity=detailed"</c>.
 /// </summary>
 public sealed class InsertThroughputTests(ClickHouseServer ch, ITestOutputHelper output) : IClassFixture<ClickHouseServer>
 {
+    /// <summary>The writer configurations compared, the one before issue 4's work first.</summary>
+    private static readonly (string Name, int BatchRows, Dictionary<string, string?> Settings)[] Variants =
+    [
+        ("RowBinary gzip (before)", 50_000, new() { ["InsertFormat"] = "RowBinary", ["CompressInserts"] = "true", ["BatchMaxBytes"] = (32 << 20).ToString(CultureInfo.InvariantCulture) }),
+        ("RowBinary plain", 50_000, new() { ["InsertFormat"] = "RowBinary", ["CompressInserts"] = "false" }),
+        ("Native gzip", 50_000, new() { ["InsertFormat"] = "Native", ["CompressInserts"] = "true" }),
+        ("Native plain unsorted", 50_000, new() { ["InsertFormat"] = "Native", ["SortNativeRows"] = "false" }),
+        ("Native plain sorted", 50_000, new() { ["InsertFormat"] = "Native" }),
+        ("Native 100k rows (default)", 100_000, new() { ["InsertFormat"] = "Native" }),
+    ];
+
     [StorageBenchFact]
     public async Task Insert_throughput_per_table()
     {
         var rows = int.Parse(Environment.GetEnvironmentVariable(StorageBenchFactAttribute.Variable)!, CultureInfo.InvariantCulture);
+        var rounds = int.TryParse(Environment.GetEnvironmentVariable("FLOWSEC_STORAGE_BENCH_ROUNDS"), CultureInfo.InvariantCulture, out var r) ? r : 2;
         const int poolSize = 10_000;
-        const int batchRows = 50_000;
-        output.WriteLine($"{rows:N0} rows per table, batches of {batchRows:N0}, {Environment.ProcessorCount} cores, client and server on this machine");
-        output.WriteLine("insert = pre-encoded batches via the HTTP client (gzip, HTTP, server); writer = pipeline → writer → ClickHouse (encode included)");
-        output.WriteLine("CPU µs/row = this process + clickhouse-server; per core = rows/s one fully busy core would carry");
-        output.WriteLine("table           bytes/row  encode rows/s | insert rows/s  CPU µs/row (client+server)  per core | writer rows/s  CPU µs/row (client+server)  per core");
+        output.WriteLine($"{rows:N0} rows per table and run, {rounds} rounds alternating the variants, {Environment.ProcessorCount} cores, client and server on this machine, " +
+                         $"load average at start {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
+        output.WriteLine("encode = the writer's encoding alone (Native: sorted and written to a null stream), client CPU µs/row");
+        output.WriteLine("writer = pipeline → writer → ClickHouse, batches of 500 events; rows/s wall clock (mean of rounds) and CPU µs/row of this process + clickhouse-server (includes merges while it ran)");
 
         var kinds = new (string Table, Func<int, Event> Make)[]
         {
@@ -35,65 +47,78 @@ public sealed class InsertThroughputTests(ClickHouseServer ch, ITestOutputHelper
             var pool = Enumerable.Range(0, poolSize).Select(make).ToArray();
             var table = EventTables.All.Single(t => t.Name == tableName);
 
-            // Encoding alone, as the writer does it.
+            // Encoding alone, as the writer does it, in batches of 50 k rows.
             var body = new RowBinaryWriter(64 << 20);
-            var clock = Stopwatch.StartNew();
+            var cpu = CpuClock.Start(ch.Server.ProcessId);
             for (var i = 0; i < rows; i++)
             {
-                if (i % batchRows == 0)
+                if (i % 50_000 == 0)
                 {
                     body.Clear();
                 }
 
-                table.WriteRow(body, pool[i % poolSize]);
+                table.WriteRow(body, pool[i % poolSize], 1);
             }
 
-            var encodeRate = rows / clock.Elapsed.TotalSeconds;
-
-            // Pre-encoded batches through the HTTP client: gzip, transfer, server-side parse and merge-tree write.
-            var db = ClickHouseServer.NewDatabase();
-            await new ClickHouseSchema(ch.Client, ch.Options(db)).EnsureAsync();
-            body.Clear();
-            for (var i = 0; i < batchRows; i++)
-            {
-                table.WriteRow(body, pool[i % poolSize]);
-            }
-
-            var bytesPerRow = (double)body.Length / batchRows;
-            var cpu = CpuClock.Start(ch.Server.ProcessId);
-            clock.Restart();
-            for (var sent = 0; sent < rows; sent += batchRows)
-            {
-                await ch.Client.InsertRowBinaryAsync($"{db}.{table.Name}", table.ColumnNames, body.WrittenMemory);
-            }
-
-            var insertRate = rows / clock.Elapsed.TotalSeconds;
-            var insertCpu = cpu.PerRow(rows);
-
-            // End to end: batches of 500 events into the pipeline, the writer encodes and inserts.
-            await using var relay = await FlowStorageTests.StartAsync(ch.Server.Url, ClickHouseServer.NewDatabase(), batchMaxRows: batchRows);
-            await Eventually.HoldsAsync(() => relay.Writer.SchemaReady, TimeSpan.FromSeconds(30), () => "schema");
+            var rowBinaryEncode = cpu.PerRow(rows).Client;
+            var bytesPerRow = (double)body.Length / (rows % 50_000 == 0 ? 50_000 : rows % 50_000);
+            var block = new NativeBlock(table);
             cpu = CpuClock.Start(ch.Server.ProcessId);
-            clock.Restart();
-            for (var sent = 0; sent < rows; sent += 500)
+            for (var i = 0; i < rows; i++)
             {
-                var batch = new EventBatch();
-                for (var i = sent; i < Math.Min(rows, sent + 500); i++)
+                block.Append(pool[i % poolSize], 1);
+                if (block.Rows == 50_000 || i == rows - 1)
                 {
-                    batch.Events.Add(pool[i % poolSize]);
+                    await block.WriteToAsync(Stream.Null, CancellationToken.None);
+                    block.Clear();
                 }
-
-                await relay.Pipeline.PublishAsync(batch, CancellationToken.None);
             }
 
-            await Eventually.HoldsAsync(() => relay.Writer.EventsStored == rows, TimeSpan.FromMinutes(10), () => $"stored {relay.Writer.EventsStored}");
-            var writerRate = rows / clock.Elapsed.TotalSeconds;
-            var writerCpu = cpu.PerRow(rows);
-            relay.Writer.InsertErrors.Should().Be(0);
+            var nativeEncode = cpu.PerRow(rows).Client;
+            output.WriteLine($"{tableName}: {bytesPerRow:F0} bytes/row RowBinary; encode µs/row: RowBinary {rowBinaryEncode:F2}, Native (sort included) {nativeEncode:F2}");
 
-            output.WriteLine($"{tableName,-15} {bytesPerRow,9:F0} {encodeRate,14:N0} | {insertRate,13:N0} {insertCpu.Client,13:F2} + {insertCpu.Server,5:F2} {1e6 / (insertCpu.Client + insertCpu.Server),15:N0} |" +
-                             $" {writerRate,13:N0} {writerCpu.Client,13:F2} + {writerCpu.Server,5:F2} {1e6 / (writerCpu.Client + writerCpu.Server),15:N0}");
+            var results = Variants.Select(_ => new List<(double Rate, double Client, double Server)>()).ToArray();
+            for (var round = 0; round < rounds; round++)
+            {
+                for (var v = 0; v < Variants.Length; v++)
+                {
+                    results[v].Add(await WriterRunAsync(Variants[v].BatchRows, Variants[v].Settings, pool, rows));
+                }
+            }
+
+            for (var v = 0; v < Variants.Length; v++)
+            {
+                var runs = results[v];
+                var (client, server) = (runs.Average(x => x.Client), runs.Average(x => x.Server));
+                output.WriteLine($"  {Variants[v].Name,-24} {runs.Average(x => x.Rate),9:N0} rows/s  ({string.Join(", ", runs.Select(x => x.Rate.ToString("N0", CultureInfo.InvariantCulture)))})" +
+                                 $"  CPU µs/row {client:F2} + {server:F2} = {client + server:F2}  ({1e6 / (client + server):N0} rows per CPU-second)");
+            }
         }
+    }
+
+    // End to end: batches of 500 events into the pipeline, the writer encodes and inserts.
+    private async Task<(double Rate, double Client, double Server)> WriterRunAsync(int batchRows, Dictionary<string, string?> settings, Event[] pool, int rows)
+    {
+        await using var relay = await FlowStorageTests.StartAsync(ch.Server.Url, ClickHouseServer.NewDatabase(), batchMaxRows: batchRows, settings: settings);
+        await Eventually.HoldsAsync(() => relay.Writer.SchemaReady, TimeSpan.FromSeconds(30), () => "schema");
+        var cpu = CpuClock.Start(ch.Server.ProcessId);
+        var clock = Stopwatch.StartNew();
+        for (var sent = 0; sent < rows; sent += 500)
+        {
+            var batch = new EventBatch();
+            for (var i = sent; i < Math.Min(rows, sent + 500); i++)
+            {
+                batch.Events.Add(pool[i % pool.Length]);
+            }
+
+            await relay.Pipeline.PublishAsync(batch, CancellationToken.None);
+        }
+
+        await Eventually.HoldsAsync(() => relay.Writer.EventsStored == rows, TimeSpan.FromMinutes(10), () => $"stored {relay.Writer.EventsStored}");
+        var rate = rows / clock.Elapsed.TotalSeconds;
+        var perRow = cpu.PerRow(rows);
+        relay.Writer.InsertErrors.Should().Be(0);
+        return (rate, perRow.Client, perRow.Server);
     }
 
     [StorageBenchFact]
