@@ -84,9 +84,12 @@ public sealed class EndpointEnricher(CgroupResolver cgroups, IEnumerable<IPodMet
         ep.ContainerId = identity.ContainerId;
         ep.Pod = identity.Pod;
         ep.Namespace = identity.Namespace;
-        foreach (var (key, value) in identity.Labels ?? new Dictionary<string, string>())
+        if (identity.Labels is { } labels)
         {
-            ep.Labels[key] = value;
+            foreach (var (key, value) in labels)
+            {
+                ep.Labels[key] = value;
+            }
         }
     }
 
