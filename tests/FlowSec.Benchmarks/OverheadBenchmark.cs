@@ -117,6 +117,7 @@ internal static partial class OverheadBenchmark
                 var progsBefore = await ProgramStatsAsync();
                 var cpuBefore = ProcessCpuTicks(sensor.Id);
                 var threadsBefore = ThreadCpuTicks(sensor.Id);
+                var switchesBefore = ContextSwitches(sensor.Id);
                 var flowsBefore = Interlocked.Read(ref flowsReceived);
                 var wall = Stopwatch.StartNew();
                 var output = await RunAsync("ip", WrkArgs(mode, seconds));
@@ -124,13 +125,15 @@ internal static partial class OverheadBenchmark
                 var progsAfter = await ProgramStatsAsync();
                 var cpuAfter = ProcessCpuTicks(sensor.Id);
                 var threadsAfter = ThreadCpuTicks(sensor.Id);
+                var switchesAfter = ContextSwitches(sensor.Id);
                 var requests = long.Parse(RequestCount().Match(output).Groups[1].Value, CultureInfo.InvariantCulture);
                 var rps = double.Parse(RequestsPerSecond().Match(output).Groups[1].Value, CultureInfo.InvariantCulture);
                 sensor.Refresh();
                 var cpuSeconds = (cpuAfter - cpuBefore) / 100.0; // USER_HZ
                 Console.WriteLine();
                 Console.WriteLine($"{mode}: {rps:0} req/s, {requests} requests; sensor CPU {cpuSeconds / elapsed:P1} of a core, " +
-                                  $"{cpuSeconds * 1e6 / requests:0.00} us per request, RSS {sensor.WorkingSet64 / 1048576} MB");
+                                  $"{cpuSeconds * 1e6 / requests:0.00} us per request, {(double)(switchesAfter - switchesBefore) / requests:0.00} context switches per request " +
+                                  $"(a load-independent count of its wake-ups), RSS {sensor.WorkingSet64 / 1048576} MB");
                 Console.WriteLine($"| program | runs/request | ns/run | ns/request | runs/s |");
                 Console.WriteLine($"|---|---|---|---|---|");
                 double total = 0;
@@ -217,6 +220,30 @@ internal static partial class OverheadBenchmark
             }
         }
         return result;
+    }
+
+    /// <summary>Voluntary and involuntary context switches of all of a process's threads.</summary>
+    private static long ContextSwitches(int pid)
+    {
+        long total = 0;
+        foreach (var dir in Directory.EnumerateDirectories($"/proc/{pid}/task"))
+        {
+            try
+            {
+                foreach (var line in File.ReadLines(Path.Combine(dir, "status")))
+                {
+                    if (line.StartsWith("voluntary_ctxt_switches:", StringComparison.Ordinal) || line.StartsWith("nonvoluntary_ctxt_switches:", StringComparison.Ordinal))
+                    {
+                        total += long.Parse(line[(line.IndexOf(':') + 1)..].Trim(), CultureInfo.InvariantCulture);
+                    }
+                }
+            }
+            catch (IOException)
+            {
+                // The thread ended meanwhile.
+            }
+        }
+        return total;
     }
 
     private readonly record struct ProgramStats(string Name, long Runs, long TimeNs);
