@@ -111,6 +111,8 @@ internal static partial class OverheadBenchmark
             var existing = (await ProgramStatsAsync()).Keys.ToHashSet();
             sensor = StartSensor(sensorDll, sinkPort, work);
             await WaitForSensorAsync(sensor);
+            // Fixed now: programs someone else loads during the runs (another sensor) are not counted.
+            var ours = (await ProgramStatsAsync()).Keys.Where(id => !existing.Contains(id)).ToHashSet();
             foreach (var mode in new[] { "close", "keepalive" })
             {
                 await RunAsync("ip", ["netns", "exec", Client, "wrk", "-t1", "-c32", "-d3s", $"http://{ServerIp}:8080/"]);
@@ -141,7 +143,7 @@ internal static partial class OverheadBenchmark
                 {
                     var before = progsBefore.GetValueOrDefault(id);
                     var runs = after.Runs - before.Runs;
-                    if (runs <= 0 || existing.Contains(id))
+                    if (runs <= 0 || !ours.Contains(id))
                     {
                         continue;
                     }
