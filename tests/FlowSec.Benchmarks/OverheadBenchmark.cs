@@ -158,6 +158,9 @@ internal static partial class OverheadBenchmark
                 Console.WriteLine($"client-side flows received during the run: {Interlocked.Read(ref flowsReceived) - flowsBefore}");
             }
             Console.WriteLine($"client-side flows received: {Interlocked.Read(ref flowsReceived)}");
+            await Task.Delay(3000); // one more status batch
+            var losses = (LastCounters ?? []).Where(c => LossCounter().IsMatch(c.Key)).OrderBy(c => c.Key).ToList();
+            Console.WriteLine("loss counters: " + (losses.Count == 0 ? "none reported" : string.Join(", ", losses.Select(c => $"{c.Key}={c.Value}"))));
             return 0;
         }
         finally
@@ -325,6 +328,9 @@ internal static partial class OverheadBenchmark
 
     private static readonly SemaphoreSlim SensorReady = new(0);
 
+    /// <summary>The counters of the latest status the sensor sent.</summary>
+    private static volatile Dictionary<string, ulong>? LastCounters;
+
     private static async Task WaitForSensorAsync(Process sensor)
     {
         // The sink releases the semaphore on the first batch: the sensor is attached and streaming.
@@ -358,6 +364,10 @@ internal static partial class OverheadBenchmark
                     {
                         onClientFlow();
                     }
+                }
+                if (batch.Status is { } status)
+                {
+                    LastCounters = new Dictionary<string, ulong>(status.Counters);
                 }
                 if (first)
                 {
@@ -428,6 +438,9 @@ internal static partial class OverheadBenchmark
 
     [GeneratedRegex(@"Requests/sec:\s+([\d.]+)")]
     private static partial Regex RequestsPerSecond();
+
+    [GeneratedRegex(@"dropped|lost|failed|full|errors|malformed")]
+    private static partial Regex LossCounter();
 
     [GeneratedRegex(@"(\d+) requests in")]
     private static partial Regex RequestCount();
