@@ -220,6 +220,10 @@ static __always_inline void capture(struct __sk_buff *skb, __u8 direction, enum 
 	struct bpf_sock *sk = skb->sk;
 	if (!sk)
 		return;
+	/* Ports are readable on any socket, full or not: a connected socket that is not DNS on either
+	 * end (most packets of a busy node) leaves here, before the bpf_sk_fullsock call below. */
+	if (sk->dst_port != 0 && sk->dst_port != bpf_htons(DNS_PORT) && sk->src_port != DNS_PORT)
+		return;
 	sk = bpf_sk_fullsock(sk);
 	if (!sk || (sk->protocol != IPPROTO_UDP && sk->protocol != IPPROTO_TCP))
 		return;

@@ -7,6 +7,8 @@
  * after one compare. Real drops are parsed (IPv4/IPv6 + TCP/UDP ports from skb->head) and
  * added to an LRU hash keyed by 5-tuple, reason, netns and socket cgroup, which user space
  * drains on an interval: a drop storm becomes counts in a few entries, not a flood of records.
+ * Payload-less TCP segments purged when a socket is destroyed are left out (see
+ * purged_without_payload): they happen once per connection and lose nothing.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -47,6 +49,13 @@ static __always_inline void count(__u32 index)
 		(*value)++;
 }
 
+/* A real drop without an IPv4/IPv6 header: seen, and counted as such instead of reported. */
+static __always_inline void count_non_ip(void)
+{
+	count(FS_DROP_COUNTER_SEEN);
+	count(FS_DROP_COUNTER_NON_IP);
+}
+
 /* Ports of a TCP or UDP header at offset l4 of the linear data, when it lies there. */
 static __always_inline void read_ports(struct fs_drop_key *key, unsigned char *head, __u32 l4, __u32 tail)
 {
@@ -59,6 +68,26 @@ static __always_inline void read_ports(struct fs_drop_key *key, unsigned char *h
 		return;
 	key->sport = bpf_ntohs(ports[0]);
 	key->dport = bpf_ntohs(ports[1]);
+}
+
+/*
+ * Whether this is a TCP segment without payload freed as SKB_DROP_REASON_QUEUE_PURGE: a socket
+ * destroyed with segments still queued. Typically the peer's FIN reaching a socket the application
+ * has already closed (FIN_WAIT2 -> TIME_WAIT), i.e. once for every connection the server closes
+ * first: the FIN did its work and no data was lost, so it is not a drop anyone asked about (and
+ * was a map entry plus an exported event per connection). Purged segments with payload still count.
+ */
+static __always_inline bool purged_without_payload(__u32 reason, __u8 protocol, unsigned char *head, __u32 l4,
+						    __u32 tail, __u32 l4_len)
+{
+	if (!bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_QUEUE_PURGE) ||
+	    reason != bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_QUEUE_PURGE) ||
+	    protocol != IPPROTO_TCP || l4 + 13 > tail)
+		return false;
+	__u8 doff;
+	if (bpf_probe_read_kernel(&doff, 1, head + l4 + 12))
+		return false;
+	return l4_len <= (__u32)(doff >> 4) * 4;
 }
 
 /* The cgroup v2 id of a full socket; 0 for request and time-wait sockets, which have none. */
@@ -84,13 +113,11 @@ int handle_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 	/* NOT_DROPPED_YET, CONSUMED and NOT_SPECIFIED are normal frees; their values vary by kernel. */
 	if (reason <= bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED))
 		return 0;
-	count(FS_DROP_COUNTER_SEEN);
-
 	struct sk_buff *skb = ctx->skbaddr;
 	__u16 ethertype = ctx->protocol; /* the tracepoint stores it in host byte order */
 	__u16 nh = BPF_CORE_READ(skb, network_header);
 	if (nh == NO_HEADER || (ethertype != ETH_P_IP && ethertype != ETH_P_IPV6 && ethertype != 0)) {
-		count(FS_DROP_COUNTER_NON_IP);
+		count_non_ip();
 		return 0;
 	}
 	unsigned char *head = BPF_CORE_READ(skb, head);
@@ -99,13 +126,13 @@ int handle_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 	struct fs_drop_key key = {};
 	__u8 first;
 	if (bpf_probe_read_kernel(&first, 1, head + nh)) {
-		count(FS_DROP_COUNTER_NON_IP);
+		count_non_ip();
 		return 0;
 	}
 	if ((first >> 4) == 4) {
 		struct iphdr ip;
 		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh) || ip.ihl < 5) {
-			count(FS_DROP_COUNTER_NON_IP);
+			count_non_ip();
 			return 0;
 		}
 		key.family = AF_INET;
@@ -113,23 +140,32 @@ int handle_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 		__builtin_memcpy(key.saddr, &ip.saddr, 4);
 		__builtin_memcpy(key.daddr, &ip.daddr, 4);
 		/* A non-first fragment carries no ports. */
-		if (!(bpf_ntohs(ip.frag_off) & IP_OFFSET_MASK))
-			read_ports(&key, head, nh + ip.ihl * 4, tail);
+		if (!(bpf_ntohs(ip.frag_off) & IP_OFFSET_MASK)) {
+			__u32 l4 = nh + ip.ihl * 4;
+			__u16 total = bpf_ntohs(ip.tot_len);
+			if (purged_without_payload(reason, ip.protocol, head, l4, tail, total > ip.ihl * 4 ? total - ip.ihl * 4 : 0))
+				return 0;
+			read_ports(&key, head, l4, tail);
+		}
 	} else if ((first >> 4) == 6) {
 		struct ipv6hdr ip6;
 		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh)) {
-			count(FS_DROP_COUNTER_NON_IP);
+			count_non_ip();
 			return 0;
 		}
 		key.family = AF_INET6;
 		key.protocol = ip6.nexthdr; /* extension headers are not followed */
 		__builtin_memcpy(key.saddr, &ip6.saddr, 16);
 		__builtin_memcpy(key.daddr, &ip6.daddr, 16);
+		if (purged_without_payload(reason, ip6.nexthdr, head, nh + IPV6_HEADER_LEN, tail, bpf_ntohs(ip6.payload_len)))
+			return 0;
 		read_ports(&key, head, nh + IPV6_HEADER_LEN, tail);
 	} else {
-		count(FS_DROP_COUNTER_NON_IP);
+		count_non_ip();
 		return 0;
 	}
+	/* Counted here, not on entry, so that purged empty segments (left above) are not "seen". */
+	count(FS_DROP_COUNTER_SEEN);
 	key.reason = reason;
 
 	/* A packet that came in through a device has an input ifindex; one built here has none. */

@@ -156,7 +156,7 @@ struct fs_udp_flow_stats {
 
 /* Indexes into drops.bpf.c's per-CPU drop_counters map. */
 enum fs_drop_counter {
-	FS_DROP_COUNTER_SEEN = 0,          /* kfree_skb with a real drop reason (all protocols) */
+	FS_DROP_COUNTER_SEEN = 0,          /* kfree_skb with a real drop reason (all protocols; not payload-less TCP segments purged at socket teardown) */
 	FS_DROP_COUNTER_INSERTS = 1,       /* aggregate entries created */
 	FS_DROP_COUNTER_INSERT_FAILED = 2, /* a drop could be neither aggregated nor found */
 	FS_DROP_COUNTER_NON_IP = 3,        /* drops without an IPv4/IPv6 header: counted only */

@@ -145,15 +145,19 @@ int handle_inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	if (ctx->protocol != IPPROTO_TCP)
 		return 0;
 
-	__u64 sk = (__u64)ctx->skaddr;
 	int oldstate = ctx->oldstate;
 	int newstate = ctx->newstate;
-	__u64 now = bpf_ktime_get_ns();
+	/* Half of a connection's ~10 transitions (CLOSE -> SYN_RECV, FIN_WAIT1 -> FIN_WAIT2,
+	 * ESTABLISHED -> CLOSE_WAIT, ...) carry nothing for us: leave before any helper call. */
+	if (newstate != TCP_SYN_SENT && newstate != TCP_ESTABLISHED && newstate != TCP_FIN_WAIT1 &&
+	    newstate != TCP_LAST_ACK && newstate != TCP_CLOSE)
+		return 0;
+	__u64 sk = (__u64)ctx->skaddr;
 
 	if (newstate == TCP_SYN_SENT) {
 		/* connect(): we are in the connecting process. Ports are not assigned yet. */
 		struct sock_owner owner = {};
-		owner.start_ns = now;
+		owner.start_ns = bpf_ktime_get_ns();
 		owner.initiator = 1;
 		owner.first_state = TCP_SYN_SENT;
 		fill_owner_from_current(&owner);
@@ -163,16 +167,22 @@ int handle_inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	}
 
 	if (newstate == TCP_ESTABLISHED) {
+		__u64 now = bpf_ktime_get_ns();
 		struct sock_owner *owner = bpf_map_lookup_elem(&sockets, &sk);
 		if (!owner && oldstate == TCP_SYN_RECV) {
 			/* Passive open completes in softirq: the current task is not the server. The
-			 * owner is filled in when the server closes the socket (process context). */
+			 * owner is filled in when the server closes the socket (process context). The
+			 * record is built from the local copy: a second lookup would cost more than it. */
 			struct sock_owner fresh = {};
 			fresh.start_ns = now;
 			fresh.first_state = TCP_SYN_RECV;
-			if (bpf_map_update_elem(&sockets, &sk, &fresh, BPF_ANY))
+			if (bpf_map_update_elem(&sockets, &sk, &fresh, BPF_ANY)) {
 				count(FS_COUNTER_SOCKET_TABLE_FULL);
-			owner = bpf_map_lookup_elem(&sockets, &sk);
+				emit(ctx, FS_RECORD_TCP_OPEN, 0, now);
+			} else {
+				emit(ctx, FS_RECORD_TCP_OPEN, &fresh, now);
+			}
+			return 0;
 		}
 		emit(ctx, FS_RECORD_TCP_OPEN, owner, now);
 		return 0;
@@ -186,14 +196,13 @@ int handle_inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		return 0;
 	}
 
-	if (newstate == TCP_CLOSE) {
-		struct sock_owner *owner = bpf_map_lookup_elem(&sockets, &sk);
-		/* A socket closed from LISTEN or never connected carries no flow. */
-		if (!owner && (oldstate == TCP_LISTEN || oldstate == TCP_CLOSE))
-			return 0;
-		emit(ctx, FS_RECORD_TCP_CLOSE, owner, now);
-		if (owner)
-			bpf_map_delete_elem(&sockets, &sk);
-	}
+	/* TCP_CLOSE */
+	struct sock_owner *owner = bpf_map_lookup_elem(&sockets, &sk);
+	/* A socket closed from LISTEN or never connected carries no flow. */
+	if (!owner && (oldstate == TCP_LISTEN || oldstate == TCP_CLOSE))
+		return 0;
+	emit(ctx, FS_RECORD_TCP_CLOSE, owner, bpf_ktime_get_ns());
+	if (owner)
+		bpf_map_delete_elem(&sockets, &sk);
 	return 0;
 }

@@ -87,6 +87,187 @@ internal static partial class OverheadBenchmark
         }
     }
 
+    /// <summary>
+    /// Attribution (no comparison): the full sensor alone, one wrk run per workload with
+    /// <c>kernel.bpf_stats_enabled=1</c>, then per BPF program its runs per request and ns per run
+    /// (<c>bpftool prog show</c> deltas), and the sensor process's CPU time per request
+    /// (<c>/proc/PID/stat</c>). Steadier than request rates on a shared machine.
+    /// </summary>
+    public static async Task<int> ProfileAsync(int seconds, string? sensorPath = null)
+    {
+        var work = Directory.CreateTempSubdirectory("flowsec-overhead-").FullName;
+        var sensorDll = Path.GetFullPath(sensorPath ?? Path.Combine(AppContext.BaseDirectory, "FlowSec.Sensor.dll"));
+        Console.WriteLine($"sensor: {sensorDll}");
+        long flowsReceived = 0;
+        var (sink, sinkPort) = await StartSinkAsync(() => Interlocked.Increment(ref flowsReceived), work);
+        await using var _ = sink;
+        var statsBefore = (await Sh("sysctl -n kernel.bpf_stats_enabled")).Trim();
+        Process? sensor = null;
+        try
+        {
+            await SetUpAsync(work);
+            await Sh("sysctl -qw kernel.bpf_stats_enabled=1");
+            // bpftool here does not name the holding process: the sensor's programs are those that appear with it.
+            var existing = (await ProgramStatsAsync()).Keys.ToHashSet();
+            sensor = StartSensor(sensorDll, sinkPort, work);
+            await WaitForSensorAsync(sensor);
+            // Fixed now: programs someone else loads during the runs (another sensor) are not counted.
+            var ours = (await ProgramStatsAsync()).Keys.Where(id => !existing.Contains(id)).ToHashSet();
+            foreach (var mode in new[] { "close", "keepalive" })
+            {
+                await RunAsync("ip", ["netns", "exec", Client, "wrk", "-t1", "-c32", "-d3s", $"http://{ServerIp}:8080/"]);
+                var progsBefore = await ProgramStatsAsync();
+                var cpuBefore = ProcessCpuTicks(sensor.Id);
+                var threadsBefore = ThreadCpuTicks(sensor.Id);
+                var switchesBefore = ContextSwitches(sensor.Id);
+                var flowsBefore = Interlocked.Read(ref flowsReceived);
+                var wall = Stopwatch.StartNew();
+                var output = await RunAsync("ip", WrkArgs(mode, seconds));
+                var elapsed = wall.Elapsed.TotalSeconds;
+                var progsAfter = await ProgramStatsAsync();
+                var cpuAfter = ProcessCpuTicks(sensor.Id);
+                var threadsAfter = ThreadCpuTicks(sensor.Id);
+                var switchesAfter = ContextSwitches(sensor.Id);
+                var requests = long.Parse(RequestCount().Match(output).Groups[1].Value, CultureInfo.InvariantCulture);
+                var rps = double.Parse(RequestsPerSecond().Match(output).Groups[1].Value, CultureInfo.InvariantCulture);
+                sensor.Refresh();
+                var cpuSeconds = (cpuAfter - cpuBefore) / 100.0; // USER_HZ
+                Console.WriteLine();
+                Console.WriteLine($"{mode}: {rps:0} req/s, {requests} requests; sensor CPU {cpuSeconds / elapsed:P1} of a core, " +
+                                  $"{cpuSeconds * 1e6 / requests:0.00} us per request, {(double)(switchesAfter - switchesBefore) / requests:0.00} context switches per request " +
+                                  $"(a load-independent count of its wake-ups), RSS {sensor.WorkingSet64 / 1048576} MB");
+                Console.WriteLine($"| program | runs/request | ns/run | ns/request | runs/s |");
+                Console.WriteLine($"|---|---|---|---|---|");
+                double total = 0;
+                foreach (var (id, after) in progsAfter.OrderByDescending(p => p.Value.TimeNs - progsBefore.GetValueOrDefault(p.Key).TimeNs))
+                {
+                    var before = progsBefore.GetValueOrDefault(id);
+                    var runs = after.Runs - before.Runs;
+                    if (runs <= 0 || !ours.Contains(id))
+                    {
+                        continue;
+                    }
+                    var ns = after.TimeNs - before.TimeNs;
+                    total += (double)ns / requests;
+                    Console.WriteLine($"| {after.Name} | {(double)runs / requests:0.00} | {(double)ns / runs:0} | {(double)ns / requests:0} | {runs / elapsed:0} |");
+                }
+                Console.WriteLine($"| all | | | {total:0} | |");
+                Console.WriteLine("sensor threads (CPU ms during the run): " + string.Join(", ", threadsAfter
+                    .Select(t => (t.Key, Ticks: t.Value - threadsBefore.GetValueOrDefault(t.Key)))
+                    .Where(t => t.Ticks > 0).OrderByDescending(t => t.Ticks).Select(t => $"{t.Key} {t.Ticks * 10}")));
+                Console.WriteLine($"client-side flows received during the run: {Interlocked.Read(ref flowsReceived) - flowsBefore}");
+            }
+            Console.WriteLine($"client-side flows received: {Interlocked.Read(ref flowsReceived)}");
+            await Task.Delay(3000); // one more status batch
+            var losses = (LastCounters ?? []).Where(c => LossCounter().IsMatch(c.Key)).OrderBy(c => c.Key).ToList();
+            Console.WriteLine("loss counters: " + (losses.Count == 0 ? "none reported" : string.Join(", ", losses.Select(c => $"{c.Key}={c.Value}"))));
+            return 0;
+        }
+        finally
+        {
+            if (sensor is not null)
+            {
+                sensor.Kill();
+                await sensor.WaitForExitAsync();
+            }
+            await Sh($"sysctl -qw kernel.bpf_stats_enabled={statsBefore}");
+            await TearDownAsync();
+            Directory.Delete(work, recursive: true);
+        }
+    }
+
+    private static List<string> WrkArgs(string mode, int seconds)
+    {
+        var args = new List<string> { "netns", "exec", Client, "wrk", "-t1", "-c32", $"-d{seconds}s" };
+        if (mode == "close")
+        {
+            args.AddRange(["-H", "Connection: close"]);
+        }
+        args.Add($"http://{ServerIp}:8080/");
+        return args;
+    }
+
+    private static Process StartSensor(string sensorDll, int sinkPort, string work)
+    {
+        var native = !sensorDll.EndsWith(".dll", StringComparison.Ordinal);
+        return Process.Start(new ProcessStartInfo(native ? sensorDll : "dotnet",
+        [
+            .. native ? Array.Empty<string>() : [sensorDll], $"--Sensor:Relay=http://127.0.0.1:{sinkPort}", $"--Sensor:TokenFile={Path.Combine(work, "token")}",
+            "--Sensor:Node=bench", $"--Sensor:MetricsListen=127.0.0.1:{FreePort()}", "--Logging:LogLevel:Default=Warning",
+        ])
+        { RedirectStandardOutput = true, RedirectStandardError = true })!;
+    }
+
+    /// <summary>utime + stime of a process in clock ticks (fields 14 and 15 of /proc/PID/stat).</summary>
+    private static long ProcessCpuTicks(int pid)
+    {
+        var stat = File.ReadAllText($"/proc/{pid}/stat");
+        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        return long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>CPU ticks of a process's threads, summed by thread name.</summary>
+    private static Dictionary<string, long> ThreadCpuTicks(int pid)
+    {
+        var result = new Dictionary<string, long>();
+        foreach (var dir in Directory.EnumerateDirectories($"/proc/{pid}/task"))
+        {
+            try
+            {
+                var stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                var name = stat[(stat.IndexOf('(') + 1)..stat.LastIndexOf(')')];
+                var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+                result[name] = result.GetValueOrDefault(name) + long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture);
+            }
+            catch (IOException)
+            {
+                // The thread ended meanwhile.
+            }
+        }
+        return result;
+    }
+
+    /// <summary>Voluntary and involuntary context switches of all of a process's threads.</summary>
+    private static long ContextSwitches(int pid)
+    {
+        long total = 0;
+        foreach (var dir in Directory.EnumerateDirectories($"/proc/{pid}/task"))
+        {
+            try
+            {
+                foreach (var line in File.ReadLines(Path.Combine(dir, "status")))
+                {
+                    if (line.StartsWith("voluntary_ctxt_switches:", StringComparison.Ordinal) || line.StartsWith("nonvoluntary_ctxt_switches:", StringComparison.Ordinal))
+                    {
+                        total += long.Parse(line[(line.IndexOf(':') + 1)..].Trim(), CultureInfo.InvariantCulture);
+                    }
+                }
+            }
+            catch (IOException)
+            {
+                // The thread ended meanwhile.
+            }
+        }
+        return total;
+    }
+
+    private readonly record struct ProgramStats(string Name, long Runs, long TimeNs);
+
+    /// <summary>Every loaded BPF program's run count and run time.</summary>
+    private static async Task<Dictionary<long, ProgramStats>> ProgramStatsAsync()
+    {
+        using var doc = System.Text.Json.JsonDocument.Parse(await RunAsync("bpftool", ["prog", "show", "-j"]));
+        var result = new Dictionary<long, ProgramStats>();
+        foreach (var p in doc.RootElement.EnumerateArray())
+        {
+            result[p.GetProperty("id").GetInt64()] = new ProgramStats(
+                p.TryGetProperty("name", out var name) ? name.GetString() ?? "" : "",
+                p.TryGetProperty("run_cnt", out var cnt) ? cnt.GetInt64() : 0,
+                p.TryGetProperty("run_time_ns", out var ns) ? ns.GetInt64() : 0);
+        }
+        return result;
+    }
+
     private static async Task<(double Rps, long Requests)> MeasureAsync(string mode, string config, int seconds, string sensorDll,
         int sinkPort, string work, Func<long> flowsSoFar)
     {
@@ -108,23 +289,12 @@ internal static partial class OverheadBenchmark
             }
             else if (config == "sensor")
             {
-                var native = !sensorDll.EndsWith(".dll", StringComparison.Ordinal);
-                sensor = Process.Start(new ProcessStartInfo(native ? sensorDll : "dotnet",
-                [
-                    .. native ? Array.Empty<string>() : [sensorDll], $"--Sensor:Relay=http://127.0.0.1:{sinkPort}", $"--Sensor:TokenFile={Path.Combine(work, "token")}",
-                    "--Sensor:Node=bench", $"--Sensor:MetricsListen=127.0.0.1:{FreePort()}", "--Logging:LogLevel:Default=Warning",
-                ])
-                { RedirectStandardOutput = true, RedirectStandardError = true })!;
+                sensor = StartSensor(sensorDll, sinkPort, work);
                 await WaitForSensorAsync(sensor);
             }
             // Three seconds of load first, in every configuration alike: JIT and caches warm up outside the measurement.
             await RunAsync("ip", ["netns", "exec", Client, "wrk", "-t1", "-c32", "-d3s", $"http://{ServerIp}:8080/"]);
-            var args = new List<string> { "netns", "exec", Client, "wrk", "-t1", "-c32", $"-d{seconds}s" };
-            if (mode == "close")
-            {
-                args.AddRange(["-H", "Connection: close"]);
-            }
-            args.Add($"http://{ServerIp}:8080/");
+            var args = WrkArgs(mode, seconds);
             var cpuBefore = sensor?.TotalProcessorTime ?? TimeSpan.Zero;
             var wall = Stopwatch.StartNew();
             var output = await RunAsync("ip", args);
@@ -157,6 +327,9 @@ internal static partial class OverheadBenchmark
     }
 
     private static readonly SemaphoreSlim SensorReady = new(0);
+
+    /// <summary>The counters of the latest status the sensor sent.</summary>
+    private static volatile Dictionary<string, ulong>? LastCounters;
 
     private static async Task WaitForSensorAsync(Process sensor)
     {
@@ -191,6 +364,10 @@ internal static partial class OverheadBenchmark
                     {
                         onClientFlow();
                     }
+                }
+                if (batch.Status is { } status)
+                {
+                    LastCounters = new Dictionary<string, ulong>(status.Counters);
                 }
                 if (first)
                 {
@@ -261,6 +438,9 @@ internal static partial class OverheadBenchmark
 
     [GeneratedRegex(@"Requests/sec:\s+([\d.]+)")]
     private static partial Regex RequestsPerSecond();
+
+    [GeneratedRegex(@"dropped|lost|failed|full|errors|malformed")]
+    private static partial Regex LossCounter();
 
     [GeneratedRegex(@"(\d+) requests in")]
     private static partial Regex RequestCount();

@@ -5,6 +5,8 @@ using FlowSec.Benchmarks;
 //   e2e [relay] [token-file] [connections]  connection → live stream / ClickHouse latency (needs ./flowsec up)
 //   overhead [rounds] [seconds] [sensor]    nginx + wrk between two netns: none vs empty programs vs sensor
 //                                           (sensor: a FlowSec.Sensor.dll or the native build; default the runtime build)
+//   overhead-profile [seconds] [sensor]     the sensor alone under both workloads: per BPF program runs and ns per
+//                                           request (bpf_stats), sensor CPU per request
 //   scope [events]                          per-event cost of scoping a sensor to a cgroup subtree (root)
 //   query [rows] [repeats]                  load synthetic flows + DNS into a managed ClickHouse, time the incident queries
 //   dns-tcp [messages]                      DNS-over-TCP reassembly (DnsTcpFraming) messages/s per core
@@ -25,6 +27,10 @@ switch (name)
             args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 5,
             args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 5,
             args.Length > 3 ? args[3] : null);
+    case "overhead-profile":
+        return await OverheadBenchmark.ProfileAsync(
+            args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 10,
+            args.Length > 2 ? args[2] : null);
     case "scope":
         ScopeCost.Run(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 20_000_000);
         return 0;
@@ -37,6 +43,6 @@ switch (name)
         DnsTcpFramingThroughput.Run(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 2_000_000);
         return 0;
     default:
-        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] | overhead [rounds] [seconds] [sensor] | scope [events] | query [rows] [repeats] | dns-tcp [messages]");
+        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] | overhead [rounds] [seconds] [sensor] | overhead-profile [seconds] [sensor] | scope [events] | query [rows] [repeats] | dns-tcp [messages]");
         return 2;
 }

@@ -8,7 +8,7 @@ namespace FlowSec.Sensor.Capture;
 /// <summary>Mirror of <c>enum fs_drop_counter</c>: indexes into the per-CPU <c>drop_counters</c> map.</summary>
 internal enum DropCounter : uint
 {
-    /// <summary>FS_DROP_COUNTER_SEEN: kfree_skb calls with a real drop reason.</summary>
+    /// <summary>FS_DROP_COUNTER_SEEN: kfree_skb calls with a real drop reason (not payload-less TCP segments purged at socket teardown).</summary>
     Seen = 0,
 
     /// <summary>FS_DROP_COUNTER_INSERTS: aggregate entries created.</summary>

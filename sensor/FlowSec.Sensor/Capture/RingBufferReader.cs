@@ -11,7 +11,8 @@ internal delegate void RingBufferSampleHandler(ReadOnlySpan<byte> sample);
 /// Drains a BPF ring buffer on a dedicated thread. Our programs submit with BPF_RB_NO_WAKEUP
 /// (a wake-up per event costs about 6.6 µs here), so epoll alone would rarely report data: each
 /// loop polls with a short timeout and then consumes whatever is queued, bounding latency to
-/// about one drain interval. Handler and <c>afterDrain</c> run on that thread only.
+/// about one drain interval while records flow (and <see cref="MaxIdleDrainMs"/> after a quiet
+/// spell). Handler and <c>afterDrain</c> run on that thread only.
 /// </summary>
 internal sealed unsafe class RingBufferReader : IDisposable
 {
@@ -56,7 +57,7 @@ internal sealed unsafe class RingBufferReader : IDisposable
     /// <summary>Starts the drain thread.</summary>
     public void Start() => _thread.Start();
 
-    /// <summary>Stops the thread (within one drain interval), then frees the ring buffer.</summary>
+    /// <summary>Stops the thread (within one poll timeout), then frees the ring buffer.</summary>
     public void Dispose()
     {
         _stopping = true;
@@ -77,9 +78,10 @@ internal sealed unsafe class RingBufferReader : IDisposable
 
     private void Run()
     {
+        int timeoutMs = _drainIntervalMs;
         while (!_stopping)
         {
-            int polled = Libbpf.RingBufferPoll(_rb, _drainIntervalMs);
+            int polled = Libbpf.RingBufferPoll(_rb, timeoutMs);
             int consumed = Libbpf.RingBufferConsume(_rb);
             int error = polled < 0 ? polled : consumed < 0 ? consumed : 0;
             if (error < 0 && error != -4 /* EINTR */)
@@ -88,11 +90,25 @@ internal sealed unsafe class RingBufferReader : IDisposable
                 return;
             }
             AfterDrain();
+            timeoutMs = NextTimeout(_drainIntervalMs, timeoutMs, polled > 0 || consumed > 0);
         }
         // Records queued between the last poll and the stop request still count.
         Libbpf.RingBufferConsume(_rb);
         AfterDrain();
     }
+
+    /// <summary>
+    /// The poll timeout after a drain: the drain interval while records arrive; doubled after each
+    /// drain that found none, up to <see cref="MaxIdleDrainMs"/>. An idle ring then costs a few
+    /// wake-ups a second instead of one per interval (the sensor has four rings, and 800 wake-ups a
+    /// second were its largest cost on a busy node whose load made no events). A burst does not
+    /// wait for the longer timeout: the programs force a wake-up once 256 KiB is queued.
+    /// </summary>
+    internal static int NextTimeout(int drainIntervalMs, int currentMs, bool gotRecords) =>
+        gotRecords ? drainIntervalMs : Math.Min(currentMs * 2, Math.Max(drainIntervalMs, MaxIdleDrainMs));
+
+    /// <summary>Longest poll timeout of an idle ring, in ms: bounds the latency of a lone record.</summary>
+    internal const int MaxIdleDrainMs = 50;
 
     private void AfterDrain()
     {

@@ -1,7 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
-using System.Text;
 
 namespace FlowSec.Sensor.Capture;
 
@@ -87,14 +86,12 @@ internal static class TcpRecordDecoder
             default:
                 return DecodeResult.UnknownFamily;
         }
-        var comm = new ReadOnlySpan<byte>(raw.comm, FsTcpRecord.CommLength);
-        int nul = comm.IndexOf((byte)0);
         record = new TcpRecord(
             kind, raw.tgid, raw.pid, family, (TcpState)raw.old_state, (TcpState)raw.new_state,
             raw.timestamp_ns, raw.start_ns, raw.cgroup_id, raw.sock_id, local, remote,
             raw.sport, raw.dport, raw.initiator != 0, (TcpState)raw.first_state,
             raw.bytes_acked, raw.bytes_received, raw.segs_out, raw.segs_in, raw.srtt_us, raw.total_retrans,
-            Encoding.UTF8.GetString(nul >= 0 ? comm[..nul] : comm));
+            CommNames.Get(new ReadOnlySpan<byte>(raw.comm, FsTcpRecord.CommLength)));
         return DecodeResult.Ok;
     }
 }

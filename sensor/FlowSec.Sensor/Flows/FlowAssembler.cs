@@ -208,8 +208,13 @@ internal sealed class FlowAssembler
     }
 
     // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; the flow carries them as IPv4.
-    private static ByteString AddressBytes(IPAddress address) =>
-        ByteString.CopyFrom((address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address).GetAddressBytes());
+    // Written through a stack buffer: GetAddressBytes and MapToIPv4 would allocate twice per endpoint.
+    private static ByteString AddressBytes(IPAddress address)
+    {
+        Span<byte> bytes = stackalloc byte[16];
+        address.TryWriteBytes(bytes, out int written);
+        return ByteString.CopyFrom(address.IsIPv4MappedToIPv6 ? bytes[12..16] : bytes[..written]);
+    }
 
     private sealed class OpenConnection(TcpRecord open)
     {
