@@ -12,9 +12,8 @@ rm -rf "$results" && mkdir -p "$results"
 status=0
 dotnet test tests/FlowSec.Tests --no-build -nologo --logger "console;verbosity=normal" \
   --logger "trx;LogFileName=$results/tests.trx" "$@" | tee "$results/console.log" || status=$?
-if [ "$status" -ne 0 ]; then
-  # The tail is what CI keeps: name the failures, then repeat the runner's summary last.
-  if [ -f "$results/tests.trx" ]; then scripts/failure-digest.py "$results/tests.trx"; fi
-  sed -n '/^Test Run Failed/,$p' "$results/console.log"
-fi
+# The tail is what CI keeps: name the failures, then repeat the runner's summary last (the trx
+# logger prints its file's path after the summary).
+if [ "$status" -ne 0 ] && [ -f "$results/tests.trx" ]; then scripts/failure-digest.py "$results/tests.trx"; fi
+sed -n '/^Test Run \(Successful\|Failed\|Aborted\)/,/^ Total time/p' "$results/console.log"
 exit "$status"

@@ -36,9 +36,7 @@ internal static partial class OverheadBenchmark
     /// </summary>
     public static async Task<int> RunAsync(int rounds, int seconds, string? sensorPath = null)
     {
-        var work = Directory.CreateTempSubdirectory("flowsec-overhead-").FullName;
-        var sensorDll = Path.GetFullPath(sensorPath ?? Path.Combine(AppContext.BaseDirectory, "FlowSec.Sensor.dll"));
-        Console.WriteLine($"sensor: {sensorDll}");
+        var (work, sensorDll) = Prepare(sensorPath);
         long flowsReceived = 0;
         var (sink, sinkPort) = await StartSinkAsync(() => Interlocked.Increment(ref flowsReceived), work);
         await using var _ = sink;
@@ -87,6 +85,14 @@ internal static partial class OverheadBenchmark
         }
     }
 
+    // A scratch directory, and the sensor to run: the given build, else the runtime build next to this benchmark.
+    private static (string Work, string SensorDll) Prepare(string? sensorPath)
+    {
+        var sensorDll = Path.GetFullPath(sensorPath ?? Path.Combine(AppContext.BaseDirectory, "FlowSec.Sensor.dll"));
+        Console.WriteLine($"sensor: {sensorDll}");
+        return (Directory.CreateTempSubdirectory("flowsec-overhead-").FullName, sensorDll);
+    }
+
     /// <summary>
     /// Attribution (no comparison): the full sensor alone, one wrk run per workload with
     /// <c>kernel.bpf_stats_enabled=1</c>, then per BPF program its runs per request and ns per run
@@ -95,9 +101,7 @@ internal static partial class OverheadBenchmark
     /// </summary>
     public static async Task<int> ProfileAsync(int seconds, string? sensorPath = null)
     {
-        var work = Directory.CreateTempSubdirectory("flowsec-overhead-").FullName;
-        var sensorDll = Path.GetFullPath(sensorPath ?? Path.Combine(AppContext.BaseDirectory, "FlowSec.Sensor.dll"));
-        Console.WriteLine($"sensor: {sensorDll}");
+        var (work, sensorDll) = Prepare(sensorPath);
         long flowsReceived = 0;
         var (sink, sinkPort) = await StartSinkAsync(() => Interlocked.Increment(ref flowsReceived), work);
         await using var _ = sink;
