@@ -2,7 +2,7 @@ using FlowSec.Benchmarks;
 
 // FlowSec's bench commands. Figures go to docs/benchmarks.md; nothing here is pass/fail.
 //   capture [connections]                   user-space decode + assemble + attribute throughput
-//   e2e [relay] [token-file] [connections]  connection → live stream / ClickHouse latency (needs ./flowsec up)
+//   e2e [relay] [token-file] [connections] [tls-dir]  connection → live stream / ClickHouse latency (needs ./flowsec up)
 //   overhead [rounds] [seconds] [sensor]    nginx + wrk between two netns: none vs empty programs vs sensor
 //                                           (sensor: a FlowSec.Sensor.dll or the native build; default the runtime build)
 //   overhead-profile [seconds] [sensor]     the sensor alone under both workloads: per BPF program runs and ns per
@@ -20,7 +20,8 @@ switch (name)
         await EndToEndLatency.RunAsync(
             args.Length > 1 ? args[1] : "http://127.0.0.1:4245",
             args.Length > 2 ? args[2] : ".flowsec/token",
-            args.Length > 3 ? int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture) : 200);
+            args.Length > 3 ? int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture) : 200,
+            args.Length > 4 ? args[4] : ".flowsec/tls");
         return 0;
     case "overhead":
         return await OverheadBenchmark.RunAsync(
@@ -43,6 +44,6 @@ switch (name)
         DnsTcpFramingThroughput.Run(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 2_000_000);
         return 0;
     default:
-        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] | overhead [rounds] [seconds] [sensor] | overhead-profile [seconds] [sensor] | scope [events] | query [rows] [repeats] | dns-tcp [messages]");
+        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] [tls-dir] | overhead [rounds] [seconds] [sensor] | overhead-profile [seconds] [sensor] | scope [events] | query [rows] [repeats] | dns-tcp [messages]");
         return 2;
 }
