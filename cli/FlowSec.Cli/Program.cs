@@ -31,14 +31,3 @@ catch (GrpcException ex)
     Console.Error.WriteLine($"flowsec: {ex.Detail} ({ex.Status})");
     return 1;
 }
-catch (HttpRequestException ex)
-{
-    // Connection refused, TLS handshake refused or untrusted: say which, without a stack trace.
-    var reasons = new List<string>();
-    for (Exception? e = ex; e is not null; e = e.InnerException)
-    {
-        reasons.Add(e.Message);
-    }
-    Console.Error.WriteLine($"flowsec: cannot reach the relay: {string.Join(": ", reasons.Distinct())}");
-    return 1;
-}

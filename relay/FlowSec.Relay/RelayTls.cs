@@ -37,16 +37,15 @@ public static class RelayTls
             }
             return null;
         }
-        X509Certificate2 certificate;
+        HttpsConnectionAdapterOptions https;
         try
         {
-            certificate = X509Certificate2.CreateFromPemFile(tls.Certificate, tls.Key.Length > 0 ? tls.Key : null);
+            https = new HttpsConnectionAdapterOptions { ServerCertificate = PrivateCa.ReadCertificate(tls.Certificate, tls.Key) };
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException or ArgumentException)
+        catch (InvalidOperationException ex)
         {
-            throw new InvalidOperationException($"--Relay:Tls:Certificate {tls.Certificate}: {ex.Message}", ex);
+            throw new InvalidOperationException($"--Relay:Tls:Certificate {ex.Message}", ex);
         }
-        var https = new HttpsConnectionAdapterOptions { ServerCertificate = certificate };
         if (tls.ClientCa.Length > 0)
         {
             X509Certificate2Collection roots;
@@ -54,9 +53,9 @@ public static class RelayTls
             {
                 roots = PrivateCa.ReadRoots(tls.ClientCa);
             }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException or InvalidOperationException)
+            catch (InvalidOperationException ex)
             {
-                throw new InvalidOperationException($"--Relay:Tls:ClientCa {tls.ClientCa}: {ex.Message}", ex);
+                throw new InvalidOperationException($"--Relay:Tls:ClientCa {ex.Message}", ex);
             }
             https.ClientCertificateMode = ClientCertificateMode.RequireCertificate;
             https.ClientCertificateValidation = (client, chain, _) => PrivateCa.Validates(client, roots, chain?.ChainPolicy.ExtraStore);

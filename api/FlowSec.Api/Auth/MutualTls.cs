@@ -11,16 +11,43 @@ namespace FlowSec.Api.Auth;
 /// </summary>
 public static class PrivateCa
 {
-    /// <summary>Reads every certificate of a PEM file; throws naming the file when it holds none.</summary>
+    /// <summary>
+    /// Reads every certificate of a PEM file; throws <see cref="InvalidOperationException"/> naming
+    /// the file when it is unreadable or holds none.
+    /// </summary>
     public static X509Certificate2Collection ReadRoots(string caFile)
     {
         var roots = new X509Certificate2Collection();
-        roots.ImportFromPemFile(caFile);
+        Named(caFile, () => roots.ImportFromPemFile(caFile));
         if (roots.Count == 0)
         {
             throw new InvalidOperationException($"{caFile} holds no PEM certificate");
         }
         return roots;
+    }
+
+    /// <summary>
+    /// Reads a PEM certificate with its key (<paramref name="keyFile"/>, or empty when the key is in
+    /// the certificate file); throws <see cref="InvalidOperationException"/> naming the file when
+    /// either is unreadable or they do not match.
+    /// </summary>
+    public static X509Certificate2 ReadCertificate(string certificateFile, string keyFile)
+    {
+        X509Certificate2? certificate = null;
+        Named(certificateFile, () => certificate = X509Certificate2.CreateFromPemFile(certificateFile, keyFile.Length > 0 ? keyFile : null));
+        return certificate!;
+    }
+
+    private static void Named(string file, Action read)
+    {
+        try
+        {
+            read();
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or CryptographicException or ArgumentException)
+        {
+            throw new InvalidOperationException($"{file}: {ex.Message}", ex);
+        }
     }
 
     /// <summary>
@@ -70,28 +97,11 @@ public sealed class ClientTls
         var options = new SslClientAuthenticationOptions();
         if (Certificate.Length > 0)
         {
-            X509Certificate2 certificate;
-            try
-            {
-                certificate = X509Certificate2.CreateFromPemFile(Certificate, Key.Length > 0 ? Key : null);
-            }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or CryptographicException or ArgumentException)
-            {
-                throw new InvalidOperationException($"client certificate {Certificate}: {ex.Message}", ex);
-            }
-            options.ClientCertificates = [certificate];
+            options.ClientCertificates = [PrivateCa.ReadCertificate(Certificate, Key)];
         }
         if (Ca.Length > 0)
         {
-            X509Certificate2Collection roots;
-            try
-            {
-                roots = PrivateCa.ReadRoots(Ca);
-            }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or CryptographicException)
-            {
-                throw new InvalidOperationException($"CA file {Ca}: {ex.Message}", ex);
-            }
+            var roots = PrivateCa.ReadRoots(Ca);
             // Host name checks still apply: only chain trust is replaced by the private CA.
             options.RemoteCertificateValidationCallback = (_, certificate, chain, errors) =>
                 certificate is X509Certificate2 relay

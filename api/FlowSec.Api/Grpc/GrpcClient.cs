@@ -114,7 +114,13 @@ public sealed class GrpcClient : IDisposable
         }
         catch (HttpRequestException ex)
         {
-            throw new GrpcException(GrpcStatusCode.Unavailable, $"cannot reach {_address}: {ex.Message}", ex);
+            // The outer message is generic ("an error occurred"); the inner ones say why (refused, TLS).
+            var reasons = new List<string>();
+            for (Exception? e = ex; e is not null; e = e.InnerException)
+            {
+                reasons.Add(e.Message);
+            }
+            throw new GrpcException(GrpcStatusCode.Unavailable, $"cannot reach {_address}: {string.Join(": ", reasons.Distinct())}", ex);
         }
         if (response.StatusCode != HttpStatusCode.OK)
         {
