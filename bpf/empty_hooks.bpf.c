@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * The floor for the overhead benchmark: empty programs on the same tracepoints the sensor uses
+ * The floor for the overhead benchmark: empty programs on the same tracepoints the sensor uses, attached the same way
  * (empty_cgroup_skb.bpf.c has the cgroup hooks). What these cost is the price of being attached
  * at all, which no eBPF tool can go below; the sensor's overhead is judged against it. Never
  * loaded by the sensor itself.
@@ -17,7 +17,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 		return 0;              \
 	}
 
-EMPTY("tracepoint/sock/inet_sock_set_state", inet_sock_set_state)
+EMPTY("tp_btf/inet_sock_set_state", inet_sock_set_state)
 EMPTY("tracepoint/skb/kfree_skb", kfree_skb)
 EMPTY("tp_btf/sched_process_exec", sched_process_exec)
 EMPTY("tracepoint/sched/sched_process_exit", sched_process_exit)

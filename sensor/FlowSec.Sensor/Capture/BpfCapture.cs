@@ -29,6 +29,8 @@ public abstract class BpfCapture : BackgroundService, ICaptureStatus
     // Guards the kernel counter map against being read while the object is closed.
     private readonly Lock _kernelCountersLock = new();
     private PerCpuCounters? _kernelCounters;
+    private BpfObject? _loaded;
+    private long _runsLost;
     private volatile IReadOnlyList<BpfProgramState>? _programs;
     private volatile string _unavailableReason = "not started";
     private long _nextClockSyncNs;
@@ -81,11 +83,16 @@ public abstract class BpfCapture : BackgroundService, ICaptureStatus
         }).ToArray();
     }
 
-    /// <summary>Adds this capture's counters (listed in its remarks) to <paramref name="counters"/>.</summary>
+    /// <summary>
+    /// Adds this capture's counters (listed in its remarks) to <paramref name="counters"/>, and
+    /// <c>&lt;signal&gt;_program_runs_lost</c>: runs of its programs the kernel skipped (see
+    /// <see cref="BpfObject.SkippedRuns"/>), which no other counter can see.
+    /// </summary>
     public void AddCounters(IDictionary<string, ulong> counters)
     {
         ReadKernelCounters();
         AddCaptureCounters(counters);
+        counters[$"{_signal}_program_runs_lost"] = (ulong)Interlocked.Read(ref _runsLost);
     }
 
     /// <inheritdoc />
@@ -100,6 +107,7 @@ public abstract class BpfCapture : BackgroundService, ICaptureStatus
             lock (_kernelCountersLock)
             {
                 _kernelCounters = new PerCpuCounters(bpf.MapFd(_countersMap));
+                _loaded = bpf;
             }
             StartDraining(bpf);
             _programs = bpf.Programs;
@@ -122,6 +130,7 @@ public abstract class BpfCapture : BackgroundService, ICaptureStatus
             lock (_kernelCountersLock)
             {
                 _kernelCounters = null;
+                _loaded = null;
             }
             _programs = null;
             _unavailableReason = stoppingToken.IsCancellationRequested ? "stopped" : _unavailableReason;
@@ -182,6 +191,10 @@ public abstract class BpfCapture : BackgroundService, ICaptureStatus
                     return;
                 }
                 CopyKernelCounters(_kernelCounters);
+                if (_loaded is not null)
+                {
+                    Interlocked.Exchange(ref _runsLost, (long)_loaded.SkippedRuns());
+                }
             }
         }
         catch (BpfException e)

@@ -7,7 +7,7 @@ namespace FlowSec.Sensor.Capture;
 
 /// <summary>What happened to one program of a loaded object.</summary>
 /// <param name="Name">Program (function) name.</param>
-/// <param name="Section">ELF section, which names the attach point (e.g. <c>tracepoint/sock/inet_sock_set_state</c>).</param>
+/// <param name="Section">ELF section, which names the attach point (e.g. <c>tp_btf/inet_sock_set_state</c>).</param>
 /// <param name="Attached">True when a link is held for it.</param>
 /// <param name="Error">Why attaching failed; null when attached.</param>
 /// <param name="KernelId">The kernel's program id (as <c>bpftool prog show</c> lists it); 0 when unknown.</param>
@@ -164,6 +164,7 @@ internal unsafe class BpfObject : IDisposable
         {
             Libbpf.ObjectClose(_obj);
             _obj = 0;
+            WaitUntilUnloaded();
         }
         // libbpf may refer to the ELF image until the object is closed, so it lives until here.
         if (_image != null)
@@ -172,6 +173,34 @@ internal unsafe class BpfObject : IDisposable
             _image = null;
         }
         GC.SuppressFinalize(this);
+    }
+
+    /// <summary>
+    /// Closing drops our last references, but the kernel frees a tp_btf program only after an RCU
+    /// grace period (its link is released deferred, Linux 6.9+): until then <c>bpftool prog</c>
+    /// still lists it. Waits, briefly and bounded, until none of our programs can be found by id,
+    /// so that "stopped" means nothing is left in the kernel.
+    /// </summary>
+    private void WaitUntilUnloaded()
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(2);
+        foreach (var program in _programs.Where(p => p.KernelId != 0))
+        {
+            while (true)
+            {
+                int fd = LibbpfSelection.ProgramFdById(program.KernelId);
+                if (fd < 0)
+                {
+                    break; // ENOENT: gone
+                }
+                LibbpfSelection.Close(fd);
+                if (DateTime.UtcNow > deadline)
+                {
+                    return;
+                }
+                Thread.Sleep(1);
+            }
+        }
     }
 
     /// <summary>The ELF image embedded in the sensor assembly as <paramref name="resourceName"/>.</summary>
@@ -261,6 +290,41 @@ internal unsafe class BpfObject : IDisposable
     /// <summary>Logs a successful attach.</summary>
     private protected virtual void LogAttached(ILogger logger, string name, string section, uint id) =>
         logger.LogInformation("BPF program {Program} attached at {Section} (id {Id})", name, section, id);
+
+    /// <summary>
+    /// Runs of this object's programs that the kernel skipped, summed (<c>bpf_prog_info.recursion_misses</c>,
+    /// Linux 5.12+; 0 where the kernel does not report it). The kernel does not run a tracing
+    /// program that would nest in itself on a CPU (tp_btf, raw tracepoints) or, for classic
+    /// tracepoints and kprobes, in any other such program: each skipped run may be a lost event.
+    /// </summary>
+    public ulong SkippedRuns()
+    {
+        ulong total = 0;
+        for (nint prog = _obj == 0 ? 0 : Libbpf.ObjectNextProgram(_obj, 0); prog != 0; prog = Libbpf.ObjectNextProgram(_obj, prog))
+        {
+            if (LibbpfSelection.ProgramAutoload(prog))
+            {
+                total += RecursionMisses(Libbpf.ProgramFd(prog));
+            }
+        }
+        return total;
+    }
+
+    private static ulong RecursionMisses(int progFd)
+    {
+        // struct bpf_prog_info: recursion_misses is the __u64 at offset 208 (include/uapi/linux/bpf.h).
+        // The buffer is zeroed, so the kernel fills counters only and copies no instruction dumps.
+        const int Offset = 208, Length = Offset + sizeof(ulong);
+        if (progFd < 0)
+        {
+            return 0;
+        }
+        byte* info = stackalloc byte[Length];
+        new Span<byte>(info, Length).Clear();
+        uint length = Length;
+        // An older kernel reports a shorter info_len: it does not count skipped runs.
+        return Libbpf.ObjGetInfoByFd(progFd, info, &length) == 0 && length >= Length ? *(ulong*)(info + Offset) : 0;
+    }
 
     private static uint KernelId(int progFd)
     {

@@ -43,6 +43,7 @@ public sealed class StatusCommandTests
     [InlineData("udp_flow_entries_lost", true)]
     [InlineData("file_records_malformed", true)]
     [InlineData("tcp_socket_table_full", true)]
+    [InlineData("drops_program_runs_lost", true)]
     [InlineData("export_dropped_no_spool", true)]
     [InlineData("queue_enqueued", false)]
     [InlineData("scope_events_skipped", false)]

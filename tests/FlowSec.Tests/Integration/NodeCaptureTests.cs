@@ -49,7 +49,9 @@ public sealed class NodeCaptureTests(FlowSecStack stack, ITestOutputHelper outpu
         bool FromClient(Endpoint? e) => e is not null && e.Workload == "client" && e.CgroupId == client.CgroupId;
         var serverIp = server.Address.GetAddressBytes();
 
-        var lookup = await Stored(e => e.Type == EventType.Dns && e.Dns.Query == "web.flowsec.test" && e.Dns.Qtype == "A", since);
+        // Other tests' topologies resolve the same name to their own servers: this pod's lookup is the one from its cgroup.
+        var lookup = await Stored(e => e.Type == EventType.Dns && e.Dns.Query == "web.flowsec.test" && e.Dns.Qtype == "A"
+                                       && e.Source?.CgroupId == client.CgroupId, since);
         lookup.Dns.Rcode.Should().Be("NOERROR");
         lookup.Dns.Answers.Select(a => a.Data).Should().Contain(server.Address.ToString());
         lookup.Source.Workload.Should().Be("client");

@@ -16,7 +16,7 @@ public sealed partial class SensorMetricsTests(FlowSecStack stack)
 
         text.Should().Contain("# TYPE flowsec_sensor_tcp_records_decoded_total counter");
         CaptureActive().IsMatch(text).Should().BeTrue(text);
-        foreach (var loss in new[] { "tcp_ringbuf_dropped_total", "tcp_records_malformed_total", "queue_dropped_total", "tcp_socket_table_full_total" })
+        foreach (var loss in new[] { "tcp_ringbuf_dropped_total", "tcp_records_malformed_total", "queue_dropped_total", "tcp_socket_table_full_total", "tcp_program_runs_lost_total" })
         {
             text.Should().MatchRegex($"flowsec_sensor_{loss}{{node=\"{FlowSecStack.Node}\"}} \\d+", $"{loss} must be visible");
         }

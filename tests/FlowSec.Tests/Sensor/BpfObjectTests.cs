@@ -49,6 +49,38 @@ public sealed class BpfObjectTests(ITestOutputHelper output)
         all.Should().Contain("reads_a_wild_pointer").And.Contain("BEGIN PROG LOAD LOG").And.Contain("invalid mem access");
     }
 
+    /// <summary>
+    /// The kernel does not run a tracing program inside itself on the same CPU, and says so only in
+    /// the program's info. Here the first program prints, which fires the tracepoint the second one
+    /// is on; the second prints too, firing its own tracepoint while it runs: one skipped run each time.
+    /// </summary>
+    [Fact]
+    public void Runs_the_kernel_skipped_are_counted()
+    {
+        const string source = """
+            #define SEC(name) __attribute__((section(name), used))
+            static long (*bpf_trace_printk)(const char *fmt, unsigned int fmt_size, ...) = (void *)6;
+            SEC("tracepoint/syscalls/sys_enter_getppid")
+            int prints(void *ctx) { char fmt[] = "flowsec\n"; bpf_trace_printk(fmt, sizeof(fmt)); return 0; }
+            SEC("tp_btf/bpf_trace_printk")
+            int nested(void *ctx) { char fmt[] = "nested\n"; bpf_trace_printk(fmt, sizeof(fmt)); return 0; }
+            char LICENSE[] SEC("license") = "GPL";
+            """;
+        using var bpf = BpfObject.Load("bpf/nested.bpf.o", CompileBpf(source), new ListLogger());
+        bpf.Programs.Should().OnlyContain(p => p.Attached);
+        ulong before = bpf.SkippedRuns();
+
+        for (int i = 0; i < 20; i++)
+        {
+            GetParentPid();
+        }
+
+        (bpf.SkippedRuns() - before).Should().BeGreaterThanOrEqualTo(20, "each getppid() ran the nested program, which the kernel then skipped inside itself");
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "getppid")]
+    private static extern int GetParentPid();
+
     [Fact]
     public void Missing_embedded_object_is_a_clear_error()
     {
