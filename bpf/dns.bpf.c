@@ -307,8 +307,12 @@ static __always_inline void capture(struct __sk_buff *skb, __u8 direction, enum 
 	}
 	rec->captured_len = n;
 
+	/* An answer arriving for a local client names the address it is about to connect to: wake
+	 * the reader now (a few µs, once per lookup) rather than within its poll interval, so the
+	 * name is in the sensor's cache before that connection's flow is exported. */
+	bool answer_in = direction == FS_DNS_INGRESS && p.sport == DNS_PORT;
 	__u64 queued = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	bpf_ringbuf_submit(rec, queued > WAKEUP_THRESHOLD ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(rec, answer_in || queued > WAKEUP_THRESHOLD ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 SEC("cgroup_skb/egress")

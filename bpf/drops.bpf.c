@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * Packet drops on tracepoint skb/kfree_skb, with the kernel's own drop reason.
+ * Packet drops on the kfree_skb tracepoint (attached as tp_btf), with the kernel's own drop reason.
+ *
+ * tp_btf rather than the classic tracepoint: most drops happen in softirq, and the kernel skips
+ * a classic tracepoint program that fires while any kprobe or tracepoint program runs on that
+ * CPU (see tcp_lifecycle.bpf.c). What tp_btf still skips is reported as drops_program_runs_lost.
  *
  * kfree_skb fires for every freed packet that was not "consumed", most of them with reason
  * NOT_SPECIFIED (plain kfree_skb() calls that are not drops anyone asked about). Those return
@@ -103,18 +107,24 @@ static __always_inline __u64 socket_cgroup(struct sock *sk)
 	return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
 }
 
-SEC("tracepoint/skb/kfree_skb")
-int handle_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
+/*
+ * The tracepoint's arguments: (skb, location) before 5.17, (skb, location, reason) from 5.17 and
+ * (skb, location, reason, rx_sk) from 6.11. The classic tracepoint's entry struct gained its
+ * reason and rx_sk fields in the same commits, so CO-RE on it says which arguments exist; the
+ * branches reading the others are dead code libbpf resolves away before the verifier sees them.
+ */
+SEC("tp_btf/kfree_skb")
+int handle_kfree_skb(unsigned long long *ctx)
 {
 	/* Kernels before 5.17 have no reason: every free looks alike, so there is nothing to report. */
-	if (!bpf_core_field_exists(ctx->reason))
+	if (!bpf_core_field_exists(((struct trace_event_raw_kfree_skb *)0)->reason))
 		return 0;
-	__u32 reason = ctx->reason;
+	__u32 reason = (__u32)ctx[2];
 	/* NOT_DROPPED_YET, CONSUMED and NOT_SPECIFIED are normal frees; their values vary by kernel. */
 	if (reason <= bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED))
 		return 0;
-	struct sk_buff *skb = ctx->skbaddr;
-	__u16 ethertype = ctx->protocol; /* the tracepoint stores it in host byte order */
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	__u16 ethertype = bpf_ntohs(BPF_CORE_READ(skb, protocol));
 	__u16 nh = BPF_CORE_READ(skb, network_header);
 	if (nh == NO_HEADER || (ethertype != ETH_P_IP && ethertype != ETH_P_IPV6 && ethertype != 0)) {
 		count_non_ip();
@@ -173,8 +183,8 @@ int handle_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 	key.direction = iif ? FS_FLOW_DIR_INGRESS : FS_FLOW_DIR_EGRESS;
 	struct net_device *dev = BPF_CORE_READ(skb, dev);
 	struct sock *sk = BPF_CORE_READ(skb, sk);
-	if (!sk && bpf_core_field_exists(ctx->rx_sk))
-		sk = ctx->rx_sk;
+	if (!sk && bpf_core_field_exists(((struct trace_event_raw_kfree_skb *)0)->rx_sk))
+		sk = (struct sock *)ctx[3];
 	if (dev)
 		key.netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
 	else if (sk)
@@ -192,7 +202,7 @@ int handle_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 	if (len < 0)
 		len = 0;
 	__u32 ifindex = dev ? BPF_CORE_READ(dev, ifindex) : iif;
-	__u64 location = (__u64)ctx->location;
+	__u64 location = ctx[1];
 
 	struct fs_drop_stats *stats = bpf_map_lookup_elem(&drops, &key);
 	if (!stats) {

@@ -18,7 +18,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 	}
 
 EMPTY("tp_btf/inet_sock_set_state", inet_sock_set_state)
-EMPTY("tracepoint/skb/kfree_skb", kfree_skb)
+EMPTY("tp_btf/kfree_skb", kfree_skb)
 EMPTY("tp_btf/sched_process_exec", sched_process_exec)
 EMPTY("tracepoint/sched/sched_process_exit", sched_process_exit)
 EMPTY("tracepoint/syscalls/sys_enter_openat", openat)

@@ -128,7 +128,7 @@ public sealed class DropCaptureKernelTests(ITestOutputHelper output)
         {
             Signal = "drops",
             Program = "handle_kfree_skb",
-            Path = "tracepoint/skb/kfree_skb",
+            Path = "tp_btf/kfree_skb",
             State = "active",
             Reason = "",
         });
