@@ -123,15 +123,16 @@ int handle_kfree_skb(unsigned long long *ctx)
 	/* NOT_DROPPED_YET, CONSUMED and NOT_SPECIFIED are normal frees; their values vary by kernel. */
 	if (reason <= bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED))
 		return 0;
+	/* tp_btf types the skb: its scalar fields are plain loads, not a probe-read helper call each. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
-	__u16 ethertype = bpf_ntohs(BPF_CORE_READ(skb, protocol));
-	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 ethertype = bpf_ntohs(skb->protocol);
+	__u16 nh = skb->network_header;
 	if (nh == NO_HEADER || (ethertype != ETH_P_IP && ethertype != ETH_P_IPV6 && ethertype != 0)) {
 		count_non_ip();
 		return 0;
 	}
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u32 tail = BPF_CORE_READ(skb, tail);
+	unsigned char *head = skb->head;
+	__u32 tail = skb->tail;
 
 	struct fs_drop_key key = {};
 	__u8 first;
@@ -179,7 +180,7 @@ int handle_kfree_skb(unsigned long long *ctx)
 	key.reason = reason;
 
 	/* A packet that came in through a device has an input ifindex; one built here has none. */
-	__u32 iif = BPF_CORE_READ(skb, skb_iif);
+	__u32 iif = skb->skb_iif;
 	key.direction = iif ? FS_FLOW_DIR_INGRESS : FS_FLOW_DIR_EGRESS;
 	struct net_device *dev = BPF_CORE_READ(skb, dev);
 	struct sock *sk = BPF_CORE_READ(skb, sk);
@@ -194,8 +195,8 @@ int handle_kfree_skb(unsigned long long *ctx)
 	__u64 now = bpf_ktime_get_ns();
 	/* skb->len counts from skb->data, which sits at L2, L3 or L4 depending on where the drop
 	 * happened: count from the network header instead, so every drop point measures alike. */
-	__s64 len = BPF_CORE_READ(skb, len);
-	unsigned char *data = BPF_CORE_READ(skb, data);
+	__s64 len = skb->len;
+	unsigned char *data = skb->data;
 	__s64 pulled = (__s64)(data - head) - nh;
 	if (pulled > -256 && pulled < 256)
 		len += pulled;
