@@ -188,12 +188,12 @@ internal unsafe class BpfObject : IDisposable
         {
             while (true)
             {
-                int fd = LibbpfSelection.ProgramFdById(program.KernelId);
+                int fd = Libbpf.ProgramFdById(program.KernelId);
                 if (fd < 0)
                 {
                     break; // ENOENT: gone
                 }
-                LibbpfSelection.Close(fd);
+                LibbpfMaps.Close(fd);
                 if (DateTime.UtcNow > deadline)
                 {
                     return;

@@ -60,6 +60,10 @@ internal static unsafe partial class Libbpf
     [LibraryImport(Lib, EntryPoint = "bpf_obj_get_info_by_fd")]
     internal static partial int ObjGetInfoByFd(int fd, void* info, uint* infoLength);
 
+    /// <summary>A new fd for the loaded program with kernel id <paramref name="id"/>; -ENOENT once the kernel has freed it.</summary>
+    [LibraryImport(Lib, EntryPoint = "bpf_prog_get_fd_by_id")]
+    internal static partial int ProgramFdById(uint id);
+
     [LibraryImport(Lib, EntryPoint = "ring_buffer__new", SetLastError = true)]
     internal static partial nint RingBufferNew(
         int mapFd, delegate* unmanaged[Cdecl]<void*, void*, nuint, int> sampleCallback, nint ctx, void* opts);

@@ -22,12 +22,6 @@ internal static unsafe partial class LibbpfSelection
     [return: MarshalAs(UnmanagedType.U1)]
     internal static partial bool ProgramAutoload(nint prog);
 
-    [LibraryImport(Lib, EntryPoint = "bpf_prog_get_fd_by_id")]
-    internal static partial int ProgramFdById(uint id);
-
-    [LibraryImport("libc", EntryPoint = "close")]
-    internal static partial int Close(int fd);
-
     [LibraryImport(Lib, EntryPoint = "bpf_map_update_elem")]
     internal static partial int MapUpdateElem(int fd, void* key, void* value, ulong flags);
 }
