@@ -10,6 +10,7 @@ using FlowSec.Benchmarks;
 //   scope [events]                          per-event cost of scoping a sensor to a cgroup subtree (root)
 //   query [rows] [repeats]                  load synthetic flows + DNS into a managed ClickHouse, time the incident queries
 //   dns-tcp [messages]                      DNS-over-TCP reassembly (DnsTcpFraming) messages/s per core
+//   encode [rows] [rounds]                  relay CPU per flow row of a Native block: append, sort, write (no ClickHouse)
 var name = args.Length > 0 ? args[0] : "";
 switch (name)
 {
@@ -43,7 +44,12 @@ switch (name)
     case "dns-tcp":
         DnsTcpFramingThroughput.Run(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 2_000_000);
         return 0;
+    case "encode":
+        await EncodeCost.RunAsync(
+            args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 100_000,
+            args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 10);
+        return 0;
     default:
-        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] [tls-dir] | overhead [rounds] [seconds] [sensor] | overhead-profile [seconds] [sensor] | scope [events] | query [rows] [repeats] | dns-tcp [messages]");
+        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] [tls-dir] | overhead [rounds] [seconds] [sensor] | overhead-profile [seconds] [sensor] | scope [events] | query [rows] [repeats] | dns-tcp [messages] | encode [rows] [rounds]");
         return 2;
 }

@@ -127,7 +127,8 @@ internal static class QueryBenchmark
         }
     }
 
-    private static Event Flow(int i, int rows, Random random)
+    /// <summary>Flow <paramref name="i"/> of <paramref name="rows"/>, its time spread over the day (also the encode bench's rows).</summary>
+    internal static Event Flow(int i, int rows, Random random)
     {
         var src = Zipf(random.NextDouble());
         var dst = Zipf(random.NextDouble());

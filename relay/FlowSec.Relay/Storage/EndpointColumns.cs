@@ -38,9 +38,9 @@ internal static class EndpointColumns
             Col("pod", "String", (w, p) => w.WriteString(p.Pod), (p, v) => p.Pod = v.GetString()!),
             Col("namespace", "LowCardinality(String)", (w, p) => w.WriteString(p.Namespace), (p, v) => p.Namespace = v.GetString()!),
             // Nested(key, value) is stored as these two arrays; declaring them directly keeps one column model.
-            Col("labels.key", "Array(String)", (w, p) => EventColumns.WriteStrings(w, p.Labels.Keys), (_, _) => { }),
+            Col("labels.key", "Array(String)", (w, p) => EventColumns.WriteMapStrings(w, p.Labels, keys: true), (_, _) => { }),
             // Keys and values are read together, when the value column comes by.
-            new($"{prefix}_labels.value", "Array(String)", (w, e) => EventColumns.WriteStrings(w, (get(e) ?? Empty).Labels.Values),
+            new($"{prefix}_labels.value", "Array(String)", (w, e) => EventColumns.WriteMapStrings(w, (get(e) ?? Empty).Labels, keys: false),
                 (e, row) => ReadLabels(getOrCreate(e), row.GetProperty($"{prefix}_labels.key"), row.GetProperty($"{prefix}_labels.value"))),
             Col("names", "Array(String)", (w, p) => EventColumns.WriteStrings(w, p.Names), (p, v) => p.Names.AddRange(EventColumns.ReadStrings(v))),
         ];

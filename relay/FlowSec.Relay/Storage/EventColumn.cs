@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using FlowSec.Api.V1;
+using Google.Protobuf.Collections;
 
 namespace FlowSec.Relay.Storage;
 
@@ -69,6 +70,35 @@ internal static class EventColumns
 
     /// <summary>Writes an Array(String).</summary>
     public static void WriteStrings(RowBinaryWriter w, ICollection<string> values) => w.WriteArray(values, (w2, s) => w2.WriteString(s));
+
+    /// <summary>Writes an Array(String) of a repeated field, by index (no enumerator allocated per row).</summary>
+    public static void WriteStrings(RowBinaryWriter w, RepeatedField<string> values)
+    {
+        w.WriteVarUInt((ulong)values.Count);
+        for (var i = 0; i < values.Count; i++)
+        {
+            w.WriteString(values[i]);
+        }
+    }
+
+    /// <summary>
+    /// Writes a map's keys (or values) as an Array(String), in the map's order (that of its Keys and
+    /// Values views). Enumerating the map itself allocated nothing per row here, where going through
+    /// those views cost 216 bytes and about 100 ns a row each (a flow row has four such columns).
+    /// </summary>
+    public static void WriteMapStrings(RowBinaryWriter w, MapField<string, string> map, bool keys)
+    {
+        w.WriteVarUInt((ulong)map.Count);
+        if (map.Count == 0)
+        {
+            return;
+        }
+
+        foreach (var pair in map)
+        {
+            w.WriteString(keys ? pair.Key : pair.Value);
+        }
+    }
 
     /// <summary>Reads an Array(String).</summary>
     public static IEnumerable<string> ReadStrings(JsonElement v) => v.EnumerateArray().Select(s => s.GetString()!);

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
+using Google.Protobuf.Collections;
 
 namespace FlowSec.Relay.Storage;
 
@@ -9,6 +10,7 @@ namespace FlowSec.Relay.Storage;
 /// </summary>
 public sealed class RowBinaryWriter
 {
+    private const int MaxOneByteLengthChars = 127 / 3;
     private byte[] _buffer;
     private int _length;
 
@@ -76,6 +78,23 @@ public sealed class RowBinaryWriter
     /// <summary>String: LEB128 byte length, then the UTF-8 bytes.</summary>
     public void WriteString(string value)
     {
+        // Most values (names, namespaces, states) are short: encode them in one pass instead of
+        // counting the bytes first. A UTF-16 unit takes at most 3 UTF-8 bytes (a surrogate pair 4 for
+        // 2 units, an unpaired surrogate the 3 of U+FFFD), so up to 42 units always fit in 127 bytes,
+        // a one-byte length.
+        if (value.Length <= MaxOneByteLengthChars)
+        {
+            if (_buffer.Length - _length < 1 + MaxOneByteLengthChars * 3)
+            {
+                Grow(1 + MaxOneByteLengthChars * 3);
+            }
+
+            var written = Encoding.UTF8.GetBytes(value, _buffer.AsSpan(_length + 1));
+            _buffer[_length] = (byte)written;
+            _length += 1 + written;
+            return;
+        }
+
         var byteCount = Encoding.UTF8.GetByteCount(value);
         WriteVarUInt((ulong)byteCount);
         Encoding.UTF8.GetBytes(value, Reserve(byteCount));
@@ -112,6 +131,16 @@ public sealed class RowBinaryWriter
         }
     }
 
+    /// <summary>Array(T) of a protobuf repeated field: as <see cref="WriteArray{T}(ICollection{T}, Action{RowBinaryWriter, T})"/>, by index, without an enumerator to allocate.</summary>
+    public void WriteArray<T>(RepeatedField<T> items, Action<RowBinaryWriter, T> writeItem)
+    {
+        WriteVarUInt((ulong)items.Count);
+        for (var i = 0; i < items.Count; i++)
+        {
+            writeItem(this, items[i]);
+        }
+    }
+
     /// <summary>Unsigned LEB128, ClickHouse's VarUInt (lengths and counts).</summary>
     public void WriteVarUInt(ulong value)
     {
@@ -128,11 +157,13 @@ public sealed class RowBinaryWriter
     {
         if (_buffer.Length - _length < count)
         {
-            Array.Resize(ref _buffer, Math.Max(_buffer.Length * 2, _length + count));
+            Grow(count);
         }
 
         var span = _buffer.AsSpan(_length, count);
         _length += count;
         return span;
     }
+
+    private void Grow(int count) => Array.Resize(ref _buffer, Math.Max(_buffer.Length * 2, _length + count));
 }

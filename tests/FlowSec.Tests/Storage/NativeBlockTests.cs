@@ -133,6 +133,39 @@ public sealed class NativeBlockTests(ClickHouseServer ch) : IClassFixture<ClickH
         }
     }
 
+    [Theory]
+    [InlineData(false)] // IPv4 only: the key's ranges in the block fit 128 bits, the packed sort
+    [InlineData(true)] // IPv4 and IPv6: src_ip alone spans 128 bits, the word-by-word sort
+    public void Rows_are_ordered_by_the_sort_key_whether_or_not_it_packs_into_128_bits(bool withIpv6)
+    {
+        // Three hours, shuffled; TestFlows makes every third flow IPv6.
+        var events = Enumerable.Range(0, 3000).Where(i => withIpv6 || i % 3 != 0).Select(i =>
+        {
+            var e = TestFlows.Flow(i);
+            e.TimeUnixNano += (ulong)(i % 4) * 3_600_000_000_000UL;
+            return e;
+        }).OrderBy(e => (e.TimeUnixNano * 2654435761UL) % 1000003).ToList();
+        var block = new NativeBlock(FlowTable.Table);
+        foreach (var e in events)
+        {
+            block.Append(e, 1);
+        }
+
+        // ORDER BY (toStartOfHour(time), src_namespace, src_pod, src_ip, dst_ip, time_ns), bytes compared as ClickHouse does, ties in arrival order.
+        var bytes = Comparer<byte[]>.Create((x, y) => x.AsSpan().SequenceCompareTo(y));
+        var expected = Enumerable.Range(0, events.Count)
+            .OrderBy(i => events[i].TimeUnixNano / 3_600_000_000_000UL)
+            .ThenBy(i => System.Text.Encoding.UTF8.GetBytes(events[i].Source.Namespace), bytes)
+            .ThenBy(i => System.Text.Encoding.UTF8.GetBytes(events[i].Source.Pod), bytes)
+            .ThenBy(i => Fixed16(events[i].Source.Ip.ToByteArray()), bytes)
+            .ThenBy(i => Fixed16(events[i].Destination.Ip.ToByteArray()), bytes)
+            .ThenBy(i => events[i].TimeUnixNano)
+            .ThenBy(i => i);
+        block.SortedOrder()!.Take(events.Count).Should().Equal(expected);
+
+        static byte[] Fixed16(byte[] ip) => ip.Length == 4 ? [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, .. ip] : ip;
+    }
+
     [Fact]
     public void A_block_is_empty_again_after_clear_and_counts_what_it_holds()
     {

@@ -34,6 +34,30 @@ public sealed class RowBinaryWriterTests(ClickHouseServer ch) : IClassFixture<Cl
         Convert.ToHexString(w.WrittenMemory.Span).Should().Be("0201" + "FEFFFFFF" + "02C3A9" + "AA0000" + "04030201" + "01" + "01000000" + "FF");
     }
 
+    [Theory]
+    [InlineData("", 0)]
+    [InlineData("a", 1)]
+    [InlineData("a", 42)] // the longest string encoded in one pass
+    [InlineData("a", 43)] // the shortest counted first
+    [InlineData("a", 128)] // a two-byte length
+    [InlineData("中", 42)] // 126 bytes: still a one-byte length
+    [InlineData("😀", 21)] // surrogate pairs: 42 units, 84 bytes
+    [InlineData("\ud800", 42)] // unpaired surrogates become U+FFFD, 3 bytes each
+    [InlineData("é", 64)]
+    public void Strings_of_any_length_are_their_UTF8_bytes_after_a_LEB128_length(string unit, int repeat)
+    {
+        var value = string.Concat(Enumerable.Repeat(System.Text.RegularExpressions.Regex.Unescape(unit), repeat));
+        var w = new RowBinaryWriter(16); // grows while writing
+        w.WriteString(value);
+        w.WriteString(value);
+
+        // The raw-bytes overload: the length as LEB128, then the bytes Encoding.UTF8 makes of the value.
+        var expected = new RowBinaryWriter();
+        expected.WriteString(System.Text.Encoding.UTF8.GetBytes(value).AsSpan());
+        expected.WriteString(System.Text.Encoding.UTF8.GetBytes(value).AsSpan());
+        w.WrittenMemory.ToArray().Should().Equal(expected.WrittenMemory.ToArray());
+    }
+
     [Fact]
     public void FixedString_refuses_values_that_do_not_fit()
     {
