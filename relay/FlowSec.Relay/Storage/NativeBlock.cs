@@ -553,11 +553,7 @@ internal sealed class NativeBlock
             switch (Width)
             {
                 case 1:
-                    for (var k = 0; k < rowsOut.Length; k++)
-                    {
-                        free[k] = data[rowsOut[k]];
-                    }
-
+                    Gather<byte>(data, rowsOut, free);
                     break;
                 case 2:
                     Gather<ushort>(data, rowsOut, free);
