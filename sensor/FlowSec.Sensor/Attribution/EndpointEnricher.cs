@@ -1,4 +1,3 @@
-using System.Net;
 using FlowSec.Api.V1;
 using Google.Protobuf;
 using Endpoint = FlowSec.Api.V1.Endpoint;
@@ -8,8 +7,11 @@ namespace FlowSec.Sensor.Attribution;
 /// <summary>Names learned for IP addresses (from DNS answers).</summary>
 public interface IEndpointNames
 {
-    /// <summary>The DNS names <paramref name="ip"/> was resolved from, most recent first; empty when none.</summary>
-    IReadOnlyList<string> NamesFor(IPAddress ip);
+    /// <summary>
+    /// The DNS names the address was resolved from, most recent first; empty when none.
+    /// <paramref name="address"/> is 4 (IPv4) or 16 (IPv6, IPv4-mapped included) bytes in network order.
+    /// </summary>
+    IReadOnlyList<string> NamesFor(ReadOnlySpan<byte> address);
 }
 
 /// <summary>
@@ -74,7 +76,7 @@ public sealed class EndpointEnricher(CgroupResolver cgroups, IEnumerable<IPodMet
         }
         if (names is not null && ep.Ip.Length is 4 or 16 && ep.Names.Count == 0)
         {
-            ep.Names.AddRange(names.NamesFor(new IPAddress(ep.Ip.Span)));
+            ep.Names.AddRange(names.NamesFor(ep.Ip.Span));
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Net;
 using FlowSec.Sensor.Attribution;
 using FlowSec.Sensor.Capture;
@@ -22,7 +23,9 @@ public sealed class DnsNameCache : IEndpointNames
     private const int MaxChainLength = 16;
 
     private readonly Lock _lock = new();
-    private readonly Dictionary<IPAddress, LinkedListNode<Entry>> _entries = new();
+    // Keyed by the address's 16-byte IPv6 form (IPv4 as ::ffff:a.b.c.d): flows look names up from
+    // their raw address bytes, and an IPAddress per lookup was a visible share of the sensor's CPU.
+    private readonly Dictionary<UInt128, LinkedListNode<Entry>> _entries = new();
     private readonly LinkedList<Entry> _lru = new(); // most recently used first
     private readonly TimeProvider _time;
     private readonly long _minTtlTicks;
@@ -71,13 +74,18 @@ public sealed class DnsNameCache : IEndpointNames
     public long Evicted => Interlocked.Read(ref _evicted);
 
     /// <summary>The live names of <paramref name="ip"/>, most recently learned first; empty when none.</summary>
-    public IReadOnlyList<string> NamesFor(IPAddress ip)
+    public IReadOnlyList<string> NamesFor(IPAddress ip) => NamesFor(KeyOf(ip));
+
+    /// <inheritdoc />
+    public IReadOnlyList<string> NamesFor(ReadOnlySpan<byte> address) =>
+        address.Length is 4 or 16 ? NamesFor(KeyOf(address)) : [];
+
+    private IReadOnlyList<string> NamesFor(UInt128 key)
     {
-        ip = Normalize(ip);
         long now = _time.GetTimestamp();
         lock (_lock)
         {
-            if (!_entries.TryGetValue(ip, out var node))
+            if (!_entries.TryGetValue(key, out var node))
             {
                 return [];
             }
@@ -102,13 +110,13 @@ public sealed class DnsNameCache : IEndpointNames
     /// <summary>Records that <paramref name="ip"/> was resolved from <paramref name="name"/> with <paramref name="ttlSeconds"/>.</summary>
     public void Add(IPAddress ip, string name, uint ttlSeconds)
     {
-        ip = Normalize(ip);
+        UInt128 key = KeyOf(ip);
         // RFC 2181 §8: a TTL with the top bit set means zero.
         long ttl = ttlSeconds > int.MaxValue ? 0 : ToTimestamp(TimeSpan.FromSeconds(ttlSeconds));
         long expiresAt = _time.GetTimestamp() + Math.Clamp(ttl, _minTtlTicks, _maxTtlTicks);
         lock (_lock)
         {
-            if (_entries.TryGetValue(ip, out var node))
+            if (_entries.TryGetValue(key, out var node))
             {
                 _lru.Remove(node);
             }
@@ -119,8 +127,8 @@ public sealed class DnsNameCache : IEndpointNames
                     Remove(oldest);
                     Interlocked.Increment(ref _evicted);
                 }
-                node = new LinkedListNode<Entry>(new Entry(ip));
-                _entries[ip] = node;
+                node = new LinkedListNode<Entry>(new Entry(key));
+                _entries[key] = node;
             }
             _lru.AddFirst(node);
             var names = node.Value.Names;
@@ -185,14 +193,23 @@ public sealed class DnsNameCache : IEndpointNames
         _entries.Remove(node.Value.Address);
     }
 
-    private static IPAddress Normalize(IPAddress ip) => ip.IsIPv4MappedToIPv6 ? ip.MapToIPv4() : ip;
+    /// <summary>The 16-byte IPv6 form of a 4- or 16-byte address, as one number (IPv4 as ::ffff:a.b.c.d).</summary>
+    internal static UInt128 KeyOf(ReadOnlySpan<byte> address) => address.Length == 4
+        ? ((UInt128)0xFFFF << 32) | BinaryPrimitives.ReadUInt32BigEndian(address)
+        : BinaryPrimitives.ReadUInt128BigEndian(address);
+
+    private static UInt128 KeyOf(IPAddress ip)
+    {
+        Span<byte> bytes = stackalloc byte[16];
+        return ip.TryWriteBytes(bytes, out int written) ? KeyOf(bytes[..written]) : UInt128.Zero;
+    }
 
     private long ToTimestamp(TimeSpan span) =>
         (long)Math.Min(span.Ticks * (double)_time.TimestampFrequency / TimeSpan.TicksPerSecond, long.MaxValue / 4);
 
-    private sealed class Entry(IPAddress address)
+    private sealed class Entry(UInt128 address)
     {
-        public IPAddress Address { get; } = address;
+        public UInt128 Address { get; } = address;
 
         public List<CachedName> Names { get; } = new(2);
     }

@@ -44,6 +44,22 @@ public class DnsNameCacheTests
         cache.NamesFor(Web.MapToIPv6()).Should().Equal(new[] { "web.flowsec.test" }, "a dual-stack socket reports ::ffff:a.b.c.d");
     }
 
+    /// <summary>Flows look names up from their raw address bytes, as events carry them.</summary>
+    [Fact]
+    public void Raw_address_bytes_find_the_same_names()
+    {
+        var cache = NewCache();
+        cache.Learn(DnsParser.Parse(DnsParserTests.Real.ResponseHostAaaa));
+        cache.Learn(DnsParser.Parse(DnsParserTests.Real.ResponseWebA));
+
+        cache.NamesFor(Web.GetAddressBytes()).Should().Equal("web.flowsec.test");
+        cache.NamesFor(Web.MapToIPv6().GetAddressBytes()).Should().Equal("web.flowsec.test");
+        cache.NamesFor(IPAddress.Parse("fd00::4").GetAddressBytes()).Should().Equal("host.flowsec.test");
+        cache.NamesFor(IPAddress.Parse("10.1.2.4").GetAddressBytes()).Should().BeEmpty();
+        cache.NamesFor(new byte[] { 10, 1, 2, 3, 0 }).Should().BeEmpty("only 4- and 16-byte addresses are addresses");
+        cache.NamesFor(ReadOnlySpan<byte>.Empty).Should().BeEmpty();
+    }
+
     [Fact]
     public void Records_off_the_chain_and_failed_lookups_teach_nothing()
     {
