@@ -182,7 +182,9 @@ int BPF_PROG(handle_inet_sock_set_state, const struct sock *sk_ptr, int oldstate
 
 	if (newstate == TCP_ESTABLISHED) {
 		__u64 now = bpf_ktime_get_ns();
-		struct sock_owner *owner = bpf_map_lookup_elem(&sockets, &sk);
+		/* A passive open (from SYN_RECV) never has an owner yet: an entry found for its address
+		 * is a freed socket's whose close the kernel skipped, and must not name this one. */
+		struct sock_owner *owner = oldstate == TCP_SYN_RECV ? 0 : bpf_map_lookup_elem(&sockets, &sk);
 		if (!owner && oldstate == TCP_SYN_RECV) {
 			/* Passive open completes in softirq: the current task is not the server. The
 			 * owner is filled in when the server closes the socket (process context). The

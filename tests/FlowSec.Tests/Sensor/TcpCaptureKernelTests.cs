@@ -159,11 +159,22 @@ public sealed class TcpCaptureKernelTests(ITestOutputHelper output)
         }
         output.WriteLine(why);
 
-        flows.Count.Should().Be(2 * connections, why);
-        // Socket ids are kernel addresses, reused once a socket is freed; client ports identify connections here.
-        var egressPorts = flows.Where(e => e.Flow.Direction == "egress").Select(e => e.Source.Port).ToList();
-        egressPorts.Should().HaveCount(connections).And.OnlyHaveUniqueItems();
-        flows.Where(e => e.Flow.Direction == "ingress").Select(e => e.Source.Port).Should().BeEquivalentTo(egressPorts);
+        // The kernel skips a tp_btf program that would run inside itself on one CPU (a softirq
+        // interrupting its process-context run). It counts those skips, and so does the sensor:
+        // nothing may go missing that they do not account for.
+        ulong skipped = counters["tcp_program_runs_lost"];
+        if (skipped == 0)
+        {
+            flows.Count.Should().Be(2 * connections, why);
+            // Socket ids are kernel addresses, reused once a socket is freed; client ports identify connections here.
+            var egressPorts = flows.Where(e => e.Flow.Direction == "egress").Select(e => e.Source.Port).ToList();
+            egressPorts.Should().HaveCount(connections).And.OnlyHaveUniqueItems();
+            flows.Where(e => e.Flow.Direction == "ingress").Select(e => e.Source.Port).Should().BeEquivalentTo(egressPorts);
+        }
+        else
+        {
+            ((ulong)(2 * connections - flows.Count)).Should().BeLessThanOrEqualTo(skipped, "every flow missing must be a skip the kernel counted; " + why);
+        }
         counters["tcp_records_malformed"].Should().Be(0);
         counters["tcp_ringbuf_dropped"].Should().Be(0);
         counters["tcp_handler_errors"].Should().Be(0);
