@@ -310,31 +310,28 @@ internal unsafe class BpfObject : IDisposable
         return total;
     }
 
-    private static ulong RecursionMisses(int progFd)
-    {
-        // struct bpf_prog_info: recursion_misses is the __u64 at offset 208 (include/uapi/linux/bpf.h).
-        // The buffer is zeroed, so the kernel fills counters only and copies no instruction dumps.
-        const int Offset = 208, Length = Offset + sizeof(ulong);
-        if (progFd < 0)
-        {
-            return 0;
-        }
-        byte* info = stackalloc byte[Length];
-        new Span<byte>(info, Length).Clear();
-        uint length = Length;
-        // An older kernel reports a shorter info_len: it does not count skipped runs.
-        return Libbpf.ObjGetInfoByFd(progFd, info, &length) == 0 && length >= Length ? *(ulong*)(info + Offset) : 0;
-    }
+    // struct bpf_prog_info (include/uapi/linux/bpf.h): { __u32 type; __u32 id; ... } and, from
+    // Linux 5.12, the __u64 recursion_misses at offset 208.
+    private static ulong RecursionMisses(int progFd) => ProgramInfoField<ulong>(progFd, 208);
 
-    private static uint KernelId(int progFd)
+    private static uint KernelId(int progFd) => ProgramInfoField<uint>(progFd, 4);
+
+    /// <summary>
+    /// One field of a program's <c>bpf_prog_info</c>; default when the fd is bad or the kernel's
+    /// struct is too short to hold it (an older kernel reports a shorter info_len). The buffer is
+    /// zeroed, so the kernel fills plain fields only and copies no instruction dumps.
+    /// </summary>
+    private static T ProgramInfoField<T>(int progFd, int offset)
+        where T : unmanaged
     {
+        int size = offset + sizeof(T);
         if (progFd < 0)
         {
-            return 0;
+            return default;
         }
-        // struct bpf_prog_info starts { __u32 type; __u32 id; }; the kernel fills only what we ask for.
-        uint* info = stackalloc uint[2];
-        uint length = 8;
-        return Libbpf.ObjGetInfoByFd(progFd, info, &length) == 0 ? info[1] : 0;
+        byte* info = stackalloc byte[size];
+        new Span<byte>(info, size).Clear();
+        uint length = (uint)size;
+        return Libbpf.ObjGetInfoByFd(progFd, info, &length) == 0 && length >= size ? *(T*)(info + offset) : default;
     }
 }
