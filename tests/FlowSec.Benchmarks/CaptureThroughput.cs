@@ -48,15 +48,12 @@ internal static class CaptureThroughput
             {
                 throw new InvalidOperationException("bench record did not decode");
             }
-            if (assembler.Add(record) is { } flow)
+            batch.Add(assembler.Closed(record));
+            if (batch.Count == batch.Capacity)
             {
-                batch.Add(flow);
-                if (batch.Count == batch.Capacity)
-                {
-                    enricher.Enrich(batch);
-                    flows += batch.Count;
-                    batch.Clear();
-                }
+                enricher.Enrich(batch);
+                flows += batch.Count;
+                batch.Clear();
             }
         }
         enricher.Enrich(batch);
@@ -65,47 +62,38 @@ internal static class CaptureThroughput
 
     private static unsafe byte[][] BuildRecords(int connections)
     {
-        // Open records for a window of 64 concurrent sockets, then their closes: realistic interleaving.
-        var result = new List<byte[]>(connections * 2);
-        const int window = 64;
-        for (var start = 0; start < connections; start += window)
+        // One close record per socket, as the kernel sends them.
+        var result = new List<byte[]>(connections);
+        for (var c = 0; c < connections; c++)
         {
-            var n = Math.Min(window, connections - start);
-            for (var pass = 0; pass < 2; pass++)
+            var raw = new FsTcpRecord
             {
-                for (var i = 0; i < n; i++)
-                {
-                    var c = start + i;
-                    var raw = new FsTcpRecord
-                    {
-                        kind = pass == 0 ? 1u : 2u,
-                        tgid = 1000 + (uint)(c % 50),
-                        pid = 1000 + (uint)(c % 50),
-                        family = 2,
-                        old_state = pass == 0 ? (byte)2 : (byte)7,
-                        new_state = pass == 0 ? (byte)1 : (byte)7,
-                        timestamp_ns = (ulong)(c * 1000 + pass * 500),
-                        start_ns = (ulong)(c * 1000),
-                        cgroup_id = 1,
-                        sock_id = 0xffff_8880_0000_0000 + (ulong)c * 4096,
-                        sport = (ushort)(32768 + c % 28000),
-                        dport = 8080,
-                        initiator = 1,
-                        first_state = 2,
-                        bytes_acked = 100,
-                        bytes_received = 1000,
-                        segs_out = 5,
-                        segs_in = 6,
-                        srtt_us = 40,
-                    };
-                    raw.saddr[0] = 10; raw.saddr[1] = 1; raw.saddr[2] = (byte)(c >> 8); raw.saddr[3] = (byte)c;
-                    raw.daddr[0] = 10; raw.daddr[1] = 2; raw.daddr[3] = 1;
-                    "curl"u8.CopyTo(new Span<byte>(raw.comm, FsTcpRecord.CommLength));
-                    var bytes = new byte[Marshal.SizeOf<FsTcpRecord>()];
-                    MemoryMarshal.Write(bytes, in raw);
-                    result.Add(bytes);
-                }
-            }
+                kind = 2,
+                tgid = 1000 + (uint)(c % 50),
+                pid = 1000 + (uint)(c % 50),
+                family = 2,
+                old_state = 9,
+                new_state = 7,
+                timestamp_ns = (ulong)(c * 1000 + 500),
+                start_ns = (ulong)(c * 1000),
+                cgroup_id = 1,
+                sock_id = 0xffff_8880_0000_0000 + (ulong)c * 4096,
+                sport = (ushort)(32768 + c % 28000),
+                dport = 8080,
+                initiator = 1,
+                first_state = 2,
+                bytes_acked = 100,
+                bytes_received = 1000,
+                segs_out = 5,
+                segs_in = 6,
+                srtt_us = 40,
+            };
+            raw.saddr[0] = 10; raw.saddr[1] = 1; raw.saddr[2] = (byte)(c >> 8); raw.saddr[3] = (byte)c;
+            raw.daddr[0] = 10; raw.daddr[1] = 2; raw.daddr[3] = 1;
+            "curl"u8.CopyTo(new Span<byte>(raw.comm, FsTcpRecord.CommLength));
+            var bytes = new byte[Marshal.SizeOf<FsTcpRecord>()];
+            MemoryMarshal.Write(bytes, in raw);
+            result.Add(bytes);
         }
         return [.. result];
     }
