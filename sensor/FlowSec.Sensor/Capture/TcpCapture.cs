@@ -17,8 +17,8 @@ namespace FlowSec.Sensor.Capture;
 /// <remarks>
 /// Counters (see <see cref="BpfCapture.AddCounters"/>): <c>tcp_records_decoded</c>, <c>tcp_records_malformed</c>,
 /// <c>tcp_ringbuf_dropped</c> (kernel reserve failures, all CPUs), <c>tcp_socket_table_full</c>,
-/// <c>tcp_flows_emitted</c> (closed and established), <c>tcp_sockets_scanned</c> (socket-table
-/// entries read by the interval scans), <c>tcp_handler_errors</c>.
+/// <c>tcp_flows_emitted</c> (closed and established), <c>tcp_sockets_tracked</c> (entries in the
+/// kernel's socket table at the last scan: connections open or connecting), <c>tcp_handler_errors</c>.
 /// </remarks>
 public sealed class TcpCapture : RingBufferCapture
 {
@@ -32,7 +32,7 @@ public sealed class TcpCapture : RingBufferCapture
     private volatile FlowAssembler? _assembler;
     private HashMapBatchReader<ulong, FsTcpSocket>? _sockets;
     private long _nextScanNs;
-    private long _decoded, _malformed, _emitted, _scanned, _ringbufDropped, _socketTableFull;
+    private long _decoded, _malformed, _emitted, _tracked, _ringbufDropped, _socketTableFull;
 
     /// <summary>Creates the capture; it starts with the host.</summary>
     public TcpCapture(SensorEventQueue queue, IOptions<CaptureOptions> options, ILogger<TcpCapture> logger)
@@ -57,7 +57,7 @@ public sealed class TcpCapture : RingBufferCapture
         counters["tcp_ringbuf_dropped"] = (ulong)Interlocked.Read(ref _ringbufDropped);
         counters["tcp_socket_table_full"] = (ulong)Interlocked.Read(ref _socketTableFull);
         counters["tcp_flows_emitted"] = (ulong)Interlocked.Read(ref _emitted);
-        counters["tcp_sockets_scanned"] = (ulong)Interlocked.Read(ref _scanned);
+        counters["tcp_sockets_tracked"] = (ulong)Interlocked.Read(ref _tracked);
         counters["tcp_handler_errors"] = (ulong)HandlerErrors;
     }
 
@@ -118,7 +118,7 @@ public sealed class TcpCapture : RingBufferCapture
                 Emit(report);
             }
         }, delete: false);
-        Interlocked.Add(ref _scanned, read);
+        Interlocked.Exchange(ref _tracked, read);
     }
 
     private void Emit(Event flow)

@@ -139,6 +139,9 @@ public sealed class TcpCaptureKernelTests(ITestOutputHelper output)
         later.Should().HaveCount(2, "the connection still open keeps being reported");
         run.Seen(e => e.Flow.State == "established" && Involves(e, serverPort, aPort) && e.TimeUnixNano >= later[1].TimeUnixNano)
             .Should().BeEmpty("a closed connection's entry leaves the kernel's socket table");
+        var counters = new Dictionary<string, ulong>();
+        run.Capture.AddCounters(counters);
+        counters["tcp_sockets_tracked"].Should().BeGreaterThanOrEqualTo(2, "the open connection's two sockets were in the last scan");
     }
 
     [Fact]
