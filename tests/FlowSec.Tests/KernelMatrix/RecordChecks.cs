@@ -127,15 +127,7 @@ internal sealed class RecordChecks
         if (Present("tcp: client close record", clientClose is not null, $"close record {cp}->{sp}"))
         {
             var r = clientClose!.Value;
-            Equal("tcp: client close family", r.Family, AddressFamily.InterNetwork);
-            Equal("tcp: client close local address", r.LocalAddress, Loopback);
-            Equal("tcp: client close remote address", r.RemoteAddress, Loopback);
-            Equal("tcp: client close tgid = loader", r.Tgid, (uint)_run.Pid);
-            Equal("tcp: client close pid = loader", r.Pid, (uint)_run.Pid);
-            Equal("tcp: client close comm", r.Comm, _run.Comm);
-            Check("tcp: client close cgroup id", r.CgroupId != 0, $"{r.CgroupId}");
-            Equal("tcp: client close initiator", r.Initiator, true);
-            Equal("tcp: client close first state", r.FirstState, TcpState.SynSent);
+            ConnectingSide("client close", r);
             Equal("tcp: client close states", $"{r.OldState}->{r.NewState}", "FinWait2->Close");
             Check("tcp: client close start (connect()) <= timestamp", r.StartNs > 0 && r.StartNs <= r.TimestampNs, $"start {r.StartNs} ts {r.TimestampNs}");
             ulong sent = (ulong)fire.Int("client_sent"), received = (ulong)fire.Int("server_sent");
@@ -174,6 +166,20 @@ internal sealed class RecordChecks
         Equal("tcp: ring buffer reserve failures", unit.Counters.GetValueOrDefault(("counters", 0)), 0ul);
     }
 
+    // What the loader's connecting socket carries from connect(): the same in its close record and its table entry.
+    private void ConnectingSide(string what, TcpRecord r)
+    {
+        Equal($"tcp: {what} family", r.Family, AddressFamily.InterNetwork);
+        Equal($"tcp: {what} local address", r.LocalAddress, Loopback);
+        Equal($"tcp: {what} remote address", r.RemoteAddress, Loopback);
+        Equal($"tcp: {what} tgid = loader", r.Tgid, (uint)_run.Pid);
+        Equal($"tcp: {what} pid = loader", r.Pid, (uint)_run.Pid);
+        Equal($"tcp: {what} comm", r.Comm, _run.Comm);
+        Check($"tcp: {what} cgroup id", r.CgroupId != 0, $"{r.CgroupId}");
+        Equal($"tcp: {what} initiator", r.Initiator, true);
+        Equal($"tcp: {what} first state", r.FirstState, TcpState.SynSent);
+    }
+
     // The connection still open when the maps were dumped: its socket-table entries, decoded as
     // the sensor's interval scan decodes them, and no record yet.
     private void TcpSockets(UnitRun unit, FireFact fire, List<TcpRecord> records)
@@ -204,15 +210,7 @@ internal sealed class RecordChecks
         if (Present("tcp: client socket entry (established)", client is not null, $"established entry {cp}->{sp}"))
         {
             var r = client!.Value;
-            Equal("tcp: client entry family", r.Family, AddressFamily.InterNetwork);
-            Equal("tcp: client entry local address", r.LocalAddress, Loopback);
-            Equal("tcp: client entry remote address", r.RemoteAddress, Loopback);
-            Equal("tcp: client entry tgid = loader", r.Tgid, (uint)_run.Pid);
-            Equal("tcp: client entry pid = loader", r.Pid, (uint)_run.Pid);
-            Equal("tcp: client entry comm", r.Comm, _run.Comm);
-            Check("tcp: client entry cgroup id", r.CgroupId != 0, $"{r.CgroupId}");
-            Equal("tcp: client entry initiator", r.Initiator, true);
-            Equal("tcp: client entry first state", r.FirstState, TcpState.SynSent);
+            ConnectingSide("client entry", r);
             Check("tcp: client entry start", r.StartNs > 0, $"{r.StartNs}");
         }
         var server = Entry(sp, cp);
