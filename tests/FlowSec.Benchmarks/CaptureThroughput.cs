@@ -10,7 +10,7 @@ namespace FlowSec.Benchmarks;
 /// <summary>
 /// How many kernel records one core decodes, assembles into flows and attributes per second:
 /// the sensor's user-space cost per event, without the kernel (which is measured by the
-/// overhead benchmark). Records are built in the exact kernel layout, many sockets interleaved.
+/// overhead benchmark). Records are built in the exact kernel layout, one close record per socket.
 /// </summary>
 internal static class CaptureThroughput
 {
