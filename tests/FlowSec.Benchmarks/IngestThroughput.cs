@@ -24,7 +24,7 @@ namespace FlowSec.Benchmarks;
 /// </summary>
 internal static class IngestThroughput
 {
-    /// <summary>The sensor's default batch size (SensorOptions.BatchMaxEvents) and window of unacked batches.</summary>
+    /// <summary>The sensor's default window of unacked batches (SensorOptions.MaxUnackedBatches).</summary>
     private const int MaxUnackedBatches = 64;
 
     /// <summary>Distinct batches of events the sensors cycle through (each send gets a fresh batch id).</summary>
@@ -57,11 +57,11 @@ internal static class IngestThroughput
             }
 
             Console.WriteLine($"ingest: {sensors} sensors × batches of {batchEvents:N0} flows ({payloads.Average(p => p.Length) / batchEvents:0} bytes a flow in protobuf), " +
-                              $"≤ {MaxUnackedBatches} unacked each, {seconds} s (first {WarmUp.TotalSeconds:0} s not counted), {Environment.ProcessorCount} cores, load average {LoadAverage()}");
+                              $"≤ {MaxUnackedBatches} unacked each, {seconds} s (first {WarmUp.TotalSeconds:0} s not counted), {Environment.ProcessorCount} cores, load average {QueryBenchmark.LoadAverage()}");
 
             var token = TokenFile.ReadOrCreate(Path.Combine(dir, "token"));
-            await using var clickHouse = await ManagedClickHouse.StartAsync(Path.Combine(dir, "clickhouse"), FreePort(), FreePort(), CancellationToken.None);
-            var grpcPort = FreePort();
+            await using var clickHouse = await ManagedClickHouse.StartAsync(Path.Combine(dir, "clickhouse"), QueryBenchmark.FreePort(), QueryBenchmark.FreePort(), CancellationToken.None);
+            var grpcPort = QueryBenchmark.FreePort();
             relay = StartRelay(dir, grpcPort, Path.Combine(dir, "token"), clickHouse.Url, relaySettings);
             using var ch = new ClickHouseHttpClient(new ClickHouseOptions { Url = clickHouse.Url, RequestTimeout = TimeSpan.FromSeconds(30) });
             await WaitForSchemaAsync(ch, relay, Path.Combine(dir, "relay.log"));
@@ -92,7 +92,7 @@ internal static class IngestThroughput
                 self.Refresh();
                 samples.Add(new Sample(started.Elapsed.TotalSeconds, await StoredRowsAsync(ch), senders.Sum(s => s.AckedEvents),
                     RssBytes(relay.Id), CpuSeconds(relay.Id), CpuSeconds(clickHouse.ProcessId), self.TotalProcessorTime.TotalSeconds,
-                    LoadAverage()));
+                    QueryBenchmark.LoadAverage()));
                 if (samples.Count % 10 == 0)
                 {
                     var (s, before) = (samples[^1], samples.Count > 10 ? samples[^11] : samples[0]);
@@ -108,7 +108,7 @@ internal static class IngestThroughput
 
             Report(samples, sent, acked);
             await WaitForStoredAsync(ch, acked);
-            Console.WriteLine($"  after the run: {await StoredRowsAsync(ch):N0} rows stored, {acked:N0} acked, {sent:N0} sent; load average {LoadAverage()}");
+            Console.WriteLine($"  after the run: {await StoredRowsAsync(ch):N0} rows stored, {acked:N0} acked, {sent:N0} sent; load average {QueryBenchmark.LoadAverage()}");
             return acked == sent ? 0 : 1;
         }
         finally
@@ -149,7 +149,7 @@ internal static class IngestThroughput
         [
             "-c", "log=\"$0\"; exec \"$@\" >>\"$log\" 2>&1", Path.Combine(dir, "relay.log"),
             "dotnet", Path.Combine(AppContext.BaseDirectory, "FlowSec.Relay.dll"),
-            $"--Relay:GrpcListen=127.0.0.1:{grpcPort}", $"--Relay:UiListen=127.0.0.1:{FreePort()}",
+            $"--Relay:GrpcListen=127.0.0.1:{grpcPort}", $"--Relay:UiListen=127.0.0.1:{QueryBenchmark.FreePort()}",
             $"--Relay:TokenFile={tokenFile}", $"--Relay:UiDirectory={dir}", $"--ClickHouse:Url={clickHouseUrl}", .. settings,
         ];
         foreach (var arg in args)
@@ -213,16 +213,7 @@ internal static class IngestThroughput
         return (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) / 100.0;
     }
 
-    private static string LoadAverage() => string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ')[..3]);
-
     private static string Tail(string path) => File.Exists(path) ? string.Join('\n', File.ReadLines(path).TakeLast(30)) : "";
-
-    private static int FreePort()
-    {
-        using var listener = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 
     private readonly record struct Sample(double Seconds, long Stored, long Acked, long RelayRss, double RelayCpu, double ClickHouseCpu, double DriverCpu, string Load);
 
