@@ -52,7 +52,7 @@ builder.Services.AddSingleton<NodeRegistry>();
 builder.Services.AddSingleton<RecentBatches>();
 builder.Services.AddSingleton<ObserverFeed>();
 builder.Services.AddSingleton<ILiveEventSink>(sp => sp.GetRequiredService<ObserverFeed>());
-builder.Services.AddSingleton<EventPipeline>();
+builder.Services.AddSingleton(sp => new EventPipeline(sp.GetServices<ILiveEventSink>(), storageCapacityEvents: relay.StorageQueueEvents));
 builder.Services.AddSingleton<IngestService>();
 builder.Services.AddSingleton<ObserverService>();
 builder.Services.AddClickHouseStorage(builder.Configuration);

@@ -18,6 +18,12 @@ public sealed class RelayOptions
     /// <summary>TLS (and mutual TLS) on the gRPC port; off by default (loopback, token only).</summary>
     public RelayTlsOptions Tls { get; set; } = new();
 
+    /// <summary>
+    /// Events received and parsed but not yet taken by storage, at most; more make ingest wait (and
+    /// so sensors). Parsed events are the relay's largest objects, so this bounds its memory.
+    /// </summary>
+    public int StorageQueueEvents { get; set; } = Pipeline.EventPipeline.DefaultStorageCapacityEvents;
+
     /// <summary>The URL users open, as printed by status.</summary>
     public string UiUrl => "http://" + UiListen + "/";
 }

@@ -11,6 +11,9 @@ using FlowSec.Benchmarks;
 //   query [rows] [repeats]                  load synthetic flows + DNS into a managed ClickHouse, time the incident queries
 //   dns-tcp [messages]                      DNS-over-TCP reassembly (DnsTcpFraming) messages/s per core
 //   encode [rows] [rounds]                  relay CPU per flow row of a Native block: append, sort, write (no ClickHouse)
+//   ingest [seconds] [sensors] [batch-events] [--Section:Key=value...]
+//                                           relay process + managed ClickHouse fed over gRPC Push by simulated
+//                                           sensors: stored rows/s, relay memory, CPU per row (extra args go to the relay)
 var name = args.Length > 0 ? args[0] : "";
 switch (name)
 {
@@ -49,7 +52,14 @@ switch (name)
             args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 100_000,
             args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 10);
         return 0;
+    case "ingest":
+        var numbers = args.Skip(1).TakeWhile(a => !a.StartsWith("--", StringComparison.Ordinal)).Select(a => int.Parse(a, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        return await IngestThroughput.RunAsync(
+            numbers.Length > 0 ? numbers[0] : 60,
+            numbers.Length > 1 ? numbers[1] : 4,
+            numbers.Length > 2 ? numbers[2] : 4096,
+            args.Skip(1).Where(a => a.StartsWith("--", StringComparison.Ordinal)).ToArray());
     default:
-        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] [tls-dir] | overhead [rounds] [seconds] [sensor] | overhead-profile [seconds] [sensor] | scope [events] | query [rows] [repeats] | dns-tcp [messages] | encode [rows] [rounds]");
+        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] [tls-dir] | overhead [rounds] [seconds] [sensor] | overhead-profile [seconds] [sensor] | scope [events] | query [rows] [repeats] | dns-tcp [messages] | encode [rows] [rounds] | ingest [seconds] [sensors] [batch-events] [--Section:Key=value...]");
         return 2;
 }

@@ -47,8 +47,9 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
                 var (stored, _) = await recent.AcceptAsync(batch.Node, batch.BatchId, batch.Events.Count,
                     () => PublishAsync(batch, call.CancellationToken));
                 // Ack once ClickHouse holds it (at-least-once); keep reading meanwhile, the
-                // sensor's window of unacked batches bounds how many wait here.
-                pendingAcks.Add(AckWhenStoredAsync(stored, batch, acks));
+                // sensor's window of unacked batches bounds how many wait here. The ack keeps the
+                // id and count only: the events must not stay alive until their insert ends.
+                pendingAcks.Add(AckWhenStoredAsync(stored, new IngestAck { BatchId = batch.BatchId, Accepted = (uint)batch.Events.Count }, acks));
                 if (pendingAcks.Count > 1024)
                 {
                     pendingAcks.RemoveAll(t => t.IsCompleted);
@@ -114,12 +115,12 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
         }
     }
 
-    private static async Task AckWhenStoredAsync(Task stored, EventBatch batch, GrpcResponseStream<IngestAck> acks)
+    private static async Task AckWhenStoredAsync(Task stored, IngestAck ack, GrpcResponseStream<IngestAck> acks)
     {
         try
         {
             await stored;
-            await acks.WriteAsync(new IngestAck { BatchId = batch.BatchId, Accepted = (uint)batch.Events.Count });
+            await acks.WriteAsync(ack);
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or ObjectDisposedException)
         {

@@ -23,6 +23,7 @@ public static class RelayMetrics
     [
         new("flowsec_relay_events_received_total", "Events received from sensors", true, pipeline.EventsReceived),
         new("flowsec_relay_events_stored_total", "Events inserted into ClickHouse", true, writer.EventsStored),
+        new("flowsec_relay_storage_queue_events", "Events received and waiting for the writer (ingest waits at Relay:StorageQueueEvents)", false, pipeline.EventsQueued),
         new("flowsec_relay_duplicate_events_skipped_total", "Events of re-sent batches already stored, not stored again", true, recent.DuplicateEvents),
         new("flowsec_relay_duplicate_batches_skipped_total", "Re-sent batches (wholly or partly) already stored", true, recent.Duplicates),
         new("flowsec_relay_insert_errors_total", "Failed ClickHouse insert or schema attempts, each retried", true, writer.InsertErrors),

@@ -12,9 +12,10 @@ namespace FlowSec.Relay.Storage;
 /// batch (a columnar <see cref="NativeBlock"/>, or RowBinary, see <see cref="ClickHouseOptions.InsertFormat"/>); all pending batches are sent (one INSERT per table) when one holds
 /// <see cref="ClickHouseOptions.BatchMaxRows"/> rows, when together they hold
 /// <see cref="ClickHouseOptions.BatchMaxBytes"/>, or when the oldest row is
-/// <see cref="ClickHouseOptions.FlushInterval"/> old. A failed insert is retried with backoff,
-/// holding the batches (a table already inserted is not sent again); meanwhile nothing is read from
-/// the bounded queue, so ingest waits (backpressure) instead of losing events. Every row carries
+/// <see cref="ClickHouseOptions.FlushInterval"/> old; the next batches fill meanwhile (at most one
+/// set being inserted, one filling). A failed insert is retried with backoff,
+/// holding the batches (a table already inserted is not sent again); once the next set is full too,
+/// nothing more is read from the bounded queue, so ingest waits (backpressure) instead of losing events. Every row carries
 /// its sensor batch id; an insert whose outcome is unknown (the connection broke, the server died
 /// after reading it) is looked up by those ids before it is sent again, so it is never stored
 /// twice. Each flush records its batches in <c>stored_batches</c> as inserting before the first row
@@ -30,20 +31,15 @@ public sealed class ClickHouseFlowWriter : BackgroundService
     private readonly ClickHouseHttpClient _client;
     private readonly ClickHouseSchema _schema;
     private readonly StoredBatches _ledger;
-    private readonly List<(string Node, ulong BatchId, int Events)> _flushBatches = [];
-    private bool _flushRecorded;
     private readonly ClickHouseOptions _options;
     private readonly ILogger<ClickHouseFlowWriter> _log;
-    private readonly PendingBatch[] _batches;
-    private readonly Dictionary<EventType, PendingBatch> _batchByType;
-    private int _rowCount;
-    private long _byteCount;
-    private bool _full;
+    private readonly Generation[] _generations;
     private long _stored;
     private long _inserts;
     private long _insertErrors;
     private long _notStored;
     private long _dropped;
+    private long _unknownFoundStored;
     private volatile string? _lastError;
     private volatile bool _schemaReady;
 
@@ -63,8 +59,7 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         _options = options;
         _log = log;
         var database = SqlLiteral.Identifier(options.Database);
-        _batches = EventTables.All.Select(t => new PendingBatch(t, database + "." + t.Name, options)).ToArray();
-        _batchByType = _batches.SelectMany(b => b.Table.Types.Select(type => (type, b))).ToDictionary(x => x.type, x => x.b);
+        _generations = [new Generation(database, options), new Generation(database, options)];
     }
 
     /// <summary>Events inserted into ClickHouse, all tables together.</summary>
@@ -82,8 +77,6 @@ public sealed class ClickHouseFlowWriter : BackgroundService
     /// <summary>Inserts that failed without an answer but turned out to have gone in, so were not sent again.</summary>
     public long UnknownInsertsFoundStored => Interlocked.Read(ref _unknownFoundStored);
 
-    private long _unknownFoundStored;
-
     /// <summary>Events lost because the relay stopped while ClickHouse was refusing them.</summary>
     public long EventsDropped => Interlocked.Read(ref _dropped);
 
@@ -94,70 +87,79 @@ public sealed class ClickHouseFlowWriter : BackgroundService
     public bool SchemaReady => _schemaReady;
 
     /// <inheritdoc />
+    /// <remarks>
+    /// Two generations of batches take turns: while one is being inserted (and retried), the other
+    /// takes rows from the queue, so encoding overlaps the server's insert. A full generation
+    /// waits for the insert before it is sent: inserts stay one at a time and in order, and the
+    /// writer holds at most two generations of rows.
+    /// </remarks>
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var queue = _pipeline.StorageQueue;
+        var (filling, inserting) = (_generations[0], Task.CompletedTask);
         try
         {
-            await RetryAsync(EnsureSchemaAsync, stoppingToken);
+            await RetryAsync(EnsureSchemaAsync, () => 0, stoppingToken);
             var firstRowAt = 0L;
             while (true)
             {
-                while (!_full && queue.TryRead(out var item))
+                while (!filling.Full && queue.TryRead(out var item))
                 {
-                    if (_rowCount == 0)
+                    if (filling.RowCount == 0)
                     {
                         firstRowAt = Stopwatch.GetTimestamp();
                     }
 
-                    Append(item.Batch);
-                    _awaitingFlush.Add(item.Stored);
-                    if (_rowCount == 0)
+                    Append(filling, item.Batch);
+                    filling.AwaitingFlush.Add(item.Stored);
+                    if (filling.RowCount == 0)
                     {
-                        CompleteAwaiting(); // nothing to insert (a heartbeat): held already
+                        filling.CompleteAwaiting(); // nothing to insert (a heartbeat): held already
                     }
                 }
 
                 var waited = Stopwatch.GetElapsedTime(firstRowAt);
-                if (_full || (_rowCount > 0 && waited >= _options.FlushInterval))
+                if (filling.Full || (filling.RowCount > 0 && waited >= _options.FlushInterval))
                 {
-                    await RetryAsync(FlushAsync, stoppingToken);
+                    await inserting;
+                    var sent = filling;
+                    inserting = RetryAsync(ct => FlushAsync(sent, ct), () => sent.RowCount, stoppingToken);
+                    filling = OtherThan(sent);
                     continue;
                 }
 
-                if (!await WaitForDataAsync(queue, _rowCount > 0 ? _options.FlushInterval - waited : Timeout.InfiniteTimeSpan, stoppingToken))
+                if (!await WaitForDataAsync(queue, filling.RowCount > 0 ? _options.FlushInterval - waited : Timeout.InfiniteTimeSpan, stoppingToken))
                 {
                     break; // the pipeline completed: store what is left and stop
                 }
             }
 
-            await RetryAsync(FlushAsync, stoppingToken);
+            await inserting;
+            await RetryAsync(ct => FlushAsync(filling, ct), () => filling.RowCount, stoppingToken);
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
-            await FlushOnShutdownAsync(queue);
+            try
+            {
+                await inserting; // ends at once: it retries on the same token
+            }
+            catch (OperationCanceledException)
+            {
+            }
+
+            await FlushOnShutdownAsync(queue, OtherThan(filling), filling);
         }
     }
 
-    /// <summary>Batches appended since the last successful flush; their senders are acked after it.</summary>
-    private readonly List<TaskCompletionSource> _awaitingFlush = [];
+    private Generation OtherThan(Generation generation) => ReferenceEquals(generation, _generations[0]) ? _generations[1] : _generations[0];
 
-    private void CompleteAwaiting()
-    {
-        foreach (var stored in _awaitingFlush)
-        {
-            stored.TrySetResult();
-        }
-        _awaitingFlush.Clear();
-    }
-
-    private void Append(EventBatch batch)
+    private void Append(Generation generation, EventBatch batch)
     {
         // A batch can overshoot the limits by its own size; sensors send batches far smaller than them.
         var rows = 0;
         foreach (var e in batch.Events)
         {
-            if (!_batchByType.TryGetValue(e.Type, out var pending))
+            if (!generation.ByType.TryGetValue(e.Type, out var pending))
             {
                 Interlocked.Increment(ref _notStored);
                 continue;
@@ -172,14 +174,14 @@ public sealed class ClickHouseFlowWriter : BackgroundService
             var before = pending.Bytes;
             pending.Append(e, batch.BatchId);
             rows++;
-            _rowCount++;
-            _byteCount += pending.Bytes - before;
-            _full |= pending.Count >= _options.BatchMaxRows || _byteCount >= _options.BatchMaxBytes;
+            generation.RowCount++;
+            generation.ByteCount += pending.Bytes - before;
+            generation.Full |= pending.Count >= _options.BatchMaxRows || generation.ByteCount >= _options.BatchMaxBytes;
         }
 
         if (rows > 0 && batch.BatchId != 0)
         {
-            _flushBatches.Add((batch.Node, batch.BatchId, rows));
+            generation.FlushBatches.Add((batch.Node, batch.BatchId, rows));
         }
     }
 
@@ -210,22 +212,22 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         }
     }
 
-    private async Task FlushAsync(CancellationToken ct)
+    private async Task FlushAsync(Generation generation, CancellationToken ct)
     {
-        if (_rowCount == 0)
+        if (generation.RowCount == 0)
         {
             return;
         }
 
         await EnsureSchemaAsync(ct);
-        if (!_flushRecorded)
+        if (!generation.FlushRecorded)
         {
             // Before any row: a re-sent batch without this record was never sent (see StoredBatches).
-            await _ledger.RecordAsync(_flushBatches, "inserting", ct);
-            _flushRecorded = true;
+            await _ledger.RecordAsync(generation.FlushBatches, "inserting", ct);
+            generation.FlushRecorded = true;
         }
 
-        foreach (var pending in _batches)
+        foreach (var pending in generation.Batches)
         {
             if (pending.Count == 0)
             {
@@ -254,15 +256,15 @@ public sealed class ClickHouseFlowWriter : BackgroundService
 
             Interlocked.Add(ref _stored, pending.Count);
             Interlocked.Increment(ref _inserts);
-            _rowCount -= pending.Count;
-            _byteCount -= pending.Bytes;
+            generation.RowCount -= pending.Count;
+            generation.ByteCount -= pending.Bytes;
             pending.Clear();
         }
 
-        _full = false;
+        generation.Full = false;
         _lastError = null;
-        await RecordStoredAsync(ct);
-        CompleteAwaiting();
+        await RecordStoredAsync(generation, ct);
+        generation.CompleteAwaiting();
     }
 
     // Whether the insert `queryId` of `pending` went in; only batches with ids can be looked up.
@@ -281,22 +283,22 @@ public sealed class ClickHouseFlowWriter : BackgroundService
 
     // The record is a shortcut for later look-ups, not the truth (the rows' batch_id is): a failure
     // to write it is logged, and does not hold back the acks.
-    private async Task RecordStoredAsync(CancellationToken ct)
+    private async Task RecordStoredAsync(Generation generation, CancellationToken ct)
     {
         try
         {
-            await _ledger.RecordAsync(_flushBatches, "stored", ct);
+            await _ledger.RecordAsync(generation.FlushBatches, "stored", ct);
         }
         catch (Exception e) when (e is ClickHouseException or HttpRequestException)
         {
-            _log.LogWarning("Could not record {Batches} stored batches: {Error}", _flushBatches.Count, e.Message);
+            _log.LogWarning("Could not record {Batches} stored batches: {Error}", generation.FlushBatches.Count, e.Message);
         }
 
-        _flushBatches.Clear();
-        _flushRecorded = false;
+        generation.FlushBatches.Clear();
+        generation.FlushRecorded = false;
     }
 
-    private async Task RetryAsync(Func<CancellationToken, Task> action, CancellationToken ct)
+    private async Task RetryAsync(Func<CancellationToken, Task> action, Func<int> rowsHeld, CancellationToken ct)
     {
         for (var attempt = 0; ; attempt++)
         {
@@ -312,31 +314,77 @@ public sealed class ClickHouseFlowWriter : BackgroundService
                 // A table dropped behind our back comes back on the next attempt.
                 _schemaReady = _schemaReady && e is not ClickHouseException { Code: 60 or 81 };
                 var delay = TimeSpan.FromMilliseconds(Math.Min(MaxBackoff.TotalMilliseconds, 200 * Math.Pow(2, Math.Min(attempt, 10))));
-                _log.LogWarning("ClickHouse write failed ({Rows} rows held, attempt {Attempt}), retrying in {Delay}: {Error}", _rowCount, attempt + 1, delay, e.Message);
+                _log.LogWarning("ClickHouse write failed ({Rows} rows held, attempt {Attempt}), retrying in {Delay}: {Error}", rowsHeld(), attempt + 1, delay, e.Message);
                 await Task.Delay(delay, ct);
             }
         }
     }
 
-    private async Task FlushOnShutdownAsync(System.Threading.Channels.ChannelReader<StorageItem> queue)
+    // The older generation (whose insert was interrupted) first, then the one filling with what is left in the queue.
+    private async Task FlushOnShutdownAsync(System.Threading.Channels.ChannelReader<StorageItem> queue, Generation older, Generation filling)
     {
         while (queue.TryRead(out var item))
         {
-            var batch = item.Batch;
-            _awaitingFlush.Add(item.Stored);
-            Append(batch);
+            filling.AwaitingFlush.Add(item.Stored);
+            Append(filling, item.Batch);
         }
 
         using var cts = new CancellationTokenSource(ShutdownFlushTimeout);
-        try
+        foreach (var generation in new[] { older, filling })
         {
-            await FlushAsync(cts.Token);
+            try
+            {
+                await FlushAsync(generation, cts.Token);
+            }
+            catch (Exception e)
+            {
+                Interlocked.Add(ref _dropped, generation.RowCount);
+                _lastError = e.Message;
+                _log.LogError("Stopping with {Rows} events not stored: {Error}", generation.RowCount, e.Message);
+            }
         }
-        catch (Exception e)
+    }
+
+    /// <summary>
+    /// One set of batches, one per table, with the sensor batches they hold and the promises to
+    /// keep once they are stored.
+    /// </summary>
+    private sealed class Generation
+    {
+        public Generation(string database, ClickHouseOptions options)
         {
-            Interlocked.Add(ref _dropped, _rowCount);
-            _lastError = e.Message;
-            _log.LogError("Stopping with {Rows} events not stored: {Error}", _rowCount, e.Message);
+            Batches = EventTables.All.Select(t => new PendingBatch(t, database + "." + t.Name, options)).ToArray();
+            ByType = Batches.SelectMany(b => b.Table.Types.Select(type => (type, b))).ToDictionary(x => x.type, x => x.b);
+        }
+
+        public PendingBatch[] Batches { get; }
+
+        public Dictionary<EventType, PendingBatch> ByType { get; }
+
+        public int RowCount { get; set; }
+
+        public long ByteCount { get; set; }
+
+        /// <summary>A table reached <see cref="ClickHouseOptions.BatchMaxRows"/>, or all together <see cref="ClickHouseOptions.BatchMaxBytes"/>.</summary>
+        public bool Full { get; set; }
+
+        /// <summary>The sensor batches with rows here, recorded in <c>stored_batches</c>.</summary>
+        public List<(string Node, ulong BatchId, int Events)> FlushBatches { get; } = [];
+
+        /// <summary>Whether <see cref="FlushBatches"/> are recorded as inserting (so a retry does not record them again).</summary>
+        public bool FlushRecorded { get; set; }
+
+        /// <summary>Batches appended since the last successful flush; their senders are acked after it.</summary>
+        public List<TaskCompletionSource> AwaitingFlush { get; } = [];
+
+        public void CompleteAwaiting()
+        {
+            foreach (var stored in AwaitingFlush)
+            {
+                stored.TrySetResult();
+            }
+
+            AwaitingFlush.Clear();
         }
     }
 

@@ -30,7 +30,10 @@ public sealed class ClickHouseOptions
     /// Most encoded bytes the writer holds across all tables before it sends them, so events with
     /// long arguments or paths cannot grow its memory past this (plus one incoming batch).
     /// </summary>
-    /// <remarks>100 k flow rows hold about 38 MB (Native: values plus where each variable-width value starts).</remarks>
+    /// <remarks>
+    /// 100 k flow rows hold about 38 MB (Native: values plus where each variable-width value starts).
+    /// The writer fills the next set of batches while one is being inserted, so it holds up to twice this.
+    /// </remarks>
     public int BatchMaxBytes { get; set; } = 64 * 1024 * 1024;
 
     /// <summary>Longest time a stored event waits in the writer before its batch is sent.</summary>

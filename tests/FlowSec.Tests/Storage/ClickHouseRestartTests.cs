@@ -71,6 +71,42 @@ public sealed class ClickHouseRestartTests : IDisposable
         (await ClickHouseServer.RunClientAsync(tcpPort, $"SELECT count(), uniqExact(time_ns) FROM {db}.flows")).Trim().Should().Be("80\t80");
     }
 
+    [Fact]
+    public async Task While_an_insert_is_retried_the_writer_fills_the_next_batch_then_pushes_back_and_stores_both_once()
+    {
+        var db = ClickHouseServer.NewDatabase();
+        int httpPort = ClickHouseServer.FreePort(), tcpPort = ClickHouseServer.FreePort();
+        var batches = TestFlows.Flows(40).Chunk(10).Select(c => { var b = new EventBatch(); b.Events.AddRange(c); return b; }).ToList();
+        var server = await ManagedClickHouse.StartAsync(_dir, httpPort, tcpPort, CancellationToken.None);
+        await using var relay = await FlowStorageTests.StartAsync(server.Url, db, batchMaxRows: 10, queueBatches: 1);
+        await Eventually.HoldsAsync(() => relay.Writer.SchemaReady, Timeout, () => $"no schema: {relay.Writer.LastError}");
+        await server.DisposeAsync();
+
+        // The first batch fills a set by itself: its insert fails and is retried.
+        var first = await relay.Pipeline.PublishAsync(batches[0], CancellationToken.None);
+        await Eventually.HoldsAsync(() => relay.Writer.InsertErrors >= 1, Timeout, () => "no failed insert");
+
+        // Meanwhile the writer takes the second batch from the queue into the next set...
+        var second = await relay.Pipeline.PublishAsync(batches[1], CancellationToken.None);
+        await Eventually.HoldsAsync(() => relay.Pipeline.StorageQueue.Count == 0, Timeout, () => "the writer did not take the batch after the one being inserted");
+
+        // ...and no more: the third stays queued (one batch fits) and the fourth waits (backpressure).
+        var third = await relay.Pipeline.PublishAsync(batches[2], CancellationToken.None);
+        var fourth = relay.Pipeline.PublishAsync(batches[3], CancellationToken.None).AsTask();
+        var errors = relay.Writer.InsertErrors;
+        await Eventually.HoldsAsync(() => relay.Writer.InsertErrors > errors, Timeout, () => "the insert is not retried");
+        fourth.IsCompleted.Should().BeFalse("two sets held, one batch queued: ingest waits");
+        relay.Pipeline.StorageQueue.Count.Should().Be(1);
+        first.IsCompleted.Should().BeFalse("nothing is acked before ClickHouse holds it");
+        second.IsCompleted.Should().BeFalse();
+
+        await using var restarted = await ManagedClickHouse.StartAsync(_dir, httpPort, tcpPort, CancellationToken.None);
+        await Eventually.HoldsAsync(() => relay.Writer.EventsStored == 40, Timeout,
+            () => $"stored {relay.Writer.EventsStored}/40, last error {relay.Writer.LastError}");
+        await Task.WhenAll(first, second, third, await fourth).WaitAsync(Timeout);
+        (await ClickHouseServer.RunClientAsync(tcpPort, $"SELECT count(), uniqExact(time_ns) FROM {db}.flows")).Trim().Should().Be("40\t40");
+    }
+
     private static Task PublishAsync(StorageHost relay, IEnumerable<EventBatch> batches) => Task.Run(async () =>
     {
         foreach (var batch in batches)
