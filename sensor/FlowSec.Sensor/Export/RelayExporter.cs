@@ -360,9 +360,18 @@ public sealed class RelayExporter(
                     batch.Events.Add(e);
                     continue;
                 }
-                if (!await queue.Reader.WaitToReadAsync(timeout.Token))
+                if (batch.Events.Count == 0)
                 {
-                    break;
+                    if (!await queue.Reader.WaitToReadAsync(timeout.Token))
+                    {
+                        break;
+                    }
+                }
+                else
+                {
+                    // A batch is started: it leaves when full or at its deadline, so waking for
+                    // each event in between would only add hand-offs.
+                    await queue.WaitForAsync(o.BatchMaxEvents - batch.Events.Count, timeout.Token);
                 }
             }
         }
