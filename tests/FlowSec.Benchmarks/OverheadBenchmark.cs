@@ -130,7 +130,7 @@ internal static partial class OverheadBenchmark
                 var threadsBefore = ThreadCpuTicks(sensor.Id);
                 var switchesBefore = ContextSwitches(sensor.Id);
                 var benchBefore = Process.GetCurrentProcess().TotalProcessorTime;
-                var benchThreadsBefore = ThreadCpuTicks(Environment.ProcessId);
+                var jitBefore = ThreadCpuTicksById(Environment.ProcessId, JitThread);
                 var flowsBefore = Interlocked.Read(ref flowsReceived);
                 var wall = Stopwatch.StartNew();
                 var output = await RunAsync("ip", WrkArgs(mode, seconds));
@@ -140,7 +140,8 @@ internal static partial class OverheadBenchmark
                 var threadsAfter = ThreadCpuTicks(sensor.Id);
                 var switchesAfter = ContextSwitches(sensor.Id);
                 var benchCpu = Process.GetCurrentProcess().TotalProcessorTime - benchBefore;
-                var benchJitMs = (ThreadCpuTicks(Environment.ProcessId).GetValueOrDefault(JitThread) - benchThreadsBefore.GetValueOrDefault(JitThread)) * 10;
+                // By thread id: the runtime ends an idle JIT thread and starts another under the same name.
+                var benchJitMs = ThreadCpuTicksById(Environment.ProcessId, JitThread).Sum(t => t.Value - jitBefore.GetValueOrDefault(t.Key)) * 10;
                 var requests = long.Parse(RequestCount().Match(output).Groups[1].Value, CultureInfo.InvariantCulture);
                 var rps = double.Parse(RequestsPerSecond().Match(output).Groups[1].Value, CultureInfo.InvariantCulture);
                 sensor.Refresh();
@@ -234,6 +235,21 @@ internal static partial class OverheadBenchmark
     private static Dictionary<string, long> ThreadCpuTicks(int pid)
     {
         var result = new Dictionary<string, long>();
+        foreach (var (_, name, ticks) in Threads(pid))
+        {
+            result[name] = result.GetValueOrDefault(name) + ticks;
+        }
+        return result;
+    }
+
+    /// <summary>CPU ticks of each live thread of a process named <paramref name="name"/>, by thread id.</summary>
+    private static Dictionary<int, long> ThreadCpuTicksById(int pid, string name) =>
+        Threads(pid).Where(t => t.Name == name).ToDictionary(t => t.Id, t => t.Ticks);
+
+    /// <summary>Each live thread of a process: id, name and utime + stime in clock ticks.</summary>
+    private static List<(int Id, string Name, long Ticks)> Threads(int pid)
+    {
+        var result = new List<(int, string, long)>();
         foreach (var dir in Directory.EnumerateDirectories($"/proc/{pid}/task"))
         {
             try
@@ -241,7 +257,8 @@ internal static partial class OverheadBenchmark
                 var stat = File.ReadAllText(Path.Combine(dir, "stat"));
                 var name = stat[(stat.IndexOf('(') + 1)..stat.LastIndexOf(')')];
                 var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-                result[name] = result.GetValueOrDefault(name) + long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture);
+                result.Add((int.Parse(Path.GetFileName(dir), CultureInfo.InvariantCulture), name,
+                    long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)));
             }
             catch (IOException)
             {
