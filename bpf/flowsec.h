@@ -14,7 +14,7 @@
 
 /* Every record starts with its kind, so one ring buffer can carry several record types. */
 enum fs_record_kind {
-	FS_RECORD_TCP_OPEN = 1,  /* connection reached ESTABLISHED */
+	/* 1 was FS_RECORD_TCP_OPEN: the socket table holds what it carried (struct fs_tcp_socket) */
 	FS_RECORD_TCP_CLOSE = 2, /* connection reached CLOSE (normally, refused, reset or timed out) */
 };
 
@@ -26,22 +26,47 @@ enum fs_counter {
 };
 
 /*
- * One TCP connection lifecycle record: emitted when a connection is established and when it
- * closes. Process attribution is captured in process context (connect() for the side that
- * initiated, close() for the side that accepted), never from softirq context, where the current
- * task is whoever happened to be running.
+ * What the kernel keeps per TCP socket: the value of tcp_lifecycle's `sockets` map, keyed by the
+ * socket's kernel address (the records' sock_id). Created at connect() (SYN_SENT) or when an
+ * accepted socket is established; the tuple is filled in at ESTABLISHED, and then `established`
+ * set; deleted at close, after the close record copied it. User space scans the map to report
+ * connections that stay open ("established" flows) instead of receiving a record per open.
+ * Process attribution is captured in process context (connect() for the side that initiated,
+ * close() for the side that accepted), never from softirq context, where the current task is
+ * whoever happened to be running.
+ */
+struct fs_tcp_socket {
+	__u64 start_ns;        /* connect() or, for an accepted socket, ESTABLISHED (bpf_ktime_get_ns()) */
+	__u64 cgroup_id;       /* cgroup v2 id of the owner; 0 while not known */
+	__u32 tgid;            /* owner's process id; 0 while not known (an accepted socket until close) */
+	__u32 pid;             /* owner's thread id */
+	__u8 saddr[16];        /* local address; IPv4 uses the first 4 bytes; set at ESTABLISHED */
+	__u8 daddr[16];        /* remote address; set at ESTABLISHED */
+	__u16 family;          /* AF_INET or AF_INET6; set at ESTABLISHED */
+	__u16 sport;           /* local port, host byte order; set at ESTABLISHED */
+	__u16 dport;           /* remote port, host byte order; set at ESTABLISHED */
+	__u8 initiator;        /* 1 when this host called connect(), 0 when it accepted */
+	__u8 first_state;      /* state the socket was first seen in: SYN_SENT or SYN_RECV */
+	__u8 established;      /* 1 once the socket reached ESTABLISHED (written after the tuple) */
+	__u8 reserved[7];
+	char comm[FS_COMM_LEN]; /* owner's process name */
+};
+
+/*
+ * One TCP connection: emitted once per socket, when it closes, with the socket table's entry
+ * (owner, start, initiator) and the kernel's counters at that moment.
  */
 struct fs_tcp_record {
 	__u32 kind;            /* enum fs_record_kind */
 	__u32 tgid;            /* process id; 0 when not known */
 	__u32 pid;             /* thread id */
 	__u16 family;          /* AF_INET or AF_INET6 */
-	__u8 old_state;        /* TCP state before the transition that emitted this record */
-	__u8 new_state;        /* TCP state after it */
+	__u8 old_state;        /* TCP state before CLOSE: tells how the connection ended */
+	__u8 new_state;        /* TCP_CLOSE */
 	__u64 timestamp_ns;    /* bpf_ktime_get_ns() at the transition (CLOCK_MONOTONIC) */
 	__u64 start_ns;        /* when the connection was first seen; 0 when not known */
 	__u64 cgroup_id;       /* cgroup v2 id of the attributed process */
-	__u64 sock_id;         /* kernel address of the socket: joins open and close */
+	__u64 sock_id;         /* kernel address of the socket (the socket table's key; reused once freed) */
 	__u8 saddr[16];        /* local address; IPv4 uses the first 4 bytes */
 	__u8 daddr[16];        /* remote address */
 	__u16 sport;           /* local port, host byte order */

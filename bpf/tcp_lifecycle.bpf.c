@@ -4,8 +4,10 @@
  *
  * The tracepoint fires about ten times per connection; shipping each to user space would cost
  * ring-buffer traffic for no information. Instead the program keeps per-socket state in an LRU
- * hash and emits two records per connection: one when it is established, one when it closes
- * (with byte, segment, RTT and retransmit counters read from tcp_sock at that moment).
+ * hash (`sockets`: owner, start, tuple; struct fs_tcp_socket) and emits one record per socket,
+ * when it closes, with that state and the byte, segment, RTT and retransmit counters read from
+ * tcp_sock at that moment. Connections that stay open are reported by user space scanning the
+ * map, so an open needs no record of its own.
  *
  * Why tp_btf and not the classic tracepoint (they cost the same here, docs/kernel-matrix.md):
  * a classic tracepoint program shares one per-CPU "busy" flag with every kprobe and tracepoint
@@ -30,19 +32,8 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Referenced so the record layout lands in the object's BTF, where the layout test reads it. */
+/* Referenced so the layouts land in the object's BTF, where the layout test reads them. */
 struct fs_tcp_record *unused_fs_tcp_record __attribute__((unused));
-
-struct sock_owner {
-	__u64 start_ns;
-	__u64 cgroup_id;
-	__u32 tgid;
-	__u32 pid;
-	__u8 initiator;
-	__u8 first_state;
-	__u8 reserved[6];
-	char comm[FS_COMM_LEN];
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -53,7 +44,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 262144);
 	__type(key, __u64);
-	__type(value, struct sock_owner);
+	__type(value, struct fs_tcp_socket);
 } sockets SEC(".maps");
 
 struct {
@@ -70,7 +61,7 @@ static __always_inline void count(__u32 index)
 		(*value)++;
 }
 
-static __always_inline void fill_owner_from_current(struct sock_owner *owner)
+static __always_inline void fill_owner_from_current(struct fs_tcp_socket *owner)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	owner->tgid = pid_tgid >> 32;
@@ -83,41 +74,53 @@ static __always_inline void fill_owner_from_current(struct sock_owner *owner)
 }
 
 /*
+ * What the classic tracepoint's entry holds (TP_STORE_ADDRS): ports in host order, inet_saddr
+ * for IPv4, the socket's v6 addresses for IPv6. Written into the socket table's entry at
+ * ESTABLISHED and into the close record (read again there: a refused connect never reached
+ * ESTABLISHED, and a socket that predates the sensor has no entry).
+ *
  * tp_btf hands the program a typed socket: fields are plain loads (CO-RE relocated, fault-safe)
  * rather than a bpf_probe_read_kernel call each, which is what made the first tp_btf version
  * cost more per run than the classic tracepoint, whose entry arrives filled in.
  */
-static __always_inline void emit(const struct tcp_sock *tp, int oldstate, int newstate, __u32 kind,
-				 const struct sock_owner *owner, __u64 now)
+static __always_inline void fill_tuple(const struct tcp_sock *tp, __u16 *family, __u8 *saddr, __u8 *daddr,
+				       __u16 *sport, __u16 *dport)
 {
 	const struct inet_sock *inet = &tp->inet_conn.icsk_inet;
 	const struct sock_common *common = &inet->sk.__sk_common;
-	__u16 family = common->skc_family;
+	__u16 f = common->skc_family;
+	*family = f;
+	*sport = bpf_ntohs(inet->inet_sport);
+	*dport = bpf_ntohs(common->skc_dport);
+	if (f == AF_INET) {
+		__builtin_memset(saddr, 0, 16);
+		__builtin_memset(daddr, 0, 16);
+		*(__u32 *)saddr = inet->inet_saddr;
+		*(__u32 *)daddr = common->skc_daddr;
+	} else {
+		BPF_CORE_READ_INTO((struct in6_addr *)saddr, common, skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO((struct in6_addr *)daddr, common, skc_v6_daddr);
+	}
+}
+
+#define FILL_TUPLE(dst, tp) fill_tuple(tp, &(dst)->family, (dst)->saddr, (dst)->daddr, &(dst)->sport, &(dst)->dport)
+
+/* The one record of a socket: its table entry (owner, start; none when not known) and counters. */
+static __always_inline void emit_close(const struct tcp_sock *tp, int oldstate,
+				       const struct fs_tcp_socket *owner)
+{
 	struct fs_tcp_record *rec = bpf_ringbuf_reserve(&events, sizeof(*rec), 0);
 	if (!rec) {
 		count(FS_COUNTER_RINGBUF_RESERVE_FAILED);
 		return;
 	}
-	rec->kind = kind;
-	rec->family = family;
+	rec->kind = FS_RECORD_TCP_CLOSE;
 	rec->old_state = oldstate;
-	rec->new_state = newstate;
-	rec->timestamp_ns = now;
+	rec->new_state = TCP_CLOSE;
+	rec->timestamp_ns = bpf_ktime_get_ns();
 	rec->sock_id = (__u64)tp;
-	/* What the classic tracepoint's entry holds (TP_STORE_ADDRS): ports in host order,
-	 * inet_saddr for IPv4, the socket's v6 addresses for IPv6. */
-	rec->sport = bpf_ntohs(inet->inet_sport);
-	rec->dport = bpf_ntohs(common->skc_dport);
 	rec->reserved = 0;
-	if (family == AF_INET) {
-		__builtin_memset(rec->saddr, 0, sizeof(rec->saddr));
-		__builtin_memset(rec->daddr, 0, sizeof(rec->daddr));
-		*(__u32 *)rec->saddr = inet->inet_saddr;
-		*(__u32 *)rec->daddr = common->skc_daddr;
-	} else {
-		BPF_CORE_READ_INTO((struct in6_addr *)rec->saddr, common, skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO((struct in6_addr *)rec->daddr, common, skc_v6_daddr);
-	}
+	FILL_TUPLE(rec, tp);
 	if (owner) {
 		rec->tgid = owner->tgid;
 		rec->pid = owner->pid;
@@ -135,21 +138,12 @@ static __always_inline void emit(const struct tcp_sock *tp, int oldstate, int ne
 		rec->first_state = 0;
 		__builtin_memset(rec->comm, 0, sizeof(rec->comm));
 	}
-	if (kind == FS_RECORD_TCP_CLOSE) {
-		rec->bytes_acked = tp->bytes_acked;
-		rec->bytes_received = tp->bytes_received;
-		rec->segs_out = tp->segs_out;
-		rec->segs_in = tp->segs_in;
-		rec->srtt_us = tp->srtt_us >> 3;
-		rec->total_retrans = tp->total_retrans;
-	} else {
-		rec->bytes_acked = 0;
-		rec->bytes_received = 0;
-		rec->segs_out = 0;
-		rec->segs_in = 0;
-		rec->srtt_us = 0;
-		rec->total_retrans = 0;
-	}
+	rec->bytes_acked = tp->bytes_acked;
+	rec->bytes_received = tp->bytes_received;
+	rec->segs_out = tp->segs_out;
+	rec->segs_in = tp->segs_in;
+	rec->srtt_us = tp->srtt_us >> 3;
+	rec->total_retrans = tp->total_retrans;
 	__u64 queued = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 	bpf_ringbuf_submit(rec, queued > WAKEUP_THRESHOLD ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
@@ -170,7 +164,7 @@ int BPF_PROG(handle_inet_sock_set_state, const struct sock *sk_ptr, int oldstate
 
 	if (newstate == TCP_SYN_SENT) {
 		/* connect(): we are in the connecting process. Ports are not assigned yet. */
-		struct sock_owner owner = {};
+		struct fs_tcp_socket owner = {};
 		owner.start_ns = bpf_ktime_get_ns();
 		owner.initiator = 1;
 		owner.first_state = TCP_SYN_SENT;
@@ -181,43 +175,44 @@ int BPF_PROG(handle_inet_sock_set_state, const struct sock *sk_ptr, int oldstate
 	}
 
 	if (newstate == TCP_ESTABLISHED) {
-		__u64 now = bpf_ktime_get_ns();
 		/* A passive open (from SYN_RECV) never has an owner yet: an entry found for its address
 		 * is a freed socket's whose close the kernel skipped, and must not name this one. */
-		struct sock_owner *owner = oldstate == TCP_SYN_RECV ? 0 : bpf_map_lookup_elem(&sockets, &sk);
-		if (!owner && oldstate == TCP_SYN_RECV) {
-			/* Passive open completes in softirq: the current task is not the server. The
-			 * owner is filled in when the server closes the socket (process context). The
-			 * record is built from the local copy: a second lookup would cost more than it. */
-			struct sock_owner fresh = {};
-			fresh.start_ns = now;
-			fresh.first_state = TCP_SYN_RECV;
-			if (bpf_map_update_elem(&sockets, &sk, &fresh, BPF_ANY)) {
-				count(FS_COUNTER_SOCKET_TABLE_FULL);
-				emit(tp, oldstate, newstate, FS_RECORD_TCP_OPEN, 0, now);
-			} else {
-				emit(tp, oldstate, newstate, FS_RECORD_TCP_OPEN, &fresh, now);
-			}
+		struct fs_tcp_socket *owner = oldstate == TCP_SYN_RECV ? 0 : bpf_map_lookup_elem(&sockets, &sk);
+		if (owner) {
+			FILL_TUPLE(owner, tp);
+			/* A scan reading the entry meanwhile sees the flag only after the tuple. */
+			barrier();
+			owner->established = 1;
 			return 0;
 		}
-		emit(tp, oldstate, newstate, FS_RECORD_TCP_OPEN, owner, now);
+		/* Passive open (in softirq: the current task is not the server; the owner is filled in
+		 * when the server closes the socket, in process context), or a connect() whose SYN_SENT
+		 * entry is missing (table full, run skipped, connect() before the sensor started). */
+		struct fs_tcp_socket fresh = {};
+		fresh.start_ns = bpf_ktime_get_ns();
+		fresh.initiator = oldstate == TCP_SYN_SENT;
+		fresh.first_state = oldstate;
+		FILL_TUPLE(&fresh, tp);
+		fresh.established = 1;
+		if (bpf_map_update_elem(&sockets, &sk, &fresh, BPF_ANY))
+			count(FS_COUNTER_SOCKET_TABLE_FULL);
 		return 0;
 	}
 
 	if (newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) {
 		/* Only a local close()/shutdown() enters these states: process context. */
-		struct sock_owner *owner = bpf_map_lookup_elem(&sockets, &sk);
+		struct fs_tcp_socket *owner = bpf_map_lookup_elem(&sockets, &sk);
 		if (owner && owner->tgid == 0)
 			fill_owner_from_current(owner);
 		return 0;
 	}
 
 	/* TCP_CLOSE */
-	struct sock_owner *owner = bpf_map_lookup_elem(&sockets, &sk);
+	struct fs_tcp_socket *owner = bpf_map_lookup_elem(&sockets, &sk);
 	/* A socket closed from LISTEN or never connected carries no flow. */
 	if (!owner && (oldstate == TCP_LISTEN || oldstate == TCP_CLOSE))
 		return 0;
-	emit(tp, oldstate, newstate, FS_RECORD_TCP_CLOSE, owner, bpf_ktime_get_ns());
+	emit_close(tp, oldstate, owner);
 	if (owner)
 		bpf_map_delete_elem(&sockets, &sk);
 	return 0;

@@ -3,7 +3,8 @@
  * kmatrix-loader: proves BPF objects on the running kernel, for the FlowSec kernel matrix.
  *
  * For each unit given on the command line it opens and loads a BPF object (or a chosen subset of
- * its programs), attaches every program, makes the hooks fire (a loopback TCP connection, a DNS
+ * its programs), attaches every program, makes the hooks fire (a loopback TCP connection, and one
+ * held open until the maps are dumped, a DNS
  * query and answer over UDP port 53 and over TCP, an exec, an exit, opens/creates/renames/unlinks of a watched
  * path, a refused TCP connection and a UDP datagram to a closed port, both dropped by the
  * kernel), then dumps what the programs left: ring-buffer records, hash-map entries, per-CPU
@@ -399,14 +400,52 @@ static int tcp_connection(unsigned short *server_port, unsigned short *client_po
 	return ok ? 0 : -EIO;
 }
 
+/* A loopback connection left open until the unit's maps are dumped (held_close): what a
+ * socket-table entry holds while the connection lasts. */
+static int held_fds[3] = { -1, -1, -1 };
+
+static int held_open(unsigned short *server_port, unsigned short *client_port)
+{
+	int one = 1;
+	int srv = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(srv, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	struct sockaddr_in a = loopback("127.0.0.1", 0);
+	if (bind(srv, (struct sockaddr *)&a, sizeof(a)) || listen(srv, 8)) {
+		int err = -errno;
+		close(srv);
+		return err;
+	}
+	a.sin_port = htons(local_port(srv));
+	int cli = socket(AF_INET, SOCK_STREAM, 0);
+	set_timeouts(cli);
+	int acc = connect(cli, (struct sockaddr *)&a, sizeof(a)) ? -1 : accept(srv, NULL, NULL);
+	held_fds[0] = srv;
+	held_fds[1] = cli;
+	held_fds[2] = acc;
+	*server_port = ntohs(a.sin_port);
+	*client_port = local_port(cli);
+	return acc < 0 ? -EIO : 0;
+}
+
+static void held_close(void)
+{
+	for (int i = 0; i < 3; i++) {
+		if (held_fds[i] >= 0)
+			close(held_fds[i]);
+		held_fds[i] = -1;
+	}
+}
+
 static void fire_tcp(const char *unit)
 {
-	unsigned short sp = 0, cp = 0;
+	unsigned short sp = 0, cp = 0, hsp = 0, hcp = 0;
 	int rc = tcp_connection(&sp, &cp, 100, 200);
+	int held_rc = held_open(&hsp, &hcp);
 	/* Let the client's FIN_WAIT2 → TIME_WAIT (its CLOSE transition) happen before the drain. */
 	usleep(20000);
-	printf("FIRE %s tcp server=127.0.0.1:%u client=127.0.0.1:%u client_sent=100 server_sent=200 rc=%d\n", unit, sp, cp,
-	       rc);
+	printf("FIRE %s tcp server=127.0.0.1:%u client=127.0.0.1:%u client_sent=100 server_sent=200 rc=%d "
+	       "held_server=127.0.0.1:%u held_client=127.0.0.1:%u held_rc=%d\n",
+	       unit, sp, cp, rc, hsp, hcp, held_rc);
 }
 
 static const char dns_name[] = "kmatrix.flowsec.test";
@@ -1115,6 +1154,7 @@ static void run_once(const struct unit *u, const char *only, double *baselines, 
 		i++;
 	}
 	dump_maps(u->label, obj);
+	held_close();
 	for (i = 0; i < n; i++)
 		detach_one(&at[i]);
 	bpf_object__close(obj);

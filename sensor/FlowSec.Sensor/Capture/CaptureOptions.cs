@@ -12,9 +12,9 @@ public sealed class CaptureOptions
     /// </summary>
     public int DrainIntervalMs { get; set; } = 5;
 
-    /// <summary>How often a connection that is still open is reported as "established". Default 10 s.</summary>
+    /// <summary>
+    /// How often a connection that is still open is reported as "established" (and how often the
+    /// kernel's socket table is read to find them). Default 10 s.
+    /// </summary>
     public TimeSpan ActiveFlowReportInterval { get; set; } = TimeSpan.FromSeconds(10);
-
-    /// <summary>Open connections tracked for periodic reports at most; past it the oldest is evicted (and counted).</summary>
-    public int MaxTrackedConnections { get; set; } = 131_072;
 }

@@ -8,9 +8,6 @@ namespace FlowSec.Sensor.Capture;
 /// <summary>Mirror of <c>enum fs_record_kind</c>: the first field of every record.</summary>
 internal enum RecordKind : uint
 {
-    /// <summary>FS_RECORD_TCP_OPEN: the connection reached ESTABLISHED.</summary>
-    TcpOpen = 1,
-
     /// <summary>FS_RECORD_TCP_CLOSE: the connection reached CLOSE.</summary>
     TcpClose = 2,
 }
@@ -56,6 +53,29 @@ internal enum TcpState : byte
     NewSynRecv = 12,
     /// <summary>TCP_BOUND_INACTIVE (6.10+).</summary>
     BoundInactive = 13,
+}
+
+/// <summary>
+/// Mirror of <c>struct fs_tcp_socket</c> (88 bytes, no implicit padding): the value of
+/// tcp_lifecycle's <c>sockets</c> map, keyed by the socket's kernel address.
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct FsTcpSocket
+{
+    public ulong start_ns;
+    public ulong cgroup_id;
+    public uint tgid;
+    public uint pid;
+    public fixed byte saddr[16];
+    public fixed byte daddr[16];
+    public ushort family;
+    public ushort sport;
+    public ushort dport;
+    public byte initiator;
+    public byte first_state;
+    public byte established;
+    public fixed byte reserved[7];
+    public fixed byte comm[FsTcpRecord.CommLength];
 }
 
 /// <summary>Mirror of <c>struct fs_tcp_record</c> (136 bytes, no implicit padding).</summary>

@@ -4,9 +4,12 @@ using System.Runtime.InteropServices;
 
 namespace FlowSec.Sensor.Capture;
 
-/// <summary>One decoded <c>fs_tcp_record</c>, from the local socket's point of view.</summary>
+/// <summary>
+/// One TCP socket as the kernel reports it, from the local socket's point of view: its close
+/// record (<c>fs_tcp_record</c>), or, while the connection is open, its socket-table entry
+/// (<c>fs_tcp_socket</c>: both states ESTABLISHED, counters 0).
+/// </summary>
 internal readonly record struct TcpRecord(
-    RecordKind Kind,
     uint Tgid,
     uint Pid,
     AddressFamily Family,
@@ -30,7 +33,7 @@ internal readonly record struct TcpRecord(
     uint TotalRetrans,
     string Comm);
 
-/// <summary>Why a ring-buffer sample was not decoded.</summary>
+/// <summary>Why a ring-buffer sample or socket-table entry was not decoded.</summary>
 internal enum DecodeResult
 {
     /// <summary>Decoded.</summary>
@@ -41,11 +44,14 @@ internal enum DecodeResult
     UnknownKind,
     /// <summary>Family is neither AF_INET nor AF_INET6.</summary>
     UnknownFamily,
+    /// <summary>A socket-table entry whose connection has not reached ESTABLISHED: no tuple yet.</summary>
+    NotEstablished,
 }
 
 /// <summary>
-/// Turns raw ring-buffer samples into <see cref="TcpRecord"/>. Never throws on bad input: a
-/// sample that does not fit is reported as a <see cref="DecodeResult"/> for the caller to count.
+/// Turns raw ring-buffer samples and socket-table entries into <see cref="TcpRecord"/>. Never
+/// throws on bad input: what does not fit is reported as a <see cref="DecodeResult"/> for the
+/// caller to count.
 /// </summary>
 internal static class TcpRecordDecoder
 {
@@ -55,7 +61,10 @@ internal static class TcpRecordDecoder
     /// <summary>Size of <c>struct fs_tcp_record</c>.</summary>
     public static readonly int RecordSize = Marshal.SizeOf<FsTcpRecord>();
 
-    /// <summary>Decodes <paramref name="data"/> (host byte order, as the kernel wrote it).</summary>
+    /// <summary>Size of <c>struct fs_tcp_socket</c>, the <c>sockets</c> map's value.</summary>
+    public static readonly int SocketSize = Marshal.SizeOf<FsTcpSocket>();
+
+    /// <summary>Decodes a close record <paramref name="data"/> (host byte order, as the kernel wrote it).</summary>
     public static unsafe DecodeResult TryDecode(ReadOnlySpan<byte> data, out TcpRecord record)
     {
         record = default;
@@ -64,34 +73,67 @@ internal static class TcpRecordDecoder
             return DecodeResult.TooShort;
         }
         FsTcpRecord raw = MemoryMarshal.Read<FsTcpRecord>(data);
-        var kind = (RecordKind)raw.kind;
-        if (kind is not (RecordKind.TcpOpen or RecordKind.TcpClose))
+        if ((RecordKind)raw.kind != RecordKind.TcpClose)
         {
             return DecodeResult.UnknownKind;
         }
-        IPAddress local, remote;
-        AddressFamily family;
-        switch (raw.family)
+        if (!TryAddresses(raw.family, raw.saddr, raw.daddr, out var family, out var local, out var remote))
         {
-            case AfInet:
-                family = AddressFamily.InterNetwork;
-                local = new IPAddress(new ReadOnlySpan<byte>(raw.saddr, 4));
-                remote = new IPAddress(new ReadOnlySpan<byte>(raw.daddr, 4));
-                break;
-            case AfInet6:
-                family = AddressFamily.InterNetworkV6;
-                local = new IPAddress(new ReadOnlySpan<byte>(raw.saddr, 16));
-                remote = new IPAddress(new ReadOnlySpan<byte>(raw.daddr, 16));
-                break;
-            default:
-                return DecodeResult.UnknownFamily;
+            return DecodeResult.UnknownFamily;
         }
         record = new TcpRecord(
-            kind, raw.tgid, raw.pid, family, (TcpState)raw.old_state, (TcpState)raw.new_state,
+            raw.tgid, raw.pid, family, (TcpState)raw.old_state, (TcpState)raw.new_state,
             raw.timestamp_ns, raw.start_ns, raw.cgroup_id, raw.sock_id, local, remote,
             raw.sport, raw.dport, raw.initiator != 0, (TcpState)raw.first_state,
             raw.bytes_acked, raw.bytes_received, raw.segs_out, raw.segs_in, raw.srtt_us, raw.total_retrans,
             CommNames.Get(new ReadOnlySpan<byte>(raw.comm, FsTcpRecord.CommLength)));
         return DecodeResult.Ok;
+    }
+
+    /// <summary>
+    /// Decodes the socket-table entry of socket <paramref name="sockId"/> as read at
+    /// <paramref name="nowNs"/> (CLOCK_MONOTONIC): an open connection, without counters.
+    /// </summary>
+    public static unsafe DecodeResult TryDecode(ulong sockId, in FsTcpSocket socket, ulong nowNs, out TcpRecord record)
+    {
+        record = default;
+        if (socket.established == 0)
+        {
+            return DecodeResult.NotEstablished;
+        }
+        fixed (FsTcpSocket* s = &socket)
+        {
+            if (!TryAddresses(s->family, s->saddr, s->daddr, out var family, out var local, out var remote))
+            {
+                return DecodeResult.UnknownFamily;
+            }
+            record = new TcpRecord(
+                s->tgid, s->pid, family, TcpState.Established, TcpState.Established,
+                nowNs, s->start_ns, s->cgroup_id, sockId, local, remote,
+                s->sport, s->dport, s->initiator != 0, (TcpState)s->first_state,
+                0, 0, 0, 0, 0, 0,
+                CommNames.Get(new ReadOnlySpan<byte>(s->comm, FsTcpRecord.CommLength)));
+        }
+        return DecodeResult.Ok;
+    }
+
+    // IPv4 addresses use the first 4 of the 16 bytes.
+    private static unsafe bool TryAddresses(ushort raw, byte* saddr, byte* daddr, out AddressFamily family, out IPAddress local, out IPAddress remote)
+    {
+        int length;
+        (family, length) = raw switch
+        {
+            AfInet => (AddressFamily.InterNetwork, 4),
+            AfInet6 => (AddressFamily.InterNetworkV6, 16),
+            _ => (AddressFamily.Unknown, 0),
+        };
+        if (length == 0)
+        {
+            local = remote = IPAddress.None;
+            return false;
+        }
+        local = new IPAddress(new ReadOnlySpan<byte>(saddr, length));
+        remote = new IPAddress(new ReadOnlySpan<byte>(daddr, length));
+        return true;
     }
 }

@@ -7,10 +7,10 @@ using Endpoint = FlowSec.Api.V1.Endpoint;
 namespace FlowSec.Sensor.Flows;
 
 /// <summary>
-/// Joins TCP open and close records by socket into one flow event per connection, emitted at
-/// close, and reports connections that stay open past an interval as "established" so
-/// long-lived connections are visible before they end. Pure and single-threaded: the capture's
-/// drain thread feeds it; it does no I/O.
+/// Turns what the kernel reports of TCP sockets into flow events: one per connection from its
+/// close record, and "established" reports of connections that stay open past an interval, from
+/// their socket-table entries, so long-lived connections are visible before they end. Pure and
+/// single-threaded: the capture's drain thread feeds it; it does no I/O.
 /// </summary>
 /// <remarks>
 /// What the close record's previous state tells (the kernel does not say why a socket closed):
@@ -23,103 +23,44 @@ namespace FlowSec.Sensor.Flows;
 /// (RST sent or received, or an abort). A retransmission timeout of an established connection
 /// looks the same and is reported as "reset" too.</item>
 /// </list>
-/// The close record alone carries everything a flow needs, so a connection whose open record
-/// was evicted (or that predates the sensor) still yields a flow at close.
+/// The close record alone carries everything a flow needs (the kernel copies the socket's entry
+/// into it), so nothing is joined here; a connection whose entry was lost, or that predates the
+/// sensor, still yields a flow at close, without process or start.
 /// </remarks>
 internal sealed class FlowAssembler
 {
-    private readonly Dictionary<ulong, LinkedListNode<OpenConnection>> _bySocket = new();
-    // Ordered by next report time: new connections and re-reported ones go to the tail.
-    private readonly LinkedList<OpenConnection> _byNextReport = new();
     private readonly string _node;
     private readonly ulong _reportIntervalNs;
-    private readonly int _maxOpen;
-    private long _evicted;
-    private long _superseded;
 
     /// <summary>Creates an assembler.</summary>
     /// <param name="node">Node name stamped on every event.</param>
     /// <param name="unixOffsetNs">Unix time minus CLOCK_MONOTONIC time, in ns (see <see cref="KernelClock"/>).</param>
-    /// <param name="activeReportInterval">How often a still-open connection is reported.</param>
-    /// <param name="maxOpenConnections">Open connections tracked at most; the one due soonest is evicted past that.</param>
-    public FlowAssembler(string node, long unixOffsetNs, TimeSpan activeReportInterval, int maxOpenConnections = 131_072)
+    /// <param name="activeReportInterval">How long a connection is open before it is reported as "established".</param>
+    public FlowAssembler(string node, long unixOffsetNs, TimeSpan activeReportInterval)
     {
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(activeReportInterval, TimeSpan.Zero);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxOpenConnections);
         _node = node;
         UnixOffsetNs = unixOffsetNs;
         _reportIntervalNs = (ulong)activeReportInterval.Ticks * 100;
-        _maxOpen = maxOpenConnections;
     }
 
     /// <summary>Unix time minus monotonic time in ns; refreshable so a wall-clock step does not persist.</summary>
     public long UnixOffsetNs { get; set; }
 
-    /// <summary>Connections currently tracked.</summary>
-    public int OpenConnections => _bySocket.Count;
-
-    /// <summary>Open connections dropped from the table because it was full (they lose periodic reports, not their flow).</summary>
-    public long Evicted => Volatile.Read(ref _evicted);
-
-    /// <summary>Open records replaced by a newer open for the same socket (the close in between was lost).</summary>
-    public long Superseded => Volatile.Read(ref _superseded);
-
-    /// <summary>Feeds one record; returns the flow event when it completes a connection.</summary>
-    public Event? Add(in TcpRecord record)
-    {
-        if (record.Kind == RecordKind.TcpOpen)
-        {
-            Track(record);
-            return null;
-        }
-        ulong startNs = record.StartNs;
-        if (_bySocket.Remove(record.SockId, out var node))
-        {
-            _byNextReport.Remove(node);
-            if (startNs == 0)
-            {
-                startNs = node.Value.Open.StartNs != 0 ? node.Value.Open.StartNs : node.Value.Open.TimestampNs;
-            }
-        }
-        return Build(record, record.TimestampNs, startNs, CloseState(record), withCounters: true);
-    }
+    /// <summary>The flow event of a connection, from its close record.</summary>
+    public Event Closed(in TcpRecord close) =>
+        Build(close, close.TimestampNs, CloseState(close), withCounters: true);
 
     /// <summary>
-    /// Reports every connection open for at least the interval since its start or last report.
-    /// <paramref name="nowNs"/> is CLOCK_MONOTONIC, as <see cref="KernelClock.NowNs"/> returns.
+    /// The "established" report of a connection still open at <paramref name="nowNs"/>
+    /// (CLOCK_MONOTONIC, as <see cref="KernelClock.NowNs"/> returns), decoded from its
+    /// socket-table entry; null while it has been open for less than the interval. Called once per
+    /// interval for every entry, this reports each long-lived connection once per interval.
     /// </summary>
-    public IReadOnlyList<Event> Tick(long nowNs)
-    {
-        List<Event>? due = null;
-        var now = (ulong)nowNs;
-        while (_byNextReport.First is { } node && node.Value.NextReportNs <= now)
-        {
-            OpenConnection c = node.Value;
-            ulong startNs = c.Open.StartNs != 0 ? c.Open.StartNs : c.Open.TimestampNs;
-            (due ??= new()).Add(Build(c.Open, now, startNs, "established", withCounters: false));
-            c.NextReportNs = now + _reportIntervalNs;
-            _byNextReport.RemoveFirst();
-            _byNextReport.AddLast(node);
-        }
-        return due ?? (IReadOnlyList<Event>)Array.Empty<Event>();
-    }
-
-    private void Track(in TcpRecord open)
-    {
-        if (_bySocket.Remove(open.SockId, out var stale))
-        {
-            _byNextReport.Remove(stale);
-            _superseded++;
-        }
-        else if (_bySocket.Count >= _maxOpen && _byNextReport.First is { } oldest)
-        {
-            _bySocket.Remove(oldest.Value.Open.SockId);
-            _byNextReport.RemoveFirst();
-            _evicted++;
-        }
-        var entry = new OpenConnection(open) { NextReportNs = open.TimestampNs + _reportIntervalNs };
-        _bySocket[open.SockId] = _byNextReport.AddLast(entry);
-    }
+    public Event? Established(in TcpRecord open, ulong nowNs) =>
+        open.StartNs + _reportIntervalNs <= nowNs
+            ? Build(open, nowNs, "established", withCounters: false)
+            : null;
 
     private static string CloseState(in TcpRecord r) => r.OldState switch
     {
@@ -128,7 +69,7 @@ internal sealed class FlowAssembler
         _ => "reset",
     };
 
-    private Event Build(in TcpRecord r, ulong atNs, ulong startNs, string state, bool withCounters)
+    private Event Build(in TcpRecord r, ulong atNs, string state, bool withCounters)
     {
         var local = new Endpoint
         {
@@ -150,7 +91,7 @@ internal sealed class FlowAssembler
         {
             Protocol = Protocol.Tcp,
             State = state,
-            DurationNs = startNs != 0 && atNs > startNs ? atNs - startNs : 0,
+            DurationNs = r.StartNs != 0 && atNs > r.StartNs ? atNs - r.StartNs : 0,
             Verdict = Verdict.Forwarded,
             SocketId = r.SockId,
         };
@@ -214,11 +155,5 @@ internal sealed class FlowAssembler
         Span<byte> bytes = stackalloc byte[16];
         address.TryWriteBytes(bytes, out int written);
         return ByteString.CopyFrom(address.IsIPv4MappedToIPv6 ? bytes[12..16] : bytes[..written]);
-    }
-
-    private sealed class OpenConnection(TcpRecord open)
-    {
-        public TcpRecord Open { get; } = open;
-        public ulong NextReportNs { get; set; }
     }
 }

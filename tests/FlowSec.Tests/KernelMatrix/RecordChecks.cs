@@ -117,41 +117,19 @@ internal sealed class RecordChecks
         Equal("tcp: every record decodes (TcpRecordDecoder)", undecoded, 0);
         Equal("tcp: record size", unit.RecordsOf("events").Select(d => d.Length).DefaultIfEmpty(TcpRecordDecoder.RecordSize).Max(), TcpRecordDecoder.RecordSize);
 
-        TcpRecord? Find(RecordKind kind, ushort local, ushort remote) =>
-            records.Where(r => r.Kind == kind && r.LocalPort == local && r.RemotePort == remote).Select(r => (TcpRecord?)r).FirstOrDefault();
+        TcpRecord? Find(ushort local, ushort remote) =>
+            records.Where(r => r.LocalPort == local && r.RemotePort == remote).Select(r => (TcpRecord?)r).FirstOrDefault();
 
-        var clientOpen = Find(RecordKind.TcpOpen, cp, sp);
-        if (Present("tcp: client open record", clientOpen is not null, $"TcpOpen {cp}->{sp}"))
-        {
-            var r = clientOpen!.Value;
-            Equal("tcp: client open family", r.Family, AddressFamily.InterNetwork);
-            Equal("tcp: client open local address", r.LocalAddress, Loopback);
-            Equal("tcp: client open remote address", r.RemoteAddress, Loopback);
-            Equal("tcp: client open tgid = loader", r.Tgid, (uint)_run.Pid);
-            Equal("tcp: client open pid = loader", r.Pid, (uint)_run.Pid);
-            Equal("tcp: client open comm", r.Comm, _run.Comm);
-            Equal("tcp: client open initiator", r.Initiator, true);
-            Equal("tcp: client open states", $"{r.OldState}->{r.NewState}", "SynSent->Established");
-            Equal("tcp: client open first state", r.FirstState, TcpState.SynSent);
-            Check("tcp: client open start <= timestamp", r.StartNs > 0 && r.StartNs <= r.TimestampNs, $"start {r.StartNs} ts {r.TimestampNs}");
-            Check("tcp: client open cgroup id", r.CgroupId != 0, $"{r.CgroupId}");
-        }
-        var serverOpen = Find(RecordKind.TcpOpen, sp, cp);
-        if (Present("tcp: server open record", serverOpen is not null, $"TcpOpen {sp}->{cp}"))
-        {
-            var r = serverOpen!.Value;
-            Equal("tcp: server open states", $"{r.OldState}->{r.NewState}", "SynRecv->Established");
-            Equal("tcp: server open initiator", r.Initiator, false);
-            Equal("tcp: server open tgid (softirq: not known yet)", r.Tgid, 0u);
-        }
-        var clientClose = Find(RecordKind.TcpClose, cp, sp);
-        if (Present("tcp: client close record", clientClose is not null, $"TcpClose {cp}->{sp}"))
+        // One record per socket, at close: none at open.
+        Equal("tcp: one record per socket (client)", records.Count(r => r.LocalPort == cp && r.RemotePort == sp), 1);
+        Equal("tcp: one record per socket (server)", records.Count(r => r.LocalPort == sp && r.RemotePort == cp), 1);
+        var clientClose = Find(cp, sp);
+        if (Present("tcp: client close record", clientClose is not null, $"close record {cp}->{sp}"))
         {
             var r = clientClose!.Value;
-            Equal("tcp: client close tgid", r.Tgid, (uint)_run.Pid);
-            Equal("tcp: client close comm", r.Comm, _run.Comm);
+            ConnectingSide("client close", r);
             Equal("tcp: client close states", $"{r.OldState}->{r.NewState}", "FinWait2->Close");
-            Equal("tcp: client close joins its open (sock_id)", r.SockId, clientOpen?.SockId ?? 0);
+            Check("tcp: client close start (connect()) <= timestamp", r.StartNs > 0 && r.StartNs <= r.TimestampNs, $"start {r.StartNs} ts {r.TimestampNs}");
             ulong sent = (ulong)fire.Int("client_sent"), received = (ulong)fire.Int("server_sent");
             // bytes_acked and bytes_received count SYN and FIN sequence numbers too.
             Between("tcp: client close bytes_acked (tcp_sock CO-RE)", r.BytesAcked, sent, sent + 2);
@@ -161,28 +139,90 @@ internal sealed class RecordChecks
             Between("tcp: client close srtt_us", r.SrttUs, 0, 1_000_000);
             Equal("tcp: client close retransmits", r.TotalRetrans, 0u);
         }
-        var serverClose = Find(RecordKind.TcpClose, sp, cp);
-        if (Present("tcp: server close record", serverClose is not null, $"TcpClose {sp}->{cp}"))
+        var serverClose = Find(sp, cp);
+        if (Present("tcp: server close record", serverClose is not null, $"close record {sp}->{cp}"))
         {
             var r = serverClose!.Value;
             Equal("tcp: server close tgid (from close())", r.Tgid, (uint)_run.Pid);
             Equal("tcp: server close comm", r.Comm, _run.Comm);
             Equal("tcp: server close states", $"{r.OldState}->{r.NewState}", "LastAck->Close");
+            Equal("tcp: server close initiator", r.Initiator, false);
             Equal("tcp: server close first state", r.FirstState, TcpState.SynRecv);
-            Equal("tcp: server close joins its open (sock_id)", r.SockId, serverOpen?.SockId ?? 0);
+            Check("tcp: server close start (ESTABLISHED) <= timestamp", r.StartNs > 0 && r.StartNs <= r.TimestampNs, $"start {r.StartNs} ts {r.TimestampNs}");
+            Check("tcp: server and client sockets differ", r.SockId != (clientClose?.SockId ?? 0), $"{r.SockId:x}");
             ulong sent = (ulong)fire.Int("server_sent"), received = (ulong)fire.Int("client_sent");
             Between("tcp: server close bytes_acked (tcp_sock CO-RE)", r.BytesAcked, sent, sent + 2);
             Between("tcp: server close bytes_received (tcp_sock CO-RE)", r.BytesReceived, received, received + 1);
         }
-        var refused = Find(RecordKind.TcpClose, refusedSrc, refusedDst);
-        if (Present("tcp: refused connection record", refused is not null, $"TcpClose {refusedSrc}->{refusedDst}"))
+        var refused = Find(refusedSrc, refusedDst);
+        if (Present("tcp: refused connection record", refused is not null, $"close record {refusedSrc}->{refusedDst}"))
         {
             var r = refused!.Value;
             Equal("tcp: refused states", $"{r.OldState}->{r.NewState}", "SynSent->Close");
             Equal("tcp: refused tgid", r.Tgid, (uint)_run.Pid);
             Equal("tcp: refused initiator", r.Initiator, true);
         }
+        TcpSockets(unit, fire, records);
         Equal("tcp: ring buffer reserve failures", unit.Counters.GetValueOrDefault(("counters", 0)), 0ul);
+    }
+
+    // What the loader's connecting socket carries from connect(): the same in its close record and its table entry.
+    private void ConnectingSide(string what, TcpRecord r)
+    {
+        Equal($"tcp: {what} family", r.Family, AddressFamily.InterNetwork);
+        Equal($"tcp: {what} local address", r.LocalAddress, Loopback);
+        Equal($"tcp: {what} remote address", r.RemoteAddress, Loopback);
+        Equal($"tcp: {what} tgid = loader", r.Tgid, (uint)_run.Pid);
+        Equal($"tcp: {what} pid = loader", r.Pid, (uint)_run.Pid);
+        Equal($"tcp: {what} comm", r.Comm, _run.Comm);
+        Check($"tcp: {what} cgroup id", r.CgroupId != 0, $"{r.CgroupId}");
+        Equal($"tcp: {what} initiator", r.Initiator, true);
+        Equal($"tcp: {what} first state", r.FirstState, TcpState.SynSent);
+    }
+
+    // The connection still open when the maps were dumped: its socket-table entries, decoded as
+    // the sensor's interval scan decodes them, and no record yet.
+    private void TcpSockets(UnitRun unit, FireFact fire, List<TcpRecord> records)
+    {
+        if (fire["held_rc"] != "0")
+        {
+            Check("tcp: held connection opened", false, $"held_rc={fire["held_rc"]}");
+            return;
+        }
+        ushort sp = fire.Port("held_server"), cp = fire.Port("held_client");
+        var entries = unit.EntriesOf("sockets").ToList();
+        Equal("tcp: socket entry sizes match FsTcpSocket", entries.All(e => e.Key.Length == 8 && e.Value.Length == TcpRecordDecoder.SocketSize), true);
+        var open = new List<TcpRecord>();
+        foreach (var (key, value) in entries.Where(e => e.Key.Length == 8 && e.Value.Length == TcpRecordDecoder.SocketSize))
+        {
+            if (TcpRecordDecoder.TryDecode(BitConverter.ToUInt64(key), MemoryMarshal.Read<FsTcpSocket>(value), ulong.MaxValue, out var r) == DecodeResult.Ok)
+            {
+                open.Add(r);
+            }
+        }
+        Equal("tcp: no record while the connection is open", records.Count(r => (r.LocalPort, r.RemotePort) == (cp, sp) || (r.LocalPort, r.RemotePort) == (sp, cp)), 0);
+        Equal("tcp: entries of closed connections are deleted", open.Count(r => r.LocalPort == fire.Port("client") || r.RemotePort == fire.Port("client")), 0);
+
+        TcpRecord? Entry(ushort local, ushort remote) =>
+            open.Where(r => r.LocalPort == local && r.RemotePort == remote).Select(r => (TcpRecord?)r).FirstOrDefault();
+
+        var client = Entry(cp, sp);
+        if (Present("tcp: client socket entry (established)", client is not null, $"established entry {cp}->{sp}"))
+        {
+            var r = client!.Value;
+            ConnectingSide("client entry", r);
+            Check("tcp: client entry start", r.StartNs > 0, $"{r.StartNs}");
+        }
+        var server = Entry(sp, cp);
+        if (Present("tcp: server socket entry (established)", server is not null, $"established entry {sp}->{cp}"))
+        {
+            var r = server!.Value;
+            Equal("tcp: server entry initiator", r.Initiator, false);
+            Equal("tcp: server entry first state", r.FirstState, TcpState.SynRecv);
+            Equal("tcp: server entry tgid (softirq: not known until close())", r.Tgid, 0u);
+            Check("tcp: server entry start", r.StartNs > 0, $"{r.StartNs}");
+            Check("tcp: server and client entries differ", r.SockId != (client?.SockId ?? 0), $"{r.SockId:x}");
+        }
     }
 
     // ---------- DNS: dns.bpf.o ----------

@@ -13,19 +13,17 @@ public class FlowAssemblerTests
     private static readonly IPAddress Client = IPAddress.Parse("10.0.0.1");
     private static readonly IPAddress Server = IPAddress.Parse("10.0.0.2");
 
-    private static FlowAssembler NewAssembler(int max = 1000) =>
-        new("node-a", Offset, TimeSpan.FromSeconds(10), max);
+    private static FlowAssembler NewAssembler() => new("node-a", Offset, TimeSpan.FromSeconds(10));
 
-    // An active (connect()ing) socket on the client, as the kernel would report it.
-    private static TcpRecord ActiveOpen(ulong sock = 1, ulong at = 100 * Second) => new(
-        RecordKind.TcpOpen, 1000, 1001, AddressFamily.InterNetwork, TcpState.SynSent, TcpState.Established,
-        at, at - Second / 1000, 55, sock, Client, Server, 40000, 443, true, TcpState.SynSent,
+    // The client's (connect()ing) socket while open: its socket-table entry, as the scan decodes it.
+    private static TcpRecord ActiveOpen(ulong sock = 1, ulong start = 100 * Second - Second / 1000) => new(
+        1000, 1001, AddressFamily.InterNetwork, TcpState.Established, TcpState.Established,
+        0, start, 55, sock, Client, Server, 40000, 443, true, TcpState.SynSent,
         0, 0, 0, 0, 0, 0, "curl");
 
     private static TcpRecord ActiveClose(ulong sock = 1, ulong at = 103 * Second, TcpState from = TcpState.LastAck) =>
         ActiveOpen(sock) with
         {
-            Kind = RecordKind.TcpClose,
             OldState = from,
             NewState = TcpState.Close,
             TimestampNs = at,
@@ -38,15 +36,14 @@ public class FlowAssemblerTests
             TotalRetrans = 1,
         };
 
-    // The accepted socket on the server: the owner is only known from close().
-    private static TcpRecord PassiveOpen(ulong sock = 2, ulong at = 100 * Second) => new(
-        RecordKind.TcpOpen, 0, 0, AddressFamily.InterNetwork, TcpState.SynRecv, TcpState.Established,
-        at, at, 0, sock, Server, Client, 443, 40000, false, TcpState.SynRecv,
+    // The accepted socket on the server while open: the owner is only known from close().
+    private static TcpRecord PassiveOpen(ulong sock = 2, ulong start = 100 * Second) => new(
+        0, 0, AddressFamily.InterNetwork, TcpState.Established, TcpState.Established,
+        0, start, 0, sock, Server, Client, 443, 40000, false, TcpState.SynRecv,
         0, 0, 0, 0, 0, 0, "");
 
     private static TcpRecord PassiveClose(ulong sock = 2, ulong at = 104 * Second) => PassiveOpen(sock) with
     {
-        Kind = RecordKind.TcpClose,
         Tgid = 2000,
         Pid = 2001,
         CgroupId = 66,
@@ -64,12 +61,8 @@ public class FlowAssemblerTests
     [Fact]
     public void Active_connection_becomes_one_egress_flow_at_close()
     {
-        var assembler = NewAssembler();
+        var e = NewAssembler().Closed(ActiveClose());
 
-        assembler.Add(ActiveOpen()).Should().BeNull();
-        var e = assembler.Add(ActiveClose())!;
-
-        e.Should().NotBeNull();
         e.Type.Should().Be(EventType.Flow);
         e.Node.Should().Be("node-a");
         e.Capture.Should().Be("bpf");
@@ -95,16 +88,12 @@ public class FlowAssemblerTests
         e.Flow.RttUs.Should().Be(250);
         e.Flow.Retransmits.Should().Be(1);
         e.Flow.SocketId.Should().Be(1);
-        assembler.OpenConnections.Should().Be(0);
     }
 
     [Fact]
     public void Accepted_connection_is_ingress_from_the_peer_with_counters_flipped()
     {
-        var assembler = NewAssembler();
-
-        assembler.Add(PassiveOpen()).Should().BeNull();
-        var e = assembler.Add(PassiveClose())!;
+        var e = NewAssembler().Closed(PassiveClose());
 
         e.Flow.Direction.Should().Be("ingress");
         e.Source.Ip.ToByteArray().Should().Equal(Client.GetAddressBytes());
@@ -127,7 +116,7 @@ public class FlowAssemblerTests
     [Fact]
     public void Server_pid_stays_empty_when_the_owner_was_never_seen()
     {
-        var e = NewAssembler().Add(PassiveClose() with { Tgid = 0, Pid = 0, Comm = "", CgroupId = 0 })!;
+        var e = NewAssembler().Closed(PassiveClose() with { Tgid = 0, Pid = 0, Comm = "", CgroupId = 0 });
 
         e.Destination.Pid.Should().Be(0);
         e.Destination.Process.Should().BeEmpty();
@@ -149,7 +138,7 @@ public class FlowAssemblerTests
             TotalRetrans = 0,
         };
 
-        var e = NewAssembler().Add(close)!;
+        var e = NewAssembler().Closed(close);
 
         e.Flow.State.Should().Be("refused");
         e.Flow.Direction.Should().Be("egress");
@@ -163,7 +152,7 @@ public class FlowAssemblerTests
     {
         var close = ActiveClose() with { OldState = TcpState.SynSent, BytesAcked = 0, BytesReceived = 0, TotalRetrans = 6 };
 
-        NewAssembler().Add(close)!.Flow.State.Should().Be("timeout");
+        NewAssembler().Closed(close).Flow.State.Should().Be("timeout");
     }
 
     [Theory]
@@ -177,7 +166,7 @@ public class FlowAssemblerTests
     [InlineData((int)TcpState.TimeWait, "closed")]
     public void Close_state_follows_the_state_before_close(int from, string expected)
     {
-        NewAssembler().Add(ActiveClose(from: (TcpState)from))!.Flow.State.Should().Be(expected);
+        NewAssembler().Closed(ActiveClose(from: (TcpState)from)).Flow.State.Should().Be(expected);
     }
 
     [Theory]
@@ -191,7 +180,7 @@ public class FlowAssemblerTests
     [InlineData((int)TcpState.CloseWait, 101ul, 5001ul, 100ul, 5000ul)]
     public void Syn_and_fin_are_not_counted_as_payload(int from, ulong rawAcked, ulong rawReceived, ulong sent, ulong received)
     {
-        var e = NewAssembler().Add(ActiveClose(from: (TcpState)from) with { BytesAcked = rawAcked, BytesReceived = rawReceived })!;
+        var e = NewAssembler().Closed(ActiveClose(from: (TcpState)from) with { BytesAcked = rawAcked, BytesReceived = rawReceived });
 
         e.Flow.BytesSent.Should().Be(sent);
         e.Flow.BytesReceived.Should().Be(received);
@@ -201,7 +190,7 @@ public class FlowAssemblerTests
     public void Accepted_side_has_no_syn_to_subtract()
     {
         // The accepted socket starts after its SYN-ACK, so only FINs are in its counters.
-        var e = NewAssembler().Add(PassiveClose() with { OldState = TcpState.Established, BytesAcked = 5000, BytesReceived = 100 })!;
+        var e = NewAssembler().Closed(PassiveClose() with { OldState = TcpState.Established, BytesAcked = 5000, BytesReceived = 100 });
 
         e.Flow.BytesSent.Should().Be(100);
         e.Flow.BytesReceived.Should().Be(5000);
@@ -221,23 +210,12 @@ public class FlowAssemblerTests
             FirstState = TcpState.Unknown,
         };
 
-        var e = NewAssembler().Add(close)!;
+        var e = NewAssembler().Closed(close);
 
         e.Flow.Direction.Should().Be("unknown");
         e.Source.Port.Should().Be(40000); // local side first, as reported
         e.Source.Pid.Should().Be(0);
         e.Flow.DurationNs.Should().Be(0);
-    }
-
-    [Fact]
-    public void Duration_falls_back_to_the_open_record_when_the_close_has_no_start()
-    {
-        var assembler = NewAssembler();
-        assembler.Add(PassiveOpen(at: 100 * Second));
-
-        var e = assembler.Add(PassiveClose(at: 107 * Second) with { StartNs = 0 })!;
-
-        e.Flow.DurationNs.Should().Be(7 * Second);
     }
 
     [Fact]
@@ -250,7 +228,7 @@ public class FlowAssemblerTests
             RemoteAddress = Server.MapToIPv6(),
         };
 
-        var e = NewAssembler().Add(close)!;
+        var e = NewAssembler().Closed(close);
 
         e.Source.Ip.Length.Should().Be(4);
         e.Source.Ip.ToByteArray().Should().Equal(Client.GetAddressBytes());
@@ -261,87 +239,65 @@ public class FlowAssemblerTests
     public void Ipv6_addresses_keep_16_bytes()
     {
         var v6 = IPAddress.Parse("fd00::7");
-        var e = NewAssembler().Add(ActiveClose() with { Family = AddressFamily.InterNetworkV6, RemoteAddress = v6 })!;
+        var e = NewAssembler().Closed(ActiveClose() with { Family = AddressFamily.InterNetworkV6, RemoteAddress = v6 });
 
         e.Destination.Ip.ToByteArray().Should().Equal(v6.GetAddressBytes());
     }
 
     [Fact]
-    public void Long_lived_connections_are_reported_every_interval_until_they_close()
+    public void Connection_open_for_the_interval_is_reported_as_established()
     {
         var assembler = NewAssembler();
-        assembler.Add(ActiveOpen(at: 100 * Second));
         ulong start = 100 * Second - Second / 1000;
 
-        assembler.Tick((long)(109 * Second)).Should().BeEmpty();
+        assembler.Established(ActiveOpen(), start + 10 * Second - 1).Should().BeNull("open for less than the interval");
+        var e = assembler.Established(ActiveOpen(), 110 * Second)!;
 
-        var first = assembler.Tick((long)(110 * Second)).Should().ContainSingle().Subject;
-        first.Flow.State.Should().Be("established");
-        first.Flow.Direction.Should().Be("egress");
-        first.Flow.DurationNs.Should().Be(110 * Second - start);
-        first.TimeUnixNano.Should().Be((ulong)Offset + 110 * Second);
-        first.Source.Pid.Should().Be(1000);
-        first.Flow.SocketId.Should().Be(1);
-
-        assembler.Tick((long)(115 * Second)).Should().BeEmpty();
-        assembler.Tick((long)(120 * Second)).Should().ContainSingle()
-            .Which.Flow.DurationNs.Should().Be(120 * Second - start);
-
-        assembler.Add(ActiveClose(at: 125 * Second))!.Flow.State.Should().Be("closed");
-        assembler.Tick((long)(200 * Second)).Should().BeEmpty();
+        e.Should().NotBeNull();
+        e.Type.Should().Be(EventType.Flow);
+        e.Node.Should().Be("node-a");
+        e.TimeUnixNano.Should().Be((ulong)Offset + 110 * Second);
+        e.Flow.State.Should().Be("established");
+        e.Flow.Direction.Should().Be("egress");
+        e.Flow.DurationNs.Should().Be(110 * Second - start);
+        e.Flow.SocketId.Should().Be(1);
+        e.Source.Ip.ToByteArray().Should().Equal(Client.GetAddressBytes());
+        e.Source.Port.Should().Be(40000);
+        e.Source.Pid.Should().Be(1000);
+        e.Source.Process.Should().Be("curl");
+        e.Source.CgroupId.Should().Be(55);
+        e.Destination.Port.Should().Be(443);
+        // Counters are read at close only.
+        e.Flow.BytesSent.Should().Be(0);
+        e.Flow.PacketsReceived.Should().Be(0);
+        e.Flow.RttUs.Should().Be(0);
     }
 
     [Fact]
-    public void Short_connections_are_never_reported_as_established()
+    public void A_long_lived_connection_is_reported_at_every_scan_with_its_duration_so_far()
     {
         var assembler = NewAssembler();
-        assembler.Add(ActiveOpen(at: 100 * Second));
-        assembler.Add(ActiveClose(at: 101 * Second));
+        ulong start = 100 * Second - Second / 1000;
 
-        assembler.Tick((long)(300 * Second)).Should().BeEmpty();
+        var durations = new[] { 110ul, 120ul, 130ul }
+            .Select(t => assembler.Established(ActiveOpen(), t * Second)!.Flow.DurationNs);
+
+        durations.Should().Equal(110 * Second - start, 120 * Second - start, 130 * Second - start);
     }
 
     [Fact]
-    public void Several_due_connections_are_all_reported_in_one_tick()
+    public void Accepted_connection_is_reported_as_ingress_before_its_server_process_is_known()
     {
-        var assembler = NewAssembler();
-        for (ulong i = 1; i <= 5; i++)
-        {
-            assembler.Add(ActiveOpen(sock: i, at: (100 + i) * Second));
-        }
+        var e = NewAssembler().Established(PassiveOpen(), 115 * Second)!;
 
-        assembler.Tick((long)(113 * Second)).Select(e => e.Flow.SocketId).Should().Equal(1ul, 2ul, 3ul);
-        assembler.Tick((long)(116 * Second)).Select(e => e.Flow.SocketId).Should().Equal(4ul, 5ul);
-    }
-
-    [Fact]
-    public void Table_is_bounded_and_evictions_are_counted()
-    {
-        var assembler = NewAssembler(max: 2);
-
-        assembler.Add(ActiveOpen(sock: 1, at: 100 * Second));
-        assembler.Add(ActiveOpen(sock: 2, at: 101 * Second));
-        assembler.Add(ActiveOpen(sock: 3, at: 102 * Second));
-
-        assembler.OpenConnections.Should().Be(2);
-        assembler.Evicted.Should().Be(1);
-        // The evicted connection loses its periodic reports, not its flow: the close record suffices.
-        assembler.Tick((long)(111 * Second)).Select(e => e.Flow.SocketId).Should().Equal(2ul);
-        assembler.Add(ActiveClose(sock: 1))!.Flow.SocketId.Should().Be(1);
-    }
-
-    [Fact]
-    public void A_second_open_for_the_same_socket_replaces_the_first_and_is_counted()
-    {
-        var assembler = NewAssembler();
-
-        assembler.Add(ActiveOpen(sock: 1, at: 100 * Second));
-        assembler.Add(ActiveOpen(sock: 1, at: 105 * Second));
-
-        assembler.OpenConnections.Should().Be(1);
-        assembler.Superseded.Should().Be(1);
-        assembler.Evicted.Should().Be(0);
-        assembler.Tick((long)(110 * Second)).Should().BeEmpty();
-        assembler.Tick((long)(115 * Second)).Should().ContainSingle();
+        e.Flow.State.Should().Be("established");
+        e.Flow.Direction.Should().Be("ingress");
+        e.Flow.DurationNs.Should().Be(15 * Second);
+        e.Source.Ip.ToByteArray().Should().Equal(Client.GetAddressBytes());
+        e.Source.Port.Should().Be(40000);
+        e.Destination.Port.Should().Be(443);
+        // The owner is captured when the server closes the socket (process context).
+        e.Destination.Pid.Should().Be(0);
+        e.Destination.Process.Should().BeEmpty();
     }
 }

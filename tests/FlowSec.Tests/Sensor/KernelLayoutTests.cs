@@ -22,9 +22,18 @@ public class KernelLayoutTests
     }
 
     [Fact]
+    public void Fs_tcp_socket_matches_the_btf_of_the_embedded_object()
+    {
+        string btf = DumpEmbeddedObjectBtf(TcpCapture.ObjectName);
+
+        BtfLayout.AssertMatches<FsTcpSocket>(btf, "fs_tcp_socket", TcpSocketBytes.Size);
+        TcpRecordDecoder.SocketSize.Should().Be(TcpSocketBytes.Size);
+        BtfLayout.AssertNoImplicitPadding<FsTcpSocket>("fs_tcp_socket");
+    }
+
+    [Fact]
     public void Record_kinds_and_counter_indexes_match_flowsec_h()
     {
-        BtfLayout.HeaderValue("FS_RECORD_TCP_OPEN").Should().Be((long)RecordKind.TcpOpen);
         BtfLayout.HeaderValue("FS_RECORD_TCP_CLOSE").Should().Be((long)RecordKind.TcpClose);
         BtfLayout.HeaderValue("FS_COUNTER_RINGBUF_RESERVE_FAILED").Should().Be((long)KernelCounter.RingBufferReserveFailed);
         BtfLayout.HeaderValue("FS_COUNTER_SOCKET_TABLE_FULL").Should().Be((long)KernelCounter.SocketTableFull);

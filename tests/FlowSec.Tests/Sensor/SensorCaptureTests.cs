@@ -47,7 +47,7 @@ public class SensorCaptureTests
         status.Counters.Keys.Should().Contain(new[]
         {
             "tcp_records_decoded", "tcp_records_malformed", "tcp_ringbuf_dropped", "tcp_socket_table_full",
-            "tcp_flows_emitted", "tcp_flows_evicted", "tcp_flows_superseded", "tcp_handler_errors", "tcp_program_runs_lost",
+            "tcp_flows_emitted", "tcp_sockets_tracked", "tcp_handler_errors", "tcp_program_runs_lost",
         });
     }
 

@@ -13,7 +13,6 @@ public class TcpRecordDecoderTests
 
         TcpRecordDecoder.TryDecode(bytes, out var r).Should().Be(DecodeResult.Ok);
 
-        r.Kind.Should().Be(RecordKind.TcpClose);
         r.Tgid.Should().Be(4242);
         r.Pid.Should().Be(4243);
         r.Family.Should().Be(AddressFamily.InterNetwork);
@@ -40,14 +39,12 @@ public class TcpRecordDecoderTests
     }
 
     [Fact]
-    public void Decodes_an_ipv6_open_record()
+    public void Decodes_an_ipv6_close_record_of_an_accepted_socket()
     {
         var bytes = new TcpRecordBytes
         {
-            Kind = 1,
             Family = 10,
-            OldState = 3,
-            NewState = 1,
+            OldState = 9,
             Local = IPAddress.Parse("fd00::1"),
             Remote = IPAddress.Parse("2001:db8::beef"),
             Initiator = 0,
@@ -56,14 +53,80 @@ public class TcpRecordDecoderTests
 
         TcpRecordDecoder.TryDecode(bytes, out var r).Should().Be(DecodeResult.Ok);
 
-        r.Kind.Should().Be(RecordKind.TcpOpen);
         r.Family.Should().Be(AddressFamily.InterNetworkV6);
-        r.OldState.Should().Be(TcpState.SynRecv);
-        r.NewState.Should().Be(TcpState.Established);
+        r.OldState.Should().Be(TcpState.LastAck);
+        r.NewState.Should().Be(TcpState.Close);
         r.LocalAddress.Should().Be(IPAddress.Parse("fd00::1"));
         r.RemoteAddress.Should().Be(IPAddress.Parse("2001:db8::beef"));
         r.Initiator.Should().BeFalse();
         r.FirstState.Should().Be(TcpState.SynRecv);
+    }
+
+    [Fact]
+    public void Decodes_a_socket_table_entry_as_an_open_connection_without_counters()
+    {
+        var entry = new TcpSocketBytes().ToSocket();
+
+        TcpRecordDecoder.TryDecode(0xffff_8880_aaaa_0000, entry, 9_000_000_000, out var r).Should().Be(DecodeResult.Ok);
+
+        r.SockId.Should().Be(0xffff_8880_aaaa_0000);
+        r.TimestampNs.Should().Be(9_000_000_000, "when the entry was read");
+        r.StartNs.Should().Be(4_000_000_000);
+        r.CgroupId.Should().Be(77);
+        r.Tgid.Should().Be(4242);
+        r.Pid.Should().Be(4243);
+        r.Family.Should().Be(AddressFamily.InterNetwork);
+        r.LocalAddress.Should().Be(IPAddress.Parse("10.1.2.3"));
+        r.RemoteAddress.Should().Be(IPAddress.Parse("10.9.8.7"));
+        r.LocalPort.Should().Be(43210);
+        r.RemotePort.Should().Be(443);
+        r.Initiator.Should().BeTrue();
+        r.FirstState.Should().Be(TcpState.SynSent);
+        r.OldState.Should().Be(TcpState.Established);
+        r.NewState.Should().Be(TcpState.Established);
+        r.Comm.Should().Be("curl");
+        (r.BytesAcked, r.BytesReceived, r.SegsOut, r.SegsIn, r.SrttUs, r.TotalRetrans).Should().Be((0ul, 0ul, 0u, 0u, 0u, 0u));
+    }
+
+    [Fact]
+    public void Decodes_an_ipv6_socket_table_entry()
+    {
+        var entry = new TcpSocketBytes
+        {
+            Family = 10,
+            Local = IPAddress.Parse("fd00::1"),
+            Remote = IPAddress.Parse("2001:db8::beef"),
+            Initiator = 0,
+            FirstState = 3,
+            Tgid = 0,
+            Comm = "",
+        }.ToSocket();
+
+        TcpRecordDecoder.TryDecode(1, entry, 1, out var r).Should().Be(DecodeResult.Ok);
+
+        r.LocalAddress.Should().Be(IPAddress.Parse("fd00::1"));
+        r.RemoteAddress.Should().Be(IPAddress.Parse("2001:db8::beef"));
+        r.Initiator.Should().BeFalse();
+        r.Tgid.Should().Be(0);
+        r.Comm.Should().BeEmpty();
+    }
+
+    [Fact]
+    public void A_socket_still_connecting_has_no_tuple_and_is_not_decoded()
+    {
+        // SYN_SENT: the entry holds the owner, but ports are assigned and the tuple written at ESTABLISHED.
+        var entry = new TcpSocketBytes { Established = 0, Family = 0 }.ToSocket();
+
+        TcpRecordDecoder.TryDecode(1, entry, 1, out var r).Should().Be(DecodeResult.NotEstablished);
+        r.Should().Be(default(TcpRecord));
+    }
+
+    [Fact]
+    public void A_socket_table_entry_with_an_unknown_family_is_rejected()
+    {
+        var entry = new TcpSocketBytes { Family = 17 }.ToSocket();
+
+        TcpRecordDecoder.TryDecode(1, entry, 1, out _).Should().Be(DecodeResult.UnknownFamily);
     }
 
     [Fact]
@@ -117,6 +180,7 @@ public class TcpRecordDecoderTests
 
     [Theory]
     [InlineData(0u)]
+    [InlineData(1u)] // the open record of before: the socket table holds what it carried
     [InlineData(3u)]
     [InlineData(0xffffffffu)]
     public void Unknown_kinds_are_rejected(uint kind)
