@@ -32,6 +32,20 @@ public class EncodedEventBatchTests
     }
 
     [Fact]
+    public void Knows_every_field_the_protos_define()
+    {
+        // EncodedEventBatch writes these messages field by field: a field added to events.proto or
+        // relay.proto must be added there too, or it would silently not reach the relay.
+        Numbers(EventBatch.Descriptor).Should().Equal([1, 2, 3, 4, 5], "EncodedEventBatch writes EventBatch fields 1-5");
+        Numbers(Event.Descriptor).Should().Equal([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], "EncodedEventBatch writes Event fields 1-11");
+        Numbers(Endpoint.Descriptor).Should().Equal([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], "EncodedEventBatch writes Endpoint fields 1-11");
+        Numbers(Flow.Descriptor).Should().Equal([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13], "EncodedEventBatch writes Flow fields 1-13");
+    }
+
+    private static int[] Numbers(Google.Protobuf.Reflection.MessageDescriptor message) =>
+        [.. message.Fields.InFieldNumberOrder().Select(f => f.FieldNumber)];
+
+    [Fact]
     public void The_relay_reads_back_the_same_batch()
     {
         var batch = new EventBatch { Node = "node-ü", BatchId = 1UL << 40 };
