@@ -1,8 +1,10 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using Google.Protobuf;
 using FlowSec.Api.V1;
 using FlowSec.Sensor.Attribution;
 using FlowSec.Sensor.Capture;
+using FlowSec.Sensor.Export;
 using FlowSec.Sensor.Flows;
 
 namespace FlowSec.Benchmarks;
@@ -35,6 +37,65 @@ internal static class CaptureThroughput
         Console.WriteLine($"  decode+assemble+attribute: {perSecond / 1e6:0.00} M records/s wall, {records.Length / cpuUsed.TotalSeconds / 1e6:0.00} M records/s per CPU-second");
         Console.WriteLine($"  {1e9 / perSecond:0} ns per record; {allocated / (double)records.Length:0} bytes allocated per record");
         Console.WriteLine($"  CPU needed at 100k records/s: {100_000 / (records.Length / cpuUsed.TotalSeconds) * 100:0.0} % of a core");
+        Encode(records, enricher);
+    }
+
+    /// <summary>
+    /// The exporter's next step for the same flows: one batch of 4096 (BatchMaxEvents) to protobuf
+    /// bytes, with the generated code and with <see cref="EncodedEventBatch"/> (sizes each message
+    /// once); same bytes, checked.
+    /// </summary>
+    private static void Encode(byte[][] records, EndpointEnricher enricher)
+    {
+        var batch = new EventBatch { Node = "bench", BatchId = 1 };
+        var assembler = new FlowAssembler("bench", 0, TimeSpan.FromSeconds(10));
+        for (var i = 0; i < records.Length && batch.Events.Count < 4096; i++)
+        {
+            TcpRecordDecoder.TryDecode(records[i], out var record);
+            batch.Events.Add(assembler.Closed(record));
+        }
+        enricher.Enrich(batch.Events);
+        if (!new EncodedEventBatch(batch).ToByteArray().AsSpan().SequenceEqual(batch.ToByteArray()))
+        {
+            throw new InvalidOperationException("EncodedEventBatch wrote other bytes than the generated code");
+        }
+        var buffer = new byte[batch.CalculateSize()];
+        foreach (var (name, message) in new (string, IMessage)[] { ("generated code", batch), ("EncodedEventBatch", new EncodedEventBatch(batch)) })
+        {
+            const int rounds = 200;
+            var watch = new Stopwatch();
+            for (var r = 0; r < rounds * 2; r++)
+            {
+                // The first half warms the JIT up; as GrpcFraming does: size, then write.
+                watch.Start();
+                var size = message.CalculateSize();
+                MessageExtensions.WriteTo(message, buffer.AsSpan(0, size));
+                watch.Stop();
+                if (r == rounds - 1)
+                {
+                    watch.Reset();
+                }
+            }
+            Console.WriteLine($"  protobuf encoding ({name}): {watch.Elapsed.TotalNanoseconds / rounds / batch.Events.Count:0} ns per flow");
+        }
+        // What the overhead benchmark's relay sink spends reading them: a full parse, or the scan it uses.
+        var bytes = batch.ToByteArray();
+        foreach (var (name, parser) in new (string, MessageParser)[] { ("full parse", EventBatch.Parser), ("CountedBatch scan", CountedBatch.Parser) })
+        {
+            const int rounds = 200;
+            var watch = new Stopwatch();
+            for (var r = 0; r < rounds * 2; r++)
+            {
+                watch.Start();
+                parser.ParseFrom(bytes);
+                watch.Stop();
+                if (r == rounds - 1)
+                {
+                    watch.Reset();
+                }
+            }
+            Console.WriteLine($"  overhead sink reading ({name}): {watch.Elapsed.TotalNanoseconds / rounds / batch.Events.Count:0} ns per flow");
+        }
     }
 
     private static long Pass(byte[][] records, EndpointEnricher enricher, int count)

@@ -24,6 +24,9 @@ public sealed class EndpointEnricher(CgroupResolver cgroups, IEnumerable<IPodMet
     private const int MaxEntries = 65_536;
     private readonly Dictionary<ulong, WorkloadIdentity?> _byCgroup = [];
     private readonly Dictionary<ByteString, WorkloadIdentity> _byLocalIp = [];
+    // Flows come in runs from the same workload: the last cgroup answered skips a lookup per endpoint.
+    private ulong _lastCgroupId;
+    private WorkloadIdentity? _lastIdentity;
 
     /// <summary>
     /// Enriches a batch in two passes: first learn which local endpoints own which addresses, then
@@ -31,13 +34,16 @@ public sealed class EndpointEnricher(CgroupResolver cgroups, IEnumerable<IPodMet
     /// </summary>
     public void Enrich(IReadOnlyList<Event> events)
     {
-        foreach (var e in events)
+        // Indexed: a foreach over the interface would allocate an enumerator and dispatch twice per event.
+        for (int i = 0; i < events.Count; i++)
         {
+            Event e = events[i];
             Learn(e.Source);
             Learn(e.Destination);
         }
-        foreach (var e in events)
+        for (int i = 0; i < events.Count; i++)
         {
+            Event e = events[i];
             Name(e.Source);
             Name(e.Destination);
         }
@@ -74,9 +80,10 @@ public sealed class EndpointEnricher(CgroupResolver cgroups, IEnumerable<IPodMet
             // A host process (root cgroup, or no cgroup known): its name is the best workload name.
             ep.Workload = ep.Process;
         }
-        if (names is not null && ep.Ip.Length is 4 or 16 && ep.Names.Count == 0)
+        if (names is not null && ep.Ip.Length is 4 or 16 && ep.Names.Count == 0
+            && names.NamesFor(ep.Ip.Span) is { Count: > 0 } learned)
         {
-            ep.Names.AddRange(names.NamesFor(ep.Ip.Span));
+            ep.Names.AddRange(learned);
         }
     }
 
@@ -97,8 +104,13 @@ public sealed class EndpointEnricher(CgroupResolver cgroups, IEnumerable<IPodMet
 
     private WorkloadIdentity? Identity(ulong cgroupId)
     {
+        if (cgroupId == _lastCgroupId)
+        {
+            return _lastIdentity;
+        }
         if (_byCgroup.TryGetValue(cgroupId, out var cached))
         {
+            (_lastCgroupId, _lastIdentity) = (cgroupId, cached);
             return cached;
         }
         var path = cgroups.PathOf(cgroupId);
@@ -123,6 +135,7 @@ public sealed class EndpointEnricher(CgroupResolver cgroups, IEnumerable<IPodMet
             _byCgroup.Clear();
         }
         _byCgroup[cgroupId] = identity;
+        (_lastCgroupId, _lastIdentity) = (cgroupId, identity);
         return identity;
     }
 

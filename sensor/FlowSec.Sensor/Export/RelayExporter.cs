@@ -2,6 +2,7 @@ using FlowSec.Api.Auth;
 using FlowSec.Api.Grpc;
 using FlowSec.Api.V1;
 using FlowSec.Sensor.Attribution;
+using Google.Protobuf;
 using Microsoft.Extensions.Options;
 
 namespace FlowSec.Sensor.Export;
@@ -64,7 +65,7 @@ public sealed class RelayExporter(
             {
                 var relay = relays[current];
                 using var client = new GrpcClient(relay, token, tls: o.Tls.IsConfigured ? o.Tls : null);
-                await using var call = await client.DuplexAsync<EventBatch, IngestAck>(
+                await using var call = await client.DuplexAsync<IMessage, IngestAck>(
                     RelayMethods.Push, IngestAck.Parser, stoppingToken);
                 using var streamCts = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
                 var acks = ReadAcksAsync(call, streamCts.Token);
@@ -234,7 +235,7 @@ public sealed class RelayExporter(
         }
     }
 
-    private async Task SendLoopAsync(GrpcDuplexCall<EventBatch, IngestAck> call, Task acks, CancellationToken ct)
+    private async Task SendLoopAsync(GrpcDuplexCall<IMessage, IngestAck> call, Task acks, CancellationToken ct)
     {
         var o = options.Value;
         // Resend what the previous stream did not get acked, oldest first.
@@ -246,7 +247,7 @@ public sealed class RelayExporter(
         foreach (var batch in pending)
         {
             batch.Resent = true;
-            await call.WriteAsync(batch, ct);
+            await call.WriteAsync(Encoded(batch), ct);
         }
         await ReplaySpoolAsync(call, acks, ct);
         var lastSent = DateTime.UtcNow - o.HeartbeatInterval;
@@ -277,13 +278,26 @@ public sealed class RelayExporter(
             {
                 _unacked.AddLast(batch);
             }
-            await call.WriteAsync(batch, ct);
+            await call.WriteAsync(new EncodedEventBatch(batch), ct);
             lastSent = DateTime.UtcNow;
         }
     }
 
+    /// <summary>
+    /// A batch as it goes on the wire: those this sensor built through <see cref="EncodedEventBatch"/>
+    /// (sized once); those read back from the spool as they are, since a spool written by another
+    /// version may hold fields this one would not write.
+    /// </summary>
+    private IMessage Encoded(EventBatch batch)
+    {
+        lock (_unacked)
+        {
+            return _spooledIds.ContainsKey(batch.BatchId) ? batch : new EncodedEventBatch(batch);
+        }
+    }
+
     /// <summary>Sends the spooled batches, oldest first, with their original ids (the relay drops duplicates).</summary>
-    private async Task ReplaySpoolAsync(GrpcDuplexCall<EventBatch, IngestAck> call, Task acks, CancellationToken ct)
+    private async Task ReplaySpoolAsync(GrpcDuplexCall<IMessage, IngestAck> call, Task acks, CancellationToken ct)
     {
         if (_spool is null)
         {
@@ -346,9 +360,18 @@ public sealed class RelayExporter(
                     batch.Events.Add(e);
                     continue;
                 }
-                if (!await queue.Reader.WaitToReadAsync(timeout.Token))
+                if (batch.Events.Count == 0)
                 {
-                    break;
+                    if (!await queue.Reader.WaitToReadAsync(timeout.Token))
+                    {
+                        break;
+                    }
+                }
+                else
+                {
+                    // A batch is started: it leaves when full or at its deadline, so waking for
+                    // each event in between would only add hand-offs.
+                    await queue.WaitForAsync(o.BatchMaxEvents - batch.Events.Count, timeout.Token);
                 }
             }
         }
@@ -359,7 +382,7 @@ public sealed class RelayExporter(
         return batch;
     }
 
-    private async Task ReadAcksAsync(GrpcDuplexCall<EventBatch, IngestAck> call, CancellationToken ct)
+    private async Task ReadAcksAsync(GrpcDuplexCall<IMessage, IngestAck> call, CancellationToken ct)
     {
         while (await call.ReadAsync(ct) is { } ack)
         {

@@ -15,6 +15,11 @@ public sealed class SensorEventQueue
     private readonly CgroupScope _scope;
     private long _dropped;
     private long _enqueued;
+    // Set while the exporter waits for a batch to fill (see WaitForAsync): one wake-up per batch
+    // instead of one per event (a thread-pool hand-off each, about 9 % of the sensor's CPU at
+    // 10 k connections/s).
+    private TaskCompletionSource? _waiter;
+    private int _waitingFor = int.MaxValue;
 
     /// <summary>
     /// Creates a queue holding at most <paramref name="capacity"/> events that admits only events
@@ -25,7 +30,9 @@ public sealed class SensorEventQueue
         _scope = scope ?? CgroupScope.Host;
         _channel = Channel.CreateBounded<Event>(new BoundedChannelOptions(capacity)
         {
-            FullMode = BoundedChannelFullMode.DropWrite,
+            // Wait, not DropWrite: with DropWrite TryWrite reports success for the event it drops,
+            // so queue_dropped stayed 0. TryWrite never waits; a full queue makes it return false.
+            FullMode = BoundedChannelFullMode.Wait,
             SingleReader = true,
         });
     }
@@ -59,9 +66,39 @@ public sealed class SensorEventQueue
         if (_channel.Writer.TryWrite(e))
         {
             Interlocked.Increment(ref _enqueued);
+            if (Volatile.Read(ref _waiter) is { } waiter && _channel.Reader.Count >= Volatile.Read(ref _waitingFor))
+            {
+                waiter.TrySetResult();
+            }
             return true;
         }
         Interlocked.Increment(ref _dropped);
         return false;
+    }
+
+    /// <summary>
+    /// Waits until at least <paramref name="count"/> events are queued, without waking for each
+    /// one as <see cref="ChannelReader{T}.WaitToReadAsync"/> does; cancelled through
+    /// <paramref name="ct"/> (the batch's deadline). One waiter at a time: the exporter.
+    /// </summary>
+    public async Task WaitForAsync(int count, CancellationToken ct)
+    {
+        var waiter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Volatile.Write(ref _waitingFor, count);
+        Volatile.Write(ref _waiter, waiter);
+        try
+        {
+            // Events queued before the waiter was visible to writers signal nobody: look once more.
+            if (_channel.Reader.Count >= count)
+            {
+                return;
+            }
+            await waiter.Task.WaitAsync(ct);
+        }
+        finally
+        {
+            Volatile.Write(ref _waiter, null);
+            Volatile.Write(ref _waitingFor, int.MaxValue);
+        }
     }
 }
