@@ -64,7 +64,7 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
                 // Ack once ClickHouse holds it (at-least-once); keep reading meanwhile, the
                 // sensor's window of unacked batches bounds how many wait here. The ack keeps the
                 // id and count only: the events must not stay alive until their insert ends.
-                pendingAcks.Add(AckWhenStoredAsync(stored, new IngestAck { BatchId = batch.BatchId, Accepted = (uint)batch.Events.Count }, acks));
+                pendingAcks.Add(AckWhenStoredAsync(stored, new IngestAck { BatchId = batch.BatchId, Accepted = (uint)batch.Events.Count }, acks, call));
                 if (pendingAcks.Count > 1024)
                 {
                     pendingAcks.RemoveAll(t => t.IsCompleted);
@@ -166,7 +166,7 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
         }
     }
 
-    private static async Task AckWhenStoredAsync(Task stored, IngestAck ack, GrpcResponseStream<IngestAck> acks)
+    private static async Task AckWhenStoredAsync(Task stored, IngestAck ack, GrpcResponseStream<IngestAck> acks, GrpcCallContext call)
     {
         try
         {
@@ -176,6 +176,12 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
         catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or ObjectDisposedException)
         {
             // The stream ended first: the sensor re-sends the batch after reconnecting (and the id dedups it).
+        }
+        catch (GrpcException)
+        {
+            // A copy that waited for a withdrawn one could not be published again (storage unreachable):
+            // without its ack the sensor would wait forever on a live stream, so end the stream; it re-sends.
+            call.Http.Abort();
         }
     }
 }
