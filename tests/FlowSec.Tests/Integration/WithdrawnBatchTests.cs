@@ -1,5 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
 using FlowSec.Api.Grpc;
 using FlowSec.Api.V1;
 using FlowSec.Relay.Storage;
@@ -22,10 +20,10 @@ public sealed class WithdrawnBatchTests(FlowSecStack stack)
     public async Task A_batch_queued_on_a_relay_without_clickhouse_and_resent_to_another_relay_is_stored_once()
     {
         var node = "withdraw-" + Guid.NewGuid().ToString("N")[..8];
-        await using var gate = new ClickHouseGate(stack.ClickHouse.HttpPort);
+        await using var clickHouseOfA = new InsertHoldingProxy(stack.ClickHouse.HttpPort) { Refusing = true };
         int portA = FlowSecStack.FreePort(), uiA = FlowSecStack.FreePort();
         using var clientA = new GrpcClient(new Uri($"http://127.0.0.1:{portA}"), stack.Token);
-        await using var relayA = stack.StartRelay("withdraw-relay-a", portA, uiA, gate.Url);
+        await using var relayA = stack.StartRelay("withdraw-relay-a", portA, uiA, clickHouseOfA.Url);
         await stack.WaitForStatusAsync(s => !s.StorageOk, relayA, "relay A answering, its ClickHouse refused", clientA);
 
         // Relay A queues the batch: its writer cannot reach ClickHouse, so it is not acked. Then the stream breaks.
@@ -48,7 +46,7 @@ public sealed class WithdrawnBatchTests(FlowSecStack stack)
 
         // ClickHouse is back for relay A. A batch sent after the broken one is acked once the writer
         // has stored (or skipped) everything queued before it.
-        gate.Open();
+        clickHouseOfA.Refusing = false;
         (await PushAsync(clientA, Batch(node, 1002, 100))).Should().Be(1002UL);
 
         using var clickHouse = new ClickHouseHttpClient(new ClickHouseOptions { Url = stack.ClickHouse.Url });
@@ -90,73 +88,5 @@ public sealed class WithdrawnBatchTests(FlowSecStack stack)
         var ack = await call.ReadAsync(timeout.Token);
         call.CompleteRequests();
         return ack!.BatchId;
-    }
-
-    /// <summary>
-    /// A TCP proxy to ClickHouse's HTTP port that resets every connection until opened, as a
-    /// ClickHouse that is away does; afterwards it passes everything through.
-    /// </summary>
-    private sealed class ClickHouseGate : IAsyncDisposable
-    {
-        private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
-        private readonly int _targetPort;
-        private readonly CancellationTokenSource _stop = new();
-        private readonly Task _accepting;
-        private volatile bool _open;
-
-        public ClickHouseGate(int targetPort)
-        {
-            _targetPort = targetPort;
-            _listener.Start();
-            _accepting = AcceptAsync();
-        }
-
-        public string Url => $"http://127.0.0.1:{((IPEndPoint)_listener.LocalEndpoint).Port}";
-
-        public void Open() => _open = true;
-
-        private async Task AcceptAsync()
-        {
-            try
-            {
-                while (true)
-                {
-                    var client = await _listener.AcceptTcpClientAsync(_stop.Token);
-                    if (!_open)
-                    {
-                        client.Client.LingerState = new LingerOption(true, 0); // RST
-                        client.Dispose();
-                        continue;
-                    }
-                    _ = Task.Run(() => PipeAsync(client));
-                }
-            }
-            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or SocketException)
-            {
-            }
-        }
-
-        private async Task PipeAsync(TcpClient client)
-        {
-            using var _ = client;
-            using var server = new TcpClient();
-            try
-            {
-                await server.ConnectAsync(IPAddress.Loopback, _targetPort, _stop.Token);
-                await Task.WhenAny(client.GetStream().CopyToAsync(server.GetStream(), _stop.Token),
-                    server.GetStream().CopyToAsync(client.GetStream(), _stop.Token));
-            }
-            catch (Exception e) when (e is IOException or SocketException or OperationCanceledException or ObjectDisposedException)
-            {
-            }
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            await _stop.CancelAsync();
-            _listener.Stop();
-            await _accepting;
-            _stop.Dispose();
-        }
     }
 }
