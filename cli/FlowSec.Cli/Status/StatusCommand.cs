@@ -56,7 +56,7 @@ public static class StatusCommand
         o.WriteLine(s.StorageOk
             ? $"clickhouse  up     events stored {s.EventsStored}{(s.StorageError.Length > 0 ? "  last error: " + s.StorageError : "")}"
             : $"clickhouse  down   {s.StorageError}");
-        o.WriteLine($"dedup       duplicates skipped {s.DuplicateEventsSkipped} events ({s.DuplicateBatchesSkipped} re-sent batches)");
+        o.WriteLine($"dedup       duplicates skipped {s.DuplicateEventsSkipped} events ({s.DuplicateBatchesSkipped} re-sent batches), withdrawn unacked {s.EventsWithdrawn} events ({s.BatchesWithdrawn} batches)");
         o.WriteLine($"ui          {s.UiUrl}");
         o.WriteLine();
         if (s.Nodes.Count == 0)

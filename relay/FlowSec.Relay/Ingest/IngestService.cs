@@ -12,6 +12,19 @@ namespace FlowSec.Relay.Ingest;
 /// re-sent, and this relay has not seen, is looked up in ClickHouse first: the part of it already
 /// stored (by this relay before a restart, or another relay) is acked without storing it again.
 /// </summary>
+/// <remarks>
+/// When a stream ends with batches unacked, the ones still waiting in the storage queue are
+/// withdrawn (<see cref="EventPipeline.Withdraw"/>): the sensor re-sends them, maybe to another
+/// relay, which finds no ledger record for them and stores them, so this relay must not store them
+/// too. That closes the long window (a batch queued while ClickHouse is slow or away, for as long
+/// as it stays away). What remains: a batch the writer already took into a block whose flush has
+/// not yet recorded it as <c>inserting</c> in <c>stored_batches</c>. With ClickHouse answering
+/// that lasts at most about <see cref="ClickHouseOptions.FlushInterval"/> plus one insert (the
+/// writer fills the next block while one is inserted); while ClickHouse refuses the record it
+/// lasts until ClickHouse is back, for the at most two blocks the writer holds. A copy re-sent to
+/// another relay in that window can be stored twice. Once <c>inserting</c> is recorded, the other
+/// relay waits for this relay's running insert and finds the rows (see <see cref="StoredBatches"/>).
+/// </remarks>
 public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, RecentBatches recent, StoredBatches ledger, ILogger<IngestService> logger)
 {
     /// <summary>Handles one sensor stream until the sensor closes it.</summary>
@@ -20,6 +33,8 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
     {
         string? node = null;
         var pendingAcks = new List<Task>();
+        var unacked = new List<QueuedBatch>(); // this stream's batches still in the queue, to withdraw if the stream ends
+
         try
         {
             await foreach (var batch in batches.WithCancellation(call.CancellationToken))
@@ -45,14 +60,18 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
                 }
                 nodes.Received(batch);
                 var (stored, _) = await recent.AcceptAsync(batch.Node, batch.BatchId, batch.Events.Count,
-                    () => PublishAsync(batch, call.CancellationToken));
+                    () => PublishAsync(batch, unacked, call.CancellationToken));
                 // Ack once ClickHouse holds it (at-least-once); keep reading meanwhile, the
                 // sensor's window of unacked batches bounds how many wait here. The ack keeps the
                 // id and count only: the events must not stay alive until their insert ends.
-                pendingAcks.Add(AckWhenStoredAsync(stored, new IngestAck { BatchId = batch.BatchId, Accepted = (uint)batch.Events.Count }, acks));
+                pendingAcks.Add(AckWhenStoredAsync(stored, new IngestAck { BatchId = batch.BatchId, Accepted = (uint)batch.Events.Count }, acks, call));
                 if (pendingAcks.Count > 1024)
                 {
                     pendingAcks.RemoveAll(t => t.IsCompleted);
+                    lock (unacked)
+                    {
+                        unacked.RemoveAll(t => !t.IsQueued);
+                    }
                 }
             }
         }
@@ -66,6 +85,7 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
             catch (OperationCanceledException)
             {
             }
+            WithdrawUnacked(unacked, node);
             if (node is not null)
             {
                 nodes.Disconnected(node);
@@ -74,7 +94,32 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
         }
     }
 
-    private async ValueTask<Task> PublishAsync(EventBatch batch, CancellationToken ct)
+    // The stream ended: batches the writer has not taken are not stored here, the sensor re-sends them.
+    private void WithdrawUnacked(List<QueuedBatch> unacked, string? node)
+    {
+        int batches = 0, events = 0;
+        lock (unacked)
+        {
+            foreach (var ticket in unacked)
+            {
+                if (pipeline.Withdraw(ticket))
+                {
+                    batches++;
+                    events += ticket.Events;
+                }
+            }
+
+            unacked.Clear();
+        }
+
+        if (batches > 0)
+        {
+            logger.LogInformation("Stream of node {Node} ended with {Batches} unacked batches ({Events} events) still queued: withdrawn, the sensor re-sends them",
+                node, batches, events);
+        }
+    }
+
+    private async ValueTask<Task> PublishAsync(EventBatch batch, List<QueuedBatch> unacked, CancellationToken ct)
     {
         if (batch.Resent && batch.Events.Count > 0)
         {
@@ -100,7 +145,13 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
                 await RecordDuplicateAsync(batch, before - rest.Count, ct);
             }
         }
-        return await pipeline.PublishAsync(batch, ct);
+        var ticket = await pipeline.EnqueueAsync(batch, ct);
+        lock (unacked)
+        {
+            unacked.Add(ticket);
+        }
+
+        return ticket.Stored.Task;
     }
 
     private async Task RecordDuplicateAsync(EventBatch batch, int events, CancellationToken ct)
@@ -115,7 +166,7 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
         }
     }
 
-    private static async Task AckWhenStoredAsync(Task stored, IngestAck ack, GrpcResponseStream<IngestAck> acks)
+    private static async Task AckWhenStoredAsync(Task stored, IngestAck ack, GrpcResponseStream<IngestAck> acks, GrpcCallContext call)
     {
         try
         {
@@ -125,6 +176,12 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
         catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or ObjectDisposedException)
         {
             // The stream ended first: the sensor re-sends the batch after reconnecting (and the id dedups it).
+        }
+        catch (GrpcException)
+        {
+            // A copy that waited for a withdrawn one could not be published again (storage unreachable):
+            // without its ack the sensor would wait forever on a live stream, so end the stream; it re-sends.
+            call.Http.Abort();
         }
     }
 }

@@ -32,31 +32,62 @@ public sealed class RecentBatches
 
     /// <summary>
     /// Returns the stored-task of an id seen before (counted as a duplicate), or null after
-    /// recording the id with the task <paramref name="publish"/> returns.
+    /// recording the id with the task <paramref name="publish"/> returns. An earlier copy that was
+    /// withdrawn (its stream ended before the writer took it, see
+    /// <see cref="Pipeline.EventPipeline.Withdraw"/>) does not count: this copy is published instead.
     /// </summary>
     public async ValueTask<(Task Stored, bool Duplicate)> AcceptAsync(string node, ulong batchId, int events, Func<ValueTask<Task>> publish)
     {
         var window = _nodes.GetOrAdd(node, _ => new Window());
         lock (window)
         {
-            if (window.Stored.TryGetValue(batchId, out var earlier))
+            if (window.Stored.TryGetValue(batchId, out var earlier) && !earlier.IsCanceled)
             {
-                CountSkipped(events);
-                return (earlier, true);
+                if (earlier.IsCompletedSuccessfully)
+                {
+                    CountSkipped(events);
+                    return (earlier, true);
+                }
+
+                return (FollowAsync(earlier, node, batchId, events, publish), true);
             }
         }
         // One stream per node publishes its batches in order, so no other copy races this one.
         var stored = await publish();
         lock (window)
         {
-            window.Stored[batchId] = stored;
-            window.Order.Enqueue(batchId);
-            if (window.Order.Count > PerNode)
+            if (window.Stored.TryAdd(batchId, stored))
             {
-                window.Stored.Remove(window.Order.Dequeue());
+                window.Order.Enqueue(batchId);
+                if (window.Order.Count > PerNode)
+                {
+                    window.Stored.Remove(window.Order.Dequeue());
+                }
+            }
+            else
+            {
+                window.Stored[batchId] = stored; // replaces a withdrawn copy
             }
         }
         return (stored, false);
+    }
+
+    // Waits for the first copy; if it is withdrawn meanwhile (its stream's end raced this copy's
+    // arrival), publishes this copy instead, so the sensor still gets its ack.
+    private async Task FollowAsync(Task earlier, string node, ulong batchId, int events, Func<ValueTask<Task>> publish)
+    {
+        try
+        {
+            await earlier;
+        }
+        catch (OperationCanceledException) when (earlier.IsCanceled)
+        {
+            var (stored, _) = await AcceptAsync(node, batchId, events, publish);
+            await stored;
+            return;
+        }
+
+        CountSkipped(events);
     }
 
     private sealed class Window

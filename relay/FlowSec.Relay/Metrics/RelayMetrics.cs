@@ -26,6 +26,8 @@ public static class RelayMetrics
         new("flowsec_relay_storage_queue_events", "Events received and waiting for the writer (ingest waits at Relay:StorageQueueEvents)", false, pipeline.EventsQueued),
         new("flowsec_relay_duplicate_events_skipped_total", "Events of re-sent batches already stored, not stored again", true, recent.DuplicateEvents),
         new("flowsec_relay_duplicate_batches_skipped_total", "Re-sent batches (wholly or partly) already stored", true, recent.Duplicates),
+        new("flowsec_relay_batches_withdrawn_total", "Unacked batches taken back from the storage queue when their stream ended, not stored here (the sensor re-sends them)", true, pipeline.BatchesWithdrawn),
+        new("flowsec_relay_events_withdrawn_total", "Events of withdrawn batches", true, pipeline.EventsWithdrawn),
         new("flowsec_relay_insert_errors_total", "Failed ClickHouse insert or schema attempts, each retried", true, writer.InsertErrors),
         new("flowsec_relay_unknown_inserts_found_stored_total", "Inserts that failed without an answer but had gone in, so were not sent again", true, writer.UnknownInsertsFoundStored),
         new("flowsec_relay_events_not_stored_total", "Events of a type no table exists for", true, writer.EventsNotStored),

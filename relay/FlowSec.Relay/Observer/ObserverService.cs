@@ -155,6 +155,8 @@ public sealed class ObserverService(
             UiUrl = options.Value.UiUrl,
             DuplicateEventsSkipped = (ulong)recent.DuplicateEvents,
             DuplicateBatchesSkipped = (ulong)recent.Duplicates,
+            BatchesWithdrawn = (ulong)pipeline.BatchesWithdrawn,
+            EventsWithdrawn = (ulong)pipeline.EventsWithdrawn,
         };
         try
         {

@@ -28,6 +28,8 @@ public sealed class EventPipeline
     private int _queuedEvents;
     private TaskCompletionSource? _space;
     private long _received;
+    private long _withdrawnBatches;
+    private long _withdrawnEvents;
 
     /// <summary>Creates the pipeline with the registered live sinks.</summary>
     /// <param name="liveSinks">Receive every batch as it arrives.</param>
@@ -49,6 +51,12 @@ public sealed class EventPipeline
     /// <summary>Events received from all sensors since start.</summary>
     public long EventsReceived => Interlocked.Read(ref _received);
 
+    /// <summary>Batches withdrawn from the storage queue before the writer took them (their stream ended unacked), so not stored by this relay.</summary>
+    public long BatchesWithdrawn => Interlocked.Read(ref _withdrawnBatches);
+
+    /// <summary>Events of <see cref="BatchesWithdrawn"/>.</summary>
+    public long EventsWithdrawn => Interlocked.Read(ref _withdrawnEvents);
+
     /// <summary>Events waiting for storage now.</summary>
     public int EventsQueued
     {
@@ -68,14 +76,21 @@ public sealed class EventPipeline
     /// Publishes a batch. Awaiting it waits while the storage queue is full (backpressure); the
     /// task it returns completes once storage holds the batch, which is when ingest acks it.
     /// </summary>
-    public async ValueTask<Task> PublishAsync(EventBatch batch, CancellationToken cancellationToken)
+    public async ValueTask<Task> PublishAsync(EventBatch batch, CancellationToken cancellationToken) =>
+        (await EnqueueAsync(batch, cancellationToken)).Stored.Task;
+
+    /// <summary>
+    /// Publishes a batch like <see cref="PublishAsync"/>, returning its place in the queue, which
+    /// <see cref="Withdraw"/> can take back until the writer has taken it.
+    /// </summary>
+    public async ValueTask<QueuedBatch> EnqueueAsync(EventBatch batch, CancellationToken cancellationToken)
     {
         var events = batch.Events.Count;
         await ReserveAsync(events, cancellationToken);
-        var stored = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var ticket = new QueuedBatch(events);
         try
         {
-            await _storage.Writer.WriteAsync(new StorageItem(batch, stored), cancellationToken);
+            await _storage.Writer.WriteAsync(new StorageItem(batch, ticket), cancellationToken);
         }
         catch
         {
@@ -88,7 +103,28 @@ public sealed class EventPipeline
         {
             sink.Publish(batch.Events);
         }
-        return stored.Task;
+        return ticket;
+    }
+
+    /// <summary>
+    /// Takes a queued batch back, if the writer has not taken it yet: it will not be stored, its
+    /// room in the queue is free now, and its stored-task ends cancelled. False once the writer has
+    /// it (then it is stored as usual). Ingest calls this for the unacked batches of a stream that
+    /// ended: the sensor re-sends them, possibly to another relay, so storing them here too could
+    /// store them twice.
+    /// </summary>
+    public bool Withdraw(QueuedBatch ticket)
+    {
+        if (!ticket.TryWithdraw())
+        {
+            return false;
+        }
+
+        Release(ticket.Events);
+        Interlocked.Increment(ref _withdrawnBatches);
+        Interlocked.Add(ref _withdrawnEvents, ticket.Events);
+        ticket.Stored.TrySetCanceled();
+        return true;
     }
 
     private async ValueTask ReserveAsync(int events, CancellationToken cancellationToken)
@@ -125,7 +161,11 @@ public sealed class EventPipeline
         space?.TrySetResult();
     }
 
-    /// <summary>The storage queue's reader: each batch read gives its events' room back to publishers.</summary>
+    /// <summary>
+    /// The storage queue's reader: each batch read is taken (so it can no longer be withdrawn) and
+    /// gives its events' room back to publishers; withdrawn batches are skipped (their room was
+    /// given back when they were withdrawn).
+    /// </summary>
     private sealed class BudgetedReader(EventPipeline pipeline) : ChannelReader<StorageItem>
     {
         private readonly ChannelReader<StorageItem> _inner = pipeline._storage.Reader;
@@ -138,16 +178,33 @@ public sealed class EventPipeline
 
         public override bool TryRead([MaybeNullWhen(false)] out StorageItem item)
         {
-            if (!_inner.TryRead(out item))
+            while (_inner.TryRead(out item))
             {
-                return false;
+                if (item.Ticket.TryTake())
+                {
+                    pipeline.Release(item.Ticket.Events);
+                    return true;
+                }
             }
 
-            pipeline.Release(item.Batch.Events.Count);
-            return true;
+            return false;
         }
 
-        public override bool TryPeek([MaybeNullWhen(false)] out StorageItem item) => _inner.TryPeek(out item);
+        public override bool TryPeek([MaybeNullWhen(false)] out StorageItem item)
+        {
+            // Single reader: a withdrawn batch at the head can be dropped here as well as in TryRead.
+            while (_inner.TryPeek(out item))
+            {
+                if (!item.Ticket.IsWithdrawn)
+                {
+                    return true;
+                }
+
+                _inner.TryRead(out _);
+            }
+
+            return false;
+        }
 
         public override ValueTask<bool> WaitToReadAsync(CancellationToken cancellationToken = default) => _inner.WaitToReadAsync(cancellationToken);
     }
@@ -155,8 +212,45 @@ public sealed class EventPipeline
 
 /// <summary>A batch on its way to storage, with the promise storage keeps once it holds it.</summary>
 /// <param name="Batch">The events.</param>
-/// <param name="Stored">Completed by the writer after the insert that holds the batch succeeded.</param>
-public readonly record struct StorageItem(EventBatch Batch, TaskCompletionSource Stored);
+/// <param name="Ticket">Its place in the queue: taken by the writer, or withdrawn by ingest.</param>
+public readonly record struct StorageItem(EventBatch Batch, QueuedBatch Ticket)
+{
+    /// <summary>Completed by the writer after the insert that holds the batch succeeded; cancelled if withdrawn.</summary>
+    public TaskCompletionSource Stored => Ticket.Stored;
+}
+
+/// <summary>
+/// A batch's place in the storage queue, without its events (so ingest can hold it until the ack
+/// without keeping the events alive). It is queued until either the writer takes it or ingest
+/// withdraws it; one atomic state decides which side won.
+/// </summary>
+/// <param name="events">The batch's events, whose queue room a withdrawal gives back.</param>
+public sealed class QueuedBatch(int events)
+{
+    private const int Queued = 0;
+    private const int Taken = 1;
+    private const int Withdrawn = 2;
+
+    private int _state;
+
+    /// <summary>How many events the batch holds.</summary>
+    public int Events { get; } = events;
+
+    /// <summary>Completed by the writer after the insert that holds the batch succeeded; cancelled if withdrawn.</summary>
+    public TaskCompletionSource Stored { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Neither taken by the writer nor withdrawn yet.</summary>
+    public bool IsQueued => Volatile.Read(ref _state) == Queued;
+
+    /// <summary>Whether ingest took the batch back before the writer took it.</summary>
+    public bool IsWithdrawn => Volatile.Read(ref _state) == Withdrawn;
+
+    /// <summary>The writer takes the batch; false if it was withdrawn first.</summary>
+    internal bool TryTake() => Interlocked.CompareExchange(ref _state, Taken, Queued) == Queued;
+
+    /// <summary>Ingest takes the batch back; false if the writer took it first (or it was withdrawn already).</summary>
+    internal bool TryWithdraw() => Interlocked.CompareExchange(ref _state, Withdrawn, Queued) == Queued;
+}
 
 /// <summary>Receives every event as it arrives, for live views. Must not block.</summary>
 public interface ILiveEventSink

@@ -19,7 +19,9 @@ namespace FlowSec.Relay.Storage;
 /// its sensor batch id; an insert whose outcome is unknown (the connection broke, the server died
 /// after reading it) is looked up by those ids before it is sent again, so it is never stored
 /// twice. Each flush records its batches in <c>stored_batches</c> as inserting before the first row
-/// is sent, and as stored after the last.
+/// is sent, and as stored after the last. Batches ingest withdrew from the queue before the writer
+/// took them (their stream ended unacked, see <see cref="EventPipeline.Withdraw"/>) are skipped by
+/// the queue's reader, never appended here.
 /// </summary>
 /// <remarks>Named for its first table; it stores every event type a table exists for.</remarks>
 public sealed class ClickHouseFlowWriter : BackgroundService

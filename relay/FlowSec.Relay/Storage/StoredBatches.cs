@@ -14,6 +14,15 @@ namespace FlowSec.Relay.Storage;
 /// batch waits for inserts other relays (including a killed one) still have running in ClickHouse
 /// before it is looked up, instead of being stored a second time.
 /// </summary>
+/// <remarks>
+/// A re-sent batch with no record may still be held by the relay it was first sent to. If that copy
+/// is still queued for storage there, the first relay withdraws it when the sensor's stream ends
+/// (see <see cref="Ingest.IngestService"/>), so it is not stored there. The window left: a batch its
+/// writer already took into a block whose flush has not recorded <c>inserting</c> yet — at most
+/// about <see cref="ClickHouseOptions.FlushInterval"/> plus the time of one insert while ClickHouse
+/// answers, longer while the first relay cannot reach ClickHouse (it then holds at most two blocks
+/// unrecorded until it can). A copy re-sent to another relay within that window can be stored twice.
+/// </remarks>
 public sealed class StoredBatches
 {
     /// <summary>Prefix of the <c>query_id</c> of every insert of event rows, followed by the relay's instance id.</summary>

@@ -8,7 +8,8 @@ namespace FlowSec.Tests.Integration;
 /// A TCP proxy in front of ClickHouse's HTTP port that, once armed, lets one INSERT into a given
 /// table through but withholds ClickHouse's answer: the rows are stored, the relay never learns it.
 /// That is the window at-least-once delivery must survive (kill the relay, or cut the connection,
-/// while the answer is held). Everything else passes through untouched.
+/// while the answer is held). Everything else passes through untouched. It can also stand for a
+/// ClickHouse that is away (<see cref="Refusing"/>).
 /// </summary>
 public sealed class InsertHoldingProxy : IAsyncDisposable
 {
@@ -18,6 +19,7 @@ public sealed class InsertHoldingProxy : IAsyncDisposable
     private readonly List<TcpClient> _held = [];
     private readonly Task _accepting;
     private volatile Armed? _armed;
+    private volatile bool _refusing;
 
     /// <summary>Starts proxying 127.0.0.1:(a free port) to 127.0.0.1:<paramref name="targetPort"/>.</summary>
     public InsertHoldingProxy(int targetPort)
@@ -25,6 +27,13 @@ public sealed class InsertHoldingProxy : IAsyncDisposable
         _targetPort = targetPort;
         _listener.Start();
         _accepting = AcceptAsync();
+    }
+
+    /// <summary>While true, every new connection is reset at once, as by a ClickHouse that is away.</summary>
+    public bool Refusing
+    {
+        get => _refusing;
+        set => _refusing = value;
     }
 
     /// <summary>The URL to give the relay instead of ClickHouse's.</summary>
@@ -65,6 +74,12 @@ public sealed class InsertHoldingProxy : IAsyncDisposable
             while (true)
             {
                 var client = await _listener.AcceptTcpClientAsync(_stop.Token);
+                if (Refusing)
+                {
+                    client.Client.LingerState = new LingerOption(true, 0); // RST
+                    client.Dispose();
+                    continue;
+                }
                 _ = Task.Run(() => RelayAsync(client));
             }
         }

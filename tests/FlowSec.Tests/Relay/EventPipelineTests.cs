@@ -54,6 +54,77 @@ public sealed class EventPipelineTests
         pipeline.EventsQueued.Should().Be(0);
     }
 
+    [Fact]
+    public async Task A_withdrawn_batch_frees_its_room_is_never_read_and_its_stored_task_ends_cancelled()
+    {
+        var pipeline = new EventPipeline([], storageCapacityBatches: 256, storageCapacityEvents: 100);
+        var first = await pipeline.EnqueueAsync(Batch(1, 60), CancellationToken.None);
+        var second = await pipeline.EnqueueAsync(Batch(2, 30), CancellationToken.None);
+        var waiting = pipeline.PublishAsync(Batch(3, 50), CancellationToken.None).AsTask();
+        waiting.IsCompleted.Should().BeFalse("60 + 30 + 50 events exceed the bound of 100");
+
+        pipeline.Withdraw(first).Should().BeTrue("the writer has not taken it");
+        await waiting.WaitAsync(Timeout); // its room is free at once, before the writer reads anything
+        pipeline.Withdraw(first).Should().BeFalse("withdrawn once");
+        await FluentActions.Awaiting(() => first.Stored.Task).Should().ThrowAsync<OperationCanceledException>("nothing waits forever for a withdrawn batch");
+
+        pipeline.StorageQueue.TryRead(out var item).Should().BeTrue();
+        item.Batch.BatchId.Should().Be(2UL, "the withdrawn batch is skipped");
+        pipeline.Withdraw(second).Should().BeFalse("the writer took it: it is stored as usual");
+        second.Stored.Task.IsCompleted.Should().BeFalse();
+        pipeline.StorageQueue.TryRead(out item).Should().BeTrue();
+        item.Batch.BatchId.Should().Be(3UL);
+        pipeline.StorageQueue.TryRead(out _).Should().BeFalse();
+        pipeline.EventsQueued.Should().Be(0);
+        pipeline.BatchesWithdrawn.Should().Be(1);
+        pipeline.EventsWithdrawn.Should().Be(60);
+    }
+
+    [Fact]
+    public async Task When_the_writer_and_ingest_race_for_queued_batches_each_batch_goes_to_exactly_one_of_them()
+    {
+        const int batches = 2_000;
+        for (var round = 0; round < 20; round++)
+        {
+            var pipeline = new EventPipeline([], storageCapacityBatches: batches, storageCapacityEvents: batches * 3);
+            var tickets = new List<QueuedBatch>();
+            for (var i = 1; i <= batches; i++)
+            {
+                tickets.Add(await pipeline.EnqueueAsync(Batch((ulong)i, 1 + (i % 3)), CancellationToken.None));
+            }
+
+            using var start = new Barrier(2);
+            var read = new List<ulong>();
+            var reader = Task.Run(() =>
+            {
+                start.SignalAndWait();
+                while (pipeline.StorageQueue.TryRead(out var item))
+                {
+                    read.Add(item.Batch.BatchId);
+                }
+            });
+            var withdrawn = new List<ulong>();
+            var withdrawer = Task.Run(() =>
+            {
+                start.SignalAndWait();
+                for (var i = tickets.Count - 1; i >= 0; i--) // from the tail, so the two meet in the middle
+                {
+                    if (pipeline.Withdraw(tickets[i]))
+                    {
+                        withdrawn.Add((ulong)i + 1);
+                    }
+                }
+            });
+            await Task.WhenAll(reader, withdrawer).WaitAsync(Timeout);
+
+            read.Concat(withdrawn).Order().Should().Equal(Enumerable.Range(1, batches).Select(i => (ulong)i), "every batch is read or withdrawn, none both");
+            pipeline.EventsQueued.Should().Be(0, "each batch's room is given back exactly once");
+            pipeline.BatchesWithdrawn.Should().Be(withdrawn.Count);
+            tickets.Where(t => t.IsWithdrawn).All(t => t.Stored.Task.IsCanceled).Should().BeTrue("nothing waits forever for a withdrawn batch");
+            tickets.Where(t => !t.IsWithdrawn).Any(t => t.Stored.Task.IsCompleted).Should().BeFalse("the writer completes those after storing them");
+        }
+    }
+
     private static EventBatch Batch(ulong id, int events)
     {
         var batch = new EventBatch { Node = "n", BatchId = id };
