@@ -48,7 +48,10 @@ public sealed class ClickHouseHttpClient : IDisposable
             using var response = await _http.GetAsync(new Uri(_baseUri, "ping"), cancellationToken);
             return response.IsSuccessStatusCode && (await response.Content.ReadAsStringAsync(cancellationToken)).Trim() == "Ok.";
         }
-        catch (Exception e) when (e is HttpRequestException or TaskCanceledException && !cancellationToken.IsCancellationRequested)
+        // A connection reset while the answer is read surfaces as an IOException or SocketException
+        // ("Transport endpoint is not connected"), not HttpRequestException: still "not reachable".
+        catch (Exception e) when (e is HttpRequestException or IOException or System.Net.Sockets.SocketException or TaskCanceledException
+                                  && !cancellationToken.IsCancellationRequested)
         {
             return false;
         }
