@@ -40,18 +40,16 @@ public sealed class ClickHouseHttpClient : IDisposable
     /// <summary>Whether insert bodies go gzip-compressed (see <see cref="ClickHouseOptions.CompressInserts"/>).</summary>
     public bool CompressesInserts => _compress;
 
-    /// <summary>True when <c>GET /ping</c> answers <c>Ok.</c>.</summary>
+    /// <summary>True when <c>GET /ping</c> answers <c>Ok.</c>; false when ClickHouse cannot be reached or answers otherwise.</summary>
     public async Task<bool> PingAsync(CancellationToken cancellationToken = default)
     {
         try
         {
-            using var response = await _http.GetAsync(new Uri(_baseUri, "ping"), cancellationToken);
-            return response.IsSuccessStatusCode && (await response.Content.ReadAsStringAsync(cancellationToken)).Trim() == "Ok.";
+            using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(_baseUri, "ping"));
+            using var response = await SendRequestAsync(request, HttpCompletionOption.ResponseContentRead, cancellationToken);
+            return (await response.Content.ReadAsStringAsync(cancellationToken)).Trim() == "Ok.";
         }
-        // A connection reset while the answer is read surfaces as an IOException or SocketException
-        // ("Transport endpoint is not connected"), not HttpRequestException: still "not reachable".
-        catch (Exception e) when (e is HttpRequestException or IOException or System.Net.Sockets.SocketException or TaskCanceledException
-                                  && !cancellationToken.IsCancellationRequested)
+        catch (ClickHouseException) when (!cancellationToken.IsCancellationRequested)
         {
             return false;
         }
@@ -200,7 +198,9 @@ public sealed class ClickHouseHttpClient : IDisposable
         {
             response = await _http.SendAsync(request, completion, cancellationToken);
         }
-        catch (HttpRequestException e)
+        // A connection reset can also surface as a bare SocketException or IOException ("Transport
+        // endpoint is not connected"), not wrapped in HttpRequestException: unreachable all the same.
+        catch (Exception e) when (e is HttpRequestException or IOException or System.Net.Sockets.SocketException)
         {
             throw new ClickHouseException($"ClickHouse at {_baseUri} is unreachable: {e.Message}", inner: e);
         }
