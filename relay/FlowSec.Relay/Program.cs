@@ -62,7 +62,7 @@ var app = builder.Build();
 
 var ingest = app.Services.GetRequiredService<IngestService>();
 var observer = app.Services.GetRequiredService<ObserverService>();
-app.MapGrpcDuplex<EventBatch, IngestAck>(RelayMethods.Push, EventBatch.Parser, ingest.PushAsync);
+app.MapGrpcDuplex<ReceivedBatch, IngestAck>(RelayMethods.Push, ingest.Decode, ingest.PushAsync);
 app.MapGrpcServerStreaming<GetEventsRequest, Event>(RelayMethods.GetEvents, GetEventsRequest.Parser, observer.GetEventsAsync);
 app.MapGrpcUnary<StatusRequest, StatusResponse>(RelayMethods.GetStatus, StatusRequest.Parser, observer.GetStatusAsync);
 app.MapGrpcUnary<AggregateRequest, AggregateResponse>(RelayMethods.Aggregate, AggregateRequest.Parser, observer.AggregateAsync);

@@ -33,8 +33,18 @@ public static class GrpcFraming
 
     /// <summary>Reads one framed message, or returns null at a clean end of stream.</summary>
     /// <exception cref="GrpcException">The frame is truncated, compressed, too large or not parseable.</exception>
-    public static async ValueTask<T?> ReadAsync<T>(Stream stream, MessageParser<T> parser, CancellationToken ct)
-        where T : class, IMessage<T>
+    public static ValueTask<T?> ReadAsync<T>(Stream stream, MessageParser<T> parser, CancellationToken ct)
+        where T : class, IMessage<T> =>
+        ReadAsync(stream, parser.ParseFrom, ct);
+
+    /// <summary>
+    /// Reads one framed message and turns its bytes into a <typeparamref name="T"/> with
+    /// <paramref name="parse"/> (for a receiver that decodes the protobuf bytes itself), or returns
+    /// null at a clean end of stream. The bytes are only valid during the call.
+    /// </summary>
+    /// <exception cref="GrpcException">The frame is truncated, compressed, too large or not parseable (<paramref name="parse"/> threw <see cref="InvalidProtocolBufferException"/>).</exception>
+    public static async ValueTask<T?> ReadAsync<T>(Stream stream, ParseMessage<T> parse, CancellationToken ct)
+        where T : class
     {
         var header = new byte[5];
         var read = await ReadFullyAsync(stream, header, ct);
@@ -65,7 +75,7 @@ public static class GrpcFraming
             }
             try
             {
-                return parser.ParseFrom(body, 0, (int)length);
+                return parse(body.AsSpan(0, (int)length));
             }
             catch (InvalidProtocolBufferException ex)
             {
@@ -93,3 +103,8 @@ public static class GrpcFraming
         return total;
     }
 }
+
+/// <summary>Turns one received protobuf message's bytes into a request; throws <see cref="InvalidProtocolBufferException"/> on malformed input.</summary>
+/// <typeparam name="T">The request type.</typeparam>
+/// <param name="message">The message's bytes, valid only during the call.</param>
+public delegate T ParseMessage<out T>(ReadOnlySpan<byte> message);

@@ -76,12 +76,23 @@ public static class GrpcServerEndpoints
         Func<IAsyncEnumerable<TRequest>, GrpcResponseStream<TResponse>, GrpcCallContext, Task> handler)
         where TRequest : class, IMessage<TRequest>
         where TResponse : class, IMessage<TResponse> =>
+        MapGrpcDuplex(app, method, parser.ParseFrom, handler);
+
+    /// <summary>
+    /// Maps a bidirectional-streaming method whose requests are decoded from their bytes by
+    /// <paramref name="parse"/> (on the stream's own read loop) instead of a generated parser.
+    /// </summary>
+    public static IEndpointConventionBuilder MapGrpcDuplex<TRequest, TResponse>(
+        this IEndpointRouteBuilder app, string method, ParseMessage<TRequest> parse,
+        Func<IAsyncEnumerable<TRequest>, GrpcResponseStream<TResponse>, GrpcCallContext, Task> handler)
+        where TRequest : class
+        where TResponse : class, IMessage<TResponse> =>
         Map(app, method, async (ctx, call) =>
         {
             // Send headers now: the client waits for them before it reads acks.
             await ctx.Response.StartAsync(call.CancellationToken);
             await ctx.Response.Body.FlushAsync(call.CancellationToken);
-            await handler(ReadAllAsync(ctx.Request.Body, parser, call.CancellationToken),
+            await handler(ReadAllAsync(ctx.Request.Body, parse, call.CancellationToken),
                 new GrpcResponseStream<TResponse>(ctx.Response.Body, call.CancellationToken), call);
         });
 
@@ -158,11 +169,11 @@ public static class GrpcServerEndpoints
         await GrpcFraming.ReadAsync(ctx.Request.Body, parser, ct)
         ?? throw new GrpcException(GrpcStatusCode.InvalidArgument, "request message missing");
 
-    private static async IAsyncEnumerable<T> ReadAllAsync<T>(Stream body, MessageParser<T> parser,
+    private static async IAsyncEnumerable<T> ReadAllAsync<T>(Stream body, ParseMessage<T> parse,
         [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
-        where T : class, IMessage<T>
+        where T : class
     {
-        while (await GrpcFraming.ReadAsync(body, parser, ct) is { } message)
+        while (await GrpcFraming.ReadAsync(body, parse, ct) is { } message)
         {
             yield return message;
         }

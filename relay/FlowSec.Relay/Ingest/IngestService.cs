@@ -25,10 +25,25 @@ namespace FlowSec.Relay.Ingest;
 /// another relay in that window can be stored twice. Once <c>inserting</c> is recorded, the other
 /// relay waits for this relay's running insert and finds the rows (see <see cref="StoredBatches"/>).
 /// </remarks>
-public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, RecentBatches recent, StoredBatches ledger, ILogger<IngestService> logger)
+public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, RecentBatches recent, StoredBatches ledger, ClickHouseOptions storage,
+    ILogger<IngestService> logger)
 {
+    // Flows go straight into Native columns; RowBinary inserts keep the object path.
+    private readonly EventBatchDecoder _decoder = new(decodeFlows: storage.InsertFormat == ClickHouseInsertFormat.Native);
+
+    /// <summary>
+    /// Decodes one received <c>EventBatch</c> (on the stream's read loop, before it is queued or
+    /// acked): flows into columns, other events into objects, and every event into an object too
+    /// while a live view has a consumer.
+    /// </summary>
+    /// <exception cref="Google.Protobuf.InvalidProtocolBufferException">The bytes are not a valid batch.</exception>
+    public ReceivedBatch Decode(ReadOnlySpan<byte> message) => _decoder.Decode(message, pipeline.HasLiveConsumers);
+
+    /// <summary>Batches the fast decoder refused or failed on, which Google.Protobuf then parsed (or refused).</summary>
+    public long BatchesHandedToProtobuf => _decoder.BatchesHandedToProtobuf;
+
     /// <summary>Handles one sensor stream until the sensor closes it.</summary>
-    public async Task PushAsync(IAsyncEnumerable<EventBatch> batches, GrpcResponseStream<IngestAck> acks,
+    public async Task PushAsync(IAsyncEnumerable<ReceivedBatch> batches, GrpcResponseStream<IngestAck> acks,
         GrpcCallContext call)
     {
         string? node = null;
@@ -37,8 +52,9 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
 
         try
         {
-            await foreach (var batch in batches.WithCancellation(call.CancellationToken))
+            await foreach (var received in batches.WithCancellation(call.CancellationToken))
             {
+                var batch = received.Batch;
                 if (batch.Node.Length == 0)
                 {
                     throw new GrpcException(GrpcStatusCode.InvalidArgument, "batch without a node name");
@@ -58,13 +74,13 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
                 {
                     e.Node = batch.Node;
                 }
-                nodes.Received(batch);
-                var (stored, _) = await recent.AcceptAsync(batch.Node, batch.BatchId, batch.Events.Count,
-                    () => PublishAsync(batch, unacked, call.CancellationToken));
+                nodes.Received(received, DateTimeOffset.UtcNow);
+                var (stored, _) = await recent.AcceptAsync(batch.Node, batch.BatchId, received.EventCount,
+                    () => PublishAsync(received, unacked, call.CancellationToken));
                 // Ack once ClickHouse holds it (at-least-once); keep reading meanwhile, the
                 // sensor's window of unacked batches bounds how many wait here. The ack keeps the
                 // id and count only: the events must not stay alive until their insert ends.
-                pendingAcks.Add(AckWhenStoredAsync(stored, new IngestAck { BatchId = batch.BatchId, Accepted = (uint)batch.Events.Count }, acks, call));
+                pendingAcks.Add(AckWhenStoredAsync(stored, new IngestAck { BatchId = batch.BatchId, Accepted = (uint)received.EventCount }, acks, call));
                 if (pendingAcks.Count > 1024)
                 {
                     pendingAcks.RemoveAll(t => t.IsCompleted);
@@ -119,8 +135,10 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
         }
     }
 
-    private async ValueTask<Task> PublishAsync(EventBatch batch, List<QueuedBatch> unacked, CancellationToken ct)
+    private async ValueTask<Task> PublishAsync(ReceivedBatch received, List<QueuedBatch> unacked, CancellationToken ct)
     {
+        // The decoder keeps re-sent batches as objects: they are checked against storage event by event.
+        var batch = received.Batch;
         if (batch.Resent && batch.Events.Count > 0)
         {
             IReadOnlySet<EventTable> held;
@@ -143,9 +161,10 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
                 logger.LogInformation("Re-sent batch {BatchId} of {Node}: {Skipped} of {Events} events were stored before; not storing them again",
                     batch.BatchId, batch.Node, before - rest.Count, before);
                 await RecordDuplicateAsync(batch, before - rest.Count, ct);
+                received = ReceivedBatch.FromObjects(batch);
             }
         }
-        var ticket = await pipeline.EnqueueAsync(batch, ct);
+        var ticket = await pipeline.EnqueueAsync(received, ct);
         lock (unacked)
         {
             unacked.Add(ticket);

@@ -27,10 +27,13 @@ public sealed class NodeRegistry
     public void Received(EventBatch batch) => Received(batch, DateTimeOffset.UtcNow);
 
     /// <summary>Records a batch received from a node at <paramref name="now"/>.</summary>
-    public void Received(EventBatch batch, DateTimeOffset now)
+    public void Received(EventBatch batch, DateTimeOffset now) => Received(Pipeline.ReceivedBatch.FromObjects(batch), now);
+
+    /// <summary>Records a batch received from a node (its events as objects or decoded rows) at <paramref name="now"/>.</summary>
+    public void Received(Pipeline.ReceivedBatch batch, DateTimeOffset now)
     {
-        var entry = _nodes.GetOrAdd(batch.Node, _ => new NodeEntry());
-        entry.Record(batch, now);
+        var entry = _nodes.GetOrAdd(batch.Batch.Node, _ => new NodeEntry());
+        entry.Record(batch.Batch.Status, batch.EventCount, batch.OldestTimeUnixNano, now);
     }
 
     /// <summary>A snapshot for status.</summary>
@@ -67,24 +70,19 @@ public sealed class NodeRegistry
             }
         }
 
-        public void Record(EventBatch batch, DateTimeOffset now)
+        public void Record(SensorStatus? status, int events, ulong oldest, DateTimeOffset now)
         {
             var nowNs = (ulong)now.ToUnixTimeMilliseconds() * 1_000_000;
-            var oldest = ulong.MaxValue;
-            foreach (var e in batch.Events)
-            {
-                oldest = Math.Min(oldest, e.TimeUnixNano);
-            }
             lock (_lock)
             {
                 _lastSeen = nowNs;
-                _events += (ulong)batch.Events.Count;
-                _sensor = batch.Status ?? _sensor;
-                if (batch.Events.Count > 0)
+                _events += (ulong)events;
+                _sensor = status ?? _sensor;
+                if (events > 0)
                 {
                     // Clocks of node and relay may differ slightly: an event "from the future" has no lag.
                     _lagMs = oldest < nowNs ? (nowNs - oldest) / 1_000_000 : 0;
-                    _recent.Enqueue((now, batch.Events.Count));
+                    _recent.Enqueue((now, events));
                 }
                 Prune(now);
             }

@@ -58,6 +58,10 @@ public sealed class LiveBroadcaster : BackgroundService, ILiveEventSink
     public int ConnectedClients => Volatile.Read(ref _clients);
 
     /// <inheritdoc />
+    /// <remarks>True while a browser is connected to the hub.</remarks>
+    public bool HasConsumers => ConnectedClients > 0;
+
+    /// <inheritdoc />
     public void Publish(IReadOnlyList<Event> events)
     {
         foreach (var e in events)

@@ -13,6 +13,11 @@ public sealed class ObserverFeed : ILiveEventSink
 {
     private readonly Lock _lock = new();
     private readonly List<Subscription> _subscribers = [];
+    private int _count;
+
+    /// <inheritdoc />
+    /// <remarks>True while a follower is subscribed.</remarks>
+    public bool HasConsumers => Volatile.Read(ref _count) > 0;
 
     /// <inheritdoc />
     public void Publish(IReadOnlyList<Event> events)
@@ -45,6 +50,7 @@ public sealed class ObserverFeed : ILiveEventSink
         lock (_lock)
         {
             _subscribers.Add(subscription);
+            Volatile.Write(ref _count, _subscribers.Count);
         }
         return subscription;
     }
@@ -54,6 +60,7 @@ public sealed class ObserverFeed : ILiveEventSink
         lock (_lock)
         {
             _subscribers.Remove(subscription);
+            Volatile.Write(ref _count, _subscribers.Count);
         }
     }
 

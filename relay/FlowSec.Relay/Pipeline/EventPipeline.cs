@@ -83,14 +83,21 @@ public sealed class EventPipeline
     /// Publishes a batch like <see cref="PublishAsync"/>, returning its place in the queue, which
     /// <see cref="Withdraw"/> can take back until the writer has taken it.
     /// </summary>
-    public async ValueTask<QueuedBatch> EnqueueAsync(EventBatch batch, CancellationToken cancellationToken)
+    public ValueTask<QueuedBatch> EnqueueAsync(EventBatch batch, CancellationToken cancellationToken) =>
+        EnqueueAsync(ReceivedBatch.FromObjects(batch), cancellationToken);
+
+    /// <summary>
+    /// Publishes a received batch (events as objects, and rows decoded at ingest), returning its
+    /// place in the queue. Live sinks with consumers get its <see cref="ReceivedBatch.LiveEvents"/>.
+    /// </summary>
+    public async ValueTask<QueuedBatch> EnqueueAsync(ReceivedBatch batch, CancellationToken cancellationToken)
     {
-        var events = batch.Events.Count;
+        var events = batch.EventCount;
         await ReserveAsync(events, cancellationToken);
         var ticket = new QueuedBatch(events);
         try
         {
-            await _storage.Writer.WriteAsync(new StorageItem(batch, ticket), cancellationToken);
+            await _storage.Writer.WriteAsync(new StorageItem(batch.Batch, ticket) { Rows = batch.Rows }, cancellationToken);
         }
         catch
         {
@@ -99,11 +106,38 @@ public sealed class EventPipeline
         }
 
         Interlocked.Add(ref _received, events);
-        foreach (var sink in _liveSinks)
+        if (batch.LiveEvents is { } live)
         {
-            sink.Publish(batch.Events);
+            foreach (var sink in _liveSinks)
+            {
+                if (sink.HasConsumers)
+                {
+                    sink.Publish(live);
+                }
+            }
         }
+
         return ticket;
+    }
+
+    /// <summary>
+    /// Whether some live sink has a consumer now (a follower, a browser): only then does ingest turn
+    /// every event of a batch into an object for them.
+    /// </summary>
+    public bool HasLiveConsumers
+    {
+        get
+        {
+            foreach (var sink in _liveSinks)
+            {
+                if (sink.HasConsumers)
+                {
+                    return true;
+                }
+            }
+
+            return false;
+        }
     }
 
     /// <summary>
@@ -215,6 +249,9 @@ public sealed class EventPipeline
 /// <param name="Ticket">Its place in the queue: taken by the writer, or withdrawn by ingest.</param>
 public readonly record struct StorageItem(EventBatch Batch, QueuedBatch Ticket)
 {
+    /// <summary>Rows of the batch decoded at ingest into a table's columns (its events of that table's type are not in <see cref="Batch"/>), or null.</summary>
+    internal Storage.NativeBlock? Rows { get; init; }
+
     /// <summary>Completed by the writer after the insert that holds the batch succeeded; cancelled if withdrawn.</summary>
     public TaskCompletionSource Stored => Ticket.Stored;
 }
@@ -255,6 +292,12 @@ public sealed class QueuedBatch(int events)
 /// <summary>Receives every event as it arrives, for live views. Must not block.</summary>
 public interface ILiveEventSink
 {
-    /// <summary>Called on the ingest path for each batch; implementations hand off and return.</summary>
+    /// <summary>Called on the ingest path for each batch (while <see cref="HasConsumers"/>); implementations hand off and return.</summary>
     void Publish(IReadOnlyList<Event> events);
+
+    /// <summary>
+    /// Whether anyone consumes the events now. Cheap, called for every batch: while no sink has a
+    /// consumer, ingest does not build <see cref="Event"/> objects for the flows it stores.
+    /// </summary>
+    bool HasConsumers => true;
 }

@@ -112,7 +112,7 @@ public sealed class ClickHouseFlowWriter : BackgroundService
                         firstRowAt = Stopwatch.GetTimestamp();
                     }
 
-                    Append(filling, item.Batch);
+                    Append(filling, item);
                     filling.AwaitingFlush.Add(item.Stored);
                     if (filling.RowCount == 0)
                     {
@@ -155,10 +155,11 @@ public sealed class ClickHouseFlowWriter : BackgroundService
 
     private Generation OtherThan(Generation generation) => ReferenceEquals(generation, _generations[0]) ? _generations[1] : _generations[0];
 
-    private void Append(Generation generation, EventBatch batch)
+    private void Append(Generation generation, StorageItem item)
     {
         // A batch can overshoot the limits by its own size; sensors send batches far smaller than them.
-        var rows = 0;
+        var batch = item.Batch;
+        var rows = item.Rows is { } decoded ? AppendDecoded(generation, batch, decoded) : 0;
         foreach (var e in batch.Events)
         {
             if (!generation.ByType.TryGetValue(e.Type, out var pending))
@@ -185,6 +186,25 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         {
             generation.FlushBatches.Add((batch.Node, batch.BatchId, rows));
         }
+    }
+
+    // Rows decoded at ingest: copied column by column into the table's block, the per-batch block reused.
+    private int AppendDecoded(Generation generation, EventBatch batch, NativeBlock decoded)
+    {
+        var rows = decoded.Rows;
+        if (rows > 0)
+        {
+            var pending = generation.Batches.First(b => ReferenceEquals(b.Table, decoded.Table));
+            pending.Batches.Add((batch.Node, batch.BatchId));
+            var before = pending.Bytes;
+            pending.AppendBlock(decoded);
+            generation.RowCount += rows;
+            generation.ByteCount += pending.Bytes - before;
+            generation.Full |= pending.Count >= _options.BatchMaxRows || generation.ByteCount >= _options.BatchMaxBytes;
+        }
+
+        NativeBlockPool.Return(decoded);
+        return rows;
     }
 
     private static async Task<bool> WaitForDataAsync(System.Threading.Channels.ChannelReader<StorageItem> queue, TimeSpan timeout, CancellationToken stoppingToken)
@@ -328,7 +348,7 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         while (queue.TryRead(out var item))
         {
             filling.AwaitingFlush.Add(item.Stored);
-            Append(filling, item.Batch);
+            Append(filling, item);
         }
 
         using var cts = new CancellationTokenSource(ShutdownFlushTimeout);
@@ -428,6 +448,18 @@ public sealed class ClickHouseFlowWriter : BackgroundService
             }
 
             Count++;
+        }
+
+        /// <summary>Appends rows decoded at ingest (only Native blocks: the decoder leaves RowBinary inserts on the object path).</summary>
+        public void AppendBlock(NativeBlock rows)
+        {
+            if (_block is null)
+            {
+                throw new InvalidOperationException("Rows decoded into Native columns reached a RowBinary writer.");
+            }
+
+            _block.AppendBlock(rows);
+            Count += rows.Rows;
         }
 
         /// <summary>Sends the rows as one INSERT; they stay held (for a retry) until <see cref="Clear"/>.</summary>

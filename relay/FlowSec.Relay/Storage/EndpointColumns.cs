@@ -54,8 +54,8 @@ internal static class EndpointColumns
         }
     }
 
-    // IPv4 as IPv4-mapped IPv6; no address (or a malformed one) as ::.
-    private static void WriteIp(RowBinaryWriter writer, ReadOnlySpan<byte> ip)
+    /// <summary>Writes an address as the FixedString(16) it is stored as: IPv4 as IPv4-mapped IPv6; no address (or a malformed one) as ::.</summary>
+    internal static void WriteIp(RowBinaryWriter writer, ReadOnlySpan<byte> ip)
     {
         Span<byte> v6 = stackalloc byte[16];
         v6.Clear();

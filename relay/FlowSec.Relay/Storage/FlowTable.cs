@@ -29,6 +29,12 @@ internal static class FlowTable
     /// <summary>The stored (Enum8) name of a verdict; unknown values are stored as 'unspecified'.</summary>
     public static string VerdictName(Verdict verdict) => VerdictNames.FirstOrDefault(n => n.Value == verdict).Key ?? "unspecified";
 
+    /// <summary>The Enum8 value a protocol is stored as: unknown values (a newer sensor's) as 'unspecified', since a value the enum does not list would fail the whole INSERT.</summary>
+    public static sbyte StoredProtocol(Protocol protocol) => ProtocolNames.ContainsValue(protocol) ? (sbyte)protocol : (sbyte)0;
+
+    /// <summary>The Enum8 value a verdict is stored as: unknown values as 'unspecified'.</summary>
+    public static sbyte StoredVerdict(Verdict verdict) => VerdictNames.ContainsValue(verdict) ? (sbyte)verdict : (sbyte)0;
+
     /// <summary>
     /// The table. Partitions are UTC days, so retention is <c>ALTER TABLE … DROP PARTITION</c> (18.16
     /// has no TTL). The sort key serves incident review, "what did pod X talk to between 02:00 and
@@ -43,15 +49,14 @@ internal static class FlowTable
             .. EventColumns.Common(),
             .. EndpointColumns.Source(),
             .. EndpointColumns.Destination(),
-            // A value the enum does not list would fail the whole INSERT, so unknown values store as 'unspecified'.
             Col("protocol", EventColumns.Enum8(ProtocolNames),
-                (w, f) => w.WriteEnum8(ProtocolNames.ContainsValue(f.Protocol) ? (sbyte)f.Protocol : (sbyte)0),
+                (w, f) => w.WriteEnum8(StoredProtocol(f.Protocol)),
                 (f, v) => f.Protocol = ProtocolNames.TryGetValue(v.GetString()!, out var p) ? p : Protocol.Unspecified),
             Col("state", "LowCardinality(String)", (w, f) => w.WriteString(f.State), (f, v) => f.State = v.GetString()!),
             Col("duration_ns", "UInt64", (w, f) => w.WriteUInt64(f.DurationNs), (f, v) => f.DurationNs = EventColumns.UInt64(v)),
             Col("direction", "LowCardinality(String)", (w, f) => w.WriteString(f.Direction), (f, v) => f.Direction = v.GetString()!),
             Col("verdict", EventColumns.Enum8(VerdictNames),
-                (w, f) => w.WriteEnum8(VerdictNames.ContainsValue(f.Verdict) ? (sbyte)f.Verdict : (sbyte)0),
+                (w, f) => w.WriteEnum8(StoredVerdict(f.Verdict)),
                 (f, v) => f.Verdict = VerdictNames.TryGetValue(v.GetString()!, out var p) ? p : Verdict.Unspecified),
             Col("drop_reason", "LowCardinality(String)", (w, f) => w.WriteString(f.DropReason), (f, v) => f.DropReason = v.GetString()!),
             Col("bytes_sent", "UInt64", (w, f) => w.WriteUInt64(f.BytesSent), (f, v) => f.BytesSent = EventColumns.UInt64(v)),

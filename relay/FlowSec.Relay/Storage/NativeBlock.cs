@@ -40,6 +40,7 @@ internal sealed class NativeBlock
     /// <exception cref="NotSupportedException">A column's type has no Native encoding here (e.g. Nullable).</exception>
     public NativeBlock(EventTable table, bool sortRows = true)
     {
+        Table = table;
         _writers = table.Columns.Select(c => c.Write).ToArray();
         _columns = table.Columns.Select(c => new Column(c.Name, c.Type)).Append(new Column(EventTable.BatchIdColumn, "UInt64")).ToArray();
         _sortKey = sortRows ? SortPart.Resolve(table.SortKey, _columns) : null;
@@ -48,6 +49,9 @@ internal sealed class NativeBlock
             _keyWords = _sortKey.Sum(p => p.Words);
         }
     }
+
+    /// <summary>The table whose columns the block holds.</summary>
+    public EventTable Table { get; }
 
     /// <summary>Rows held.</summary>
     public int Rows { get; private set; }
@@ -59,24 +63,31 @@ internal sealed class NativeBlock
     public bool SortsRows => _sortKey is not null;
 
     /// <summary>Appends one event as a row, tagged with the batch it came in.</summary>
-    public void Append(Event e, ulong batchId)
+    public void Append(Event e, ulong batchId) => AppendRow(new EventRow(_writers, e), batchId);
+
+    /// <summary>
+    /// Appends one row whose values <paramref name="row"/> writes column by column (in
+    /// <see cref="EventTable.Columns"/> order, each as its column writer would), tagged with the batch it came in.
+    /// </summary>
+    internal void AppendRow<TRow>(scoped in TRow row, ulong batchId)
+        where TRow : IRowSource, allows ref struct
     {
         // The bookkeeping around each writer runs about 45 times a flow row, so it stays inline and
         // small: a fixed-width column (most of them) only checks its width, a variable-width one
         // records where its value ended (BeginRow/EndRow calls for every column cost ~0.05 µs a row more).
-        var writers = _writers;
         var columns = _columns;
-        var row = Rows;
+        var valueColumns = columns.Length - 1;
+        var rowIndex = Rows;
         long added = 0;
         var i = 0;
         try
         {
-            for (; i < writers.Length; i++)
+            for (; i < valueColumns; i++)
             {
                 var column = columns[i];
                 var data = column.Data;
                 var before = data.Length;
-                writers[i](data, e);
+                row.Write(i, data);
                 var written = data.Length - before;
                 if (column.Kind == ColumnKind.Fixed)
                 {
@@ -90,7 +101,7 @@ internal sealed class NativeBlock
                     continue;
                 }
 
-                column.EndRow(row, before);
+                column.EndRow(rowIndex, before);
                 added += written + sizeof(int);
             }
         }
@@ -98,9 +109,9 @@ internal sealed class NativeBlock
         {
             // Half a row would shift every later value of the columns it reached: take it back.
             // Columns before i finished the row; column i did not record it.
-            for (var j = 0; j <= i && j < writers.Length; j++)
+            for (var j = 0; j <= i && j < valueColumns; j++)
             {
-                columns[j].Truncate(row, finished: j < i);
+                columns[j].Truncate(rowIndex, finished: j < i);
             }
 
             throw;
@@ -108,7 +119,34 @@ internal sealed class NativeBlock
 
         columns[^1].Data.WriteUInt64(batchId);
         _bytes += added + sizeof(ulong);
-        Rows = row + 1;
+        Rows = rowIndex + 1;
+    }
+
+    /// <summary>
+    /// Appends every row of <paramref name="rows"/> (a block of the same table, e.g. one sensor
+    /// batch's rows decoded at ingest) after the rows held, in their order: each column's values
+    /// are copied as they are, and its row ends moved by what this column held before.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="rows"/> belongs to another table.</exception>
+    public void AppendBlock(NativeBlock rows)
+    {
+        if (!ReferenceEquals(rows.Table, Table))
+        {
+            throw new ArgumentException($"Rows of table {rows.Table.Name} cannot join a block of {Table.Name}.", nameof(rows));
+        }
+
+        if (rows.Rows == 0)
+        {
+            return;
+        }
+
+        for (var i = 0; i < _columns.Length; i++)
+        {
+            _columns[i].AppendColumn(Rows, rows._columns[i], rows.Rows);
+        }
+
+        Rows += rows.Rows;
+        _bytes += rows._bytes;
     }
 
     /// <summary>The exact size of the Native block <see cref="WriteToAsync"/> writes.</summary>
@@ -329,6 +367,12 @@ internal sealed class NativeBlock
         }
     }
 
+    /// <summary>An event written through the table's column writers.</summary>
+    private readonly struct EventRow(Action<RowBinaryWriter, Event>[] writers, Event e) : IRowSource
+    {
+        public void Write(int column, RowBinaryWriter data) => writers[column](data, e);
+    }
+
     private static int VarUIntSize(ulong value)
     {
         var size = 1;
@@ -426,6 +470,31 @@ internal sealed class NativeBlock
                 var count = Data.Buffer[start];
                 _countBytes += count < 0x80 ? 1 : ReadVarUInt(Data.Buffer.AsSpan(start, Data.Length - start)).Size;
             }
+        }
+
+        /// <summary>Appends <paramref name="rows"/> rows of the same column of another block after this column's <paramref name="held"/> rows.</summary>
+        public void AppendColumn(int held, Column other, int rows)
+        {
+            var offset = Data.Length;
+            Data.WriteRaw(other.Data.Buffer.AsSpan(0, other.Data.Length));
+            if (Kind == ColumnKind.Fixed)
+            {
+                return;
+            }
+
+            if (_ends.Length < held + rows)
+            {
+                Array.Resize(ref _ends, Math.Max(held + rows, Math.Max(1024, _ends.Length * 2)));
+            }
+
+            var ends = _ends.AsSpan(held, rows);
+            other._ends.AsSpan(0, rows).CopyTo(ends);
+            for (var r = 0; r < ends.Length; r++)
+            {
+                ends[r] += offset;
+            }
+
+            _countBytes += other._countBytes;
         }
 
         /// <summary>Where row <paramref name="row"/>'s value starts and ends in <see cref="Data"/>.</summary>
@@ -900,4 +969,11 @@ internal sealed class NativeBlock
             }
         }
     }
+}
+
+/// <summary>One row's values for <see cref="NativeBlock.AppendRow{TRow}"/>, written column by column.</summary>
+internal interface IRowSource
+{
+    /// <summary>Writes the value of column <paramref name="column"/> (an index into <see cref="EventTable.Columns"/>) as its column writer encodes it.</summary>
+    void Write(int column, RowBinaryWriter data);
 }

@@ -107,6 +107,9 @@ public sealed class RowBinaryWriter
         value.CopyTo(Reserve(value.Length));
     }
 
+    /// <summary>Bytes as they are, already encoded (e.g. a column's values copied from another writer).</summary>
+    public void WriteRaw(ReadOnlySpan<byte> bytes) => bytes.CopyTo(Reserve(bytes.Length));
+
     /// <summary>FixedString(N): exactly <paramref name="size"/> bytes, zero-padded on the right.</summary>
     /// <exception cref="ArgumentException">The value is longer than the column.</exception>
     public void WriteFixedString(ReadOnlySpan<byte> value, int size)
