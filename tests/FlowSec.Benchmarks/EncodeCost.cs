@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Security.Cryptography;
 using FlowSec.Api.V1;
+using FlowSec.Relay.Ingest;
 using FlowSec.Relay.Storage;
 using Google.Protobuf;
 
@@ -61,6 +62,8 @@ internal static class EncodeCost
             allocated = (Math.Min(allocated.Append, afterAppend - bytes), Math.Min(allocated.Sort, afterSort - afterAppend),
                 Math.Min(allocated.Write, afterWrite - afterSort));
         }
+
+        await IngestDecodeAsync(events, rows, rounds);
 
         Console.WriteLine("  phase            µs/row (best round)   bytes allocated/row");
         Console.WriteLine($"  append           {best.Append,8:0.000}              {(double)allocated.Append / rows,8:0.0}");
@@ -127,6 +130,75 @@ internal static class EncodeCost
         foreach (var (name, ns, alloc) in columns.OrderByDescending(c => c.Ns).Take(12))
         {
             Console.WriteLine($"    {name,-20} {ns,6:0.0} {alloc,6:0.0}");
+        }
+    }
+
+    /// <summary>
+    /// The relay's work from a received batch's bytes to rows in the writer's block, both ways: parsing
+    /// <c>EventBatch</c> into objects and appending each event through the column writers (before), and
+    /// <see cref="EventBatchDecoder"/> decoding flows into a per-batch block that is then copied into the
+    /// writer's block (after). Sensor-sized batches of 4,096 flows; the blocks' SHA-256 must match.
+    /// </summary>
+    private static async Task IngestDecodeAsync(Event[] events, int rows, int rounds)
+    {
+        var batches = events.Chunk(4096).Select((chunk, i) =>
+        {
+            var batch = new EventBatch { Node = "node-1", BatchId = (ulong)i + 1 };
+            batch.Events.AddRange(chunk);
+            return batch.ToByteArray();
+        }).ToArray();
+        var decoder = new EventBatchDecoder(decodeFlows: true);
+        var block = new NativeBlock(FlowTable.Table);
+        var best = (Objects: double.MaxValue, Decoded: double.MaxValue);
+        var allocated = (Objects: long.MaxValue, Decoded: long.MaxValue);
+        var hashes = (Objects: "", Decoded: "");
+        for (var round = 0; round < rounds; round++)
+        {
+            var bytes = GC.GetAllocatedBytesForCurrentThread();
+            var watch = Stopwatch.StartNew();
+            foreach (var message in batches)
+            {
+                var batch = EventBatch.Parser.ParseFrom(message);
+                foreach (var e in batch.Events)
+                {
+                    e.Node = batch.Node;
+                    block.Append(e, batch.BatchId);
+                }
+            }
+
+            best.Objects = Math.Min(best.Objects, watch.Elapsed.TotalMicroseconds / rows);
+            allocated.Objects = Math.Min(allocated.Objects, GC.GetAllocatedBytesForCurrentThread() - bytes);
+            hashes.Objects = await HashAsync(block);
+            block.Clear();
+
+            bytes = GC.GetAllocatedBytesForCurrentThread();
+            watch.Restart();
+            foreach (var message in batches)
+            {
+                var received = decoder.Decode(message, liveEvents: false);
+                block.AppendBlock(received.Rows!);
+                NativeBlockPool.Return(received.Rows!);
+            }
+
+            best.Decoded = Math.Min(best.Decoded, watch.Elapsed.TotalMicroseconds / rows);
+            allocated.Decoded = Math.Min(allocated.Decoded, GC.GetAllocatedBytesForCurrentThread() - bytes);
+            hashes.Decoded = await HashAsync(block);
+            block.Clear();
+        }
+
+        Console.WriteLine($"  ingest, batch bytes to rows in the writer's block (best round, µs/row; bytes allocated/row):");
+        Console.WriteLine($"    parse into objects + append     {best.Objects,8:0.000}   {(double)allocated.Objects / rows,8:0.0}   block SHA-256 {hashes.Objects}");
+        Console.WriteLine($"    decode into columns + copy      {best.Decoded,8:0.000}   {(double)allocated.Decoded / rows,8:0.0}   block SHA-256 {hashes.Decoded}");
+        if (hashes.Objects != hashes.Decoded || decoder.BatchesHandedToProtobuf != 0)
+        {
+            throw new InvalidOperationException("the decoded rows differ from the object path's (or the decoder handed batches to Google.Protobuf)");
+        }
+
+        static async Task<string> HashAsync(NativeBlock block)
+        {
+            using var hash = new HashingStream();
+            await block.WriteToAsync(hash, CancellationToken.None);
+            return Convert.ToHexString(hash.Hash())[..16];
         }
     }
 

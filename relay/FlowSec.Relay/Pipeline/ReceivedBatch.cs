@@ -10,10 +10,15 @@ namespace FlowSec.Relay.Pipeline;
 /// </summary>
 public sealed class ReceivedBatch
 {
+    // The decoded rows' count, kept apart from Rows: once queued, the writer copies the block and
+    // hands it back to the pool (emptied, then refilled by another batch) while ingest still acks.
+    private readonly int _rowCount;
+
     private ReceivedBatch(EventBatch batch, NativeBlock? rows, IReadOnlyList<Event>? liveEvents, ulong oldest)
     {
         Batch = batch;
         Rows = rows;
+        _rowCount = rows?.Rows ?? 0;
         LiveEvents = liveEvents;
         OldestTimeUnixNano = oldest;
     }
@@ -21,7 +26,10 @@ public sealed class ReceivedBatch
     /// <summary>The batch's header, and its events that are stored (or counted as not stored) as objects.</summary>
     public EventBatch Batch { get; }
 
-    /// <summary>Rows of <see cref="NativeBlock.Table"/> decoded from the batch at ingest (its events of that table's type), or null.</summary>
+    /// <summary>
+    /// Rows of <see cref="NativeBlock.Table"/> decoded from the batch at ingest (its events of that
+    /// table's type), or null. Owned by the storage queue once the batch is queued: only the writer reads it then.
+    /// </summary>
     internal NativeBlock? Rows { get; }
 
     /// <summary>
@@ -30,8 +38,8 @@ public sealed class ReceivedBatch
     /// </summary>
     public IReadOnlyList<Event>? LiveEvents { get; }
 
-    /// <summary>Events in the batch: objects and decoded rows.</summary>
-    public int EventCount => Batch.Events.Count + (Rows?.Rows ?? 0);
+    /// <summary>Events in the batch: objects (re-sent batches may lose some, already stored) and decoded rows.</summary>
+    public int EventCount => Batch.Events.Count + _rowCount;
 
     /// <summary>The capture time of the batch's oldest event (<see cref="ulong.MaxValue"/> for an empty batch).</summary>
     public ulong OldestTimeUnixNano { get; }

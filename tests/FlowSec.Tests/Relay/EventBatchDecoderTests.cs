@@ -77,6 +77,21 @@ public sealed class EventBatchDecoderTests
     }
 
     [Fact]
+    public void A_batch_counts_its_decoded_rows_after_the_writer_has_handed_their_block_back_to_the_pool()
+    {
+        // Ingest acks with the count after the writer may have copied the rows and reused their block.
+        var batch = new EventBatch { Node = "n", BatchId = 1 };
+        batch.Events.AddRange(Storage.TestFlows.Flows(30));
+        var received = new EventBatchDecoder(decodeFlows: true).Decode(batch.ToByteArray(), liveEvents: false);
+        received.EventCount.Should().Be(30);
+
+        NativeBlockPool.Return(received.Rows!); // as the writer does once it copied them: the block is empty now
+        received.Rows!.Rows.Should().Be(0);
+
+        received.EventCount.Should().Be(30);
+    }
+
+    [Fact]
     public void Without_native_inserts_every_event_stays_an_object()
     {
         var bytes = new WireBatch(new Random(3)).Build();
