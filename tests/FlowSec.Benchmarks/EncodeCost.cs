@@ -8,7 +8,8 @@ using Google.Protobuf;
 namespace FlowSec.Benchmarks;
 
 /// <summary>
-/// The relay's client-side cost of a Native insert of flows, per phase: <see cref="NativeBlock.Append"/>
+/// The relay's client-side cost of a Native insert of flows, per phase: ingest (batch bytes to rows,
+/// <see cref="EventBatchDecoder"/> against parsing into objects), <see cref="NativeBlock.Append"/>
 /// of every row, <see cref="NativeBlock.SortedOrder"/> alone, and <see cref="NativeBlock.WriteToAsync"/> into a
 /// null stream (which sorts again, so a block costs append + write). No ClickHouse involved.
 /// </summary>

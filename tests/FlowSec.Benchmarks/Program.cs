@@ -10,7 +10,7 @@ using FlowSec.Benchmarks;
 //   scope [events]                          per-event cost of scoping a sensor to a cgroup subtree (root)
 //   query [rows] [repeats]                  load synthetic flows + DNS into a managed ClickHouse, time the incident queries
 //   dns-tcp [messages]                      DNS-over-TCP reassembly (DnsTcpFraming) messages/s per core
-//   encode [rows] [rounds]                  relay CPU per flow row of a Native block: append, sort, write (no ClickHouse)
+//   encode [rows] [rounds]                  relay CPU per flow row: ingest decode vs object parse, then a Native block's append, sort, write (no ClickHouse)
 //   ingest [seconds] [sensors] [batch-events] [--Section:Key=value...]
 //                                           relay process + managed ClickHouse fed over gRPC Push by simulated
 //                                           sensors: stored rows/s, relay memory, CPU per row (extra args go to the relay)
