@@ -1,4 +1,5 @@
 using FlowSec.Api.V1;
+using FlowSec.Relay.Observer;
 using FlowSec.Relay.Pipeline;
 
 namespace FlowSec.Tests.Relay;
@@ -123,6 +124,25 @@ public sealed class EventPipelineTests
             tickets.Where(t => t.IsWithdrawn).All(t => t.Stored.Task.IsCanceled).Should().BeTrue("nothing waits forever for a withdrawn batch");
             tickets.Where(t => !t.IsWithdrawn).Any(t => t.Stored.Task.IsCompleted).Should().BeFalse("the writer completes those after storing them");
         }
+    }
+
+    [Fact]
+    public async Task Live_sinks_get_a_batch_only_while_someone_follows_and_ingest_asks_for_objects_only_then()
+    {
+        var feed = new ObserverFeed();
+        var pipeline = new EventPipeline([feed], storageCapacityBatches: 256, storageCapacityEvents: 100);
+        pipeline.HasLiveConsumers.Should().BeFalse("no follower: ingest keeps flows as columns");
+
+        using (var follower = feed.Subscribe())
+        {
+            pipeline.HasLiveConsumers.Should().BeTrue();
+            await pipeline.PublishAsync(Batch(1, 3), CancellationToken.None);
+            follower.Channel.Reader.Count.Should().Be(3);
+        }
+
+        pipeline.HasLiveConsumers.Should().BeFalse("the follower left");
+        await pipeline.PublishAsync(Batch(2, 3), CancellationToken.None);
+        pipeline.EventsReceived.Should().Be(6, "storage gets every batch either way");
     }
 
     private static EventBatch Batch(ulong id, int events)
