@@ -14,12 +14,12 @@ public static class RelayMetrics
     /// <summary>Maps GET /metrics.</summary>
     public static void MapRelayMetrics(this WebApplication app)
     {
-        app.MapGet("/metrics", (EventPipeline pipeline, ClickHouseFlowWriter writer, RecentBatches recent) =>
-            Results.Text(PrometheusText.Render(Samples(pipeline, writer, recent)), PrometheusText.ContentType));
+        app.MapGet("/metrics", (EventPipeline pipeline, ClickHouseFlowWriter writer, RecentBatches recent, IngestService ingest) =>
+            Results.Text(PrometheusText.Render(Samples(pipeline, writer, recent, ingest)), PrometheusText.ContentType));
     }
 
     /// <summary>The samples for one scrape.</summary>
-    public static IEnumerable<MetricSample> Samples(EventPipeline pipeline, ClickHouseFlowWriter writer, RecentBatches recent) =>
+    public static IEnumerable<MetricSample> Samples(EventPipeline pipeline, ClickHouseFlowWriter writer, RecentBatches recent, IngestService ingest) =>
     [
         new("flowsec_relay_events_received_total", "Events received from sensors", true, pipeline.EventsReceived),
         new("flowsec_relay_events_stored_total", "Events inserted into ClickHouse", true, writer.EventsStored),
@@ -28,6 +28,9 @@ public static class RelayMetrics
         new("flowsec_relay_duplicate_batches_skipped_total", "Re-sent batches (wholly or partly) already stored", true, recent.Duplicates),
         new("flowsec_relay_batches_withdrawn_total", "Unacked batches taken back from the storage queue when their stream ended, not stored here (the sensor re-sends them)", true, pipeline.BatchesWithdrawn),
         new("flowsec_relay_events_withdrawn_total", "Events of withdrawn batches", true, pipeline.EventsWithdrawn),
+        // Not a loss: such a batch is parsed in full (or refused with the parser's error); a rising
+        // count says ingest is paying the slow path (invalid UTF-8 from a sensor, or a decoder bug).
+        new("flowsec_relay_batches_full_parsed_total", "Batches the column decoder handed to the full protobuf parser (refused input included)", true, ingest.BatchesHandedToProtobuf),
         new("flowsec_relay_insert_errors_total", "Failed ClickHouse insert or schema attempts, each retried", true, writer.InsertErrors),
         new("flowsec_relay_unknown_inserts_found_stored_total", "Inserts that failed without an answer but had gone in, so were not sent again", true, writer.UnknownInsertsFoundStored),
         new("flowsec_relay_events_not_stored_total", "Events of a type no table exists for", true, writer.EventsNotStored),

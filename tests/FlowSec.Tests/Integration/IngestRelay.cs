@@ -27,12 +27,15 @@ public sealed class IngestRelay : IAsyncLifetime
     /// <summary>An authenticated client for the relay.</summary>
     public GrpcClient Client { get; private set; } = null!;
 
+    /// <summary>The relay's UI port (HTTP: <c>/metrics</c>, the web UI).</summary>
+    public Uri UiAddress { get; } = new($"http://127.0.0.1:{FlowSecStack.FreePort()}");
+
     /// <inheritdoc />
     public async Task InitializeAsync()
     {
         var token = TokenFile.ReadOrCreate(TokenFilePath);
         await _clickHouse.InitializeAsync();
-        _relay = FlowSecStack.StartRelay("relay", RelayAddress.Port, FlowSecStack.FreePort(), TokenFilePath, _clickHouse.Server.Url, Dir,
+        _relay = FlowSecStack.StartRelay("relay", RelayAddress.Port, UiAddress.Port, TokenFilePath, _clickHouse.Server.Url, Dir,
             "--ClickHouse:FlushInterval=00:00:00.100");
         Client = new GrpcClient(RelayAddress, token);
         await FlowSecStack.WaitForStatusAsync(StatusAsync, s => s.StorageOk, _relay, "relay with storage");
