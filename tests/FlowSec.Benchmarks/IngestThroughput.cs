@@ -208,11 +208,13 @@ internal static class IngestThroughput
     }
 
     // utime + stime of every thread, from /proc/PID/stat (clock ticks of 1/100 s).
-    private static double CpuSeconds(int pid)
+    private static double CpuSeconds(int pid) => CpuTicks(File.ReadAllText($"/proc/{pid}/stat")) / 100.0;
+
+    // utime + stime of a /proc stat line (the fields after the parenthesized name).
+    private static long CpuTicks(string stat)
     {
-        var stat = File.ReadAllText($"/proc/{pid}/stat");
         var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        return (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) / 100.0;
+        return long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture);
     }
 
     private static string Tail(string path) => File.Exists(path) ? string.Join('\n', File.ReadLines(path).TakeLast(30)) : "";
@@ -229,8 +231,7 @@ internal static class IngestThroughput
                 var stat = File.ReadAllText(Path.Combine(task, "stat"));
                 if (stat.AsSpan(stat.IndexOf('(') + 1).StartsWith("BackgrProcPool", StringComparison.Ordinal))
                 {
-                    var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-                    ticks += long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture);
+                    ticks += CpuTicks(stat);
                 }
             }
             catch (IOException)
