@@ -91,7 +91,7 @@ internal static class IngestThroughput
 
                 self.Refresh();
                 samples.Add(new Sample(started.Elapsed.TotalSeconds, await StoredRowsAsync(ch), senders.Sum(s => s.AckedEvents),
-                    RssBytes(relay.Id), CpuSeconds(relay.Id), CpuSeconds(clickHouse.ProcessId), self.TotalProcessorTime.TotalSeconds,
+                    RssBytes(relay.Id), CpuSeconds(relay.Id), CpuSeconds(clickHouse.ProcessId), MergeCpuSeconds(clickHouse.ProcessId), self.TotalProcessorTime.TotalSeconds,
                     QueryBenchmark.LoadAverage()));
                 if (samples.Count % 10 == 0)
                 {
@@ -132,6 +132,8 @@ internal static class IngestThroughput
         double PerRow(Func<Sample, double> cpu) => (cpu(last) - cpu(first)) * 1e6 / rows;
         var (r, c, d) = (PerRow(s => s.RelayCpu), PerRow(s => s.ClickHouseCpu), PerRow(s => s.DriverCpu));
         Console.WriteLine($"  CPU µs/row: relay {r:0.00} + clickhouse-server {c:0.00} = {r + c:0.00} (→ {2e6 / (r + c):N0} rows/s if both cores did only this); driver {d:0.00}");
+        var merges = PerRow(s => s.ClickHouseMergeCpu);
+        Console.WriteLine($"  clickhouse-server split: background merges {merges:0.00} µs/row, inserts (with the views they fill) and queries {c - merges:0.00}");
         Console.WriteLine($"  CPU use (cores): relay {(last.RelayCpu - first.RelayCpu) / seconds:0.00}, clickhouse-server {(last.ClickHouseCpu - first.ClickHouseCpu) / seconds:0.00}, driver {(last.DriverCpu - first.DriverCpu) / seconds:0.00}; load average at start of steady part {first.Load}, at end {last.Load}");
         // Growth is judged on the steady part: in the warm-up the heap grows to its working size.
         var head = samples.Where(s => s.Seconds >= first.Seconds && s.Seconds <= first.Seconds + 20).Select(s => s.RelayRss).ToArray();
@@ -206,16 +208,43 @@ internal static class IngestThroughput
     }
 
     // utime + stime of every thread, from /proc/PID/stat (clock ticks of 1/100 s).
-    private static double CpuSeconds(int pid)
+    private static double CpuSeconds(int pid) => CpuTicks(File.ReadAllText($"/proc/{pid}/stat")) / 100.0;
+
+    // utime + stime of a /proc stat line (the fields after the parenthesized name).
+    private static long CpuTicks(string stat)
     {
-        var stat = File.ReadAllText($"/proc/{pid}/stat");
         var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        return (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) / 100.0;
+        return long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture);
     }
 
     private static string Tail(string path) => File.Exists(path) ? string.Join('\n', File.ReadLines(path).TakeLast(30)) : "";
 
-    private readonly record struct Sample(double Seconds, long Stored, long Acked, long RelayRss, double RelayCpu, double ClickHouseCpu, double DriverCpu, string Load);
+    // CPU of the server's background pool threads ("BackgrProcPool" in 18.16: merges, part clean-up),
+    // summed over /proc/PID/task; the rest of the server's CPU is mostly the HTTP handlers running inserts.
+    private static double MergeCpuSeconds(int pid)
+    {
+        var ticks = 0L;
+        foreach (var task in Directory.EnumerateDirectories($"/proc/{pid}/task"))
+        {
+            try
+            {
+                var stat = File.ReadAllText(Path.Combine(task, "stat"));
+                if (stat.AsSpan(stat.IndexOf('(') + 1).StartsWith("BackgrProcPool", StringComparison.Ordinal))
+                {
+                    ticks += CpuTicks(stat);
+                }
+            }
+            catch (IOException)
+            {
+                // the thread ended between listing and reading
+            }
+        }
+
+        return ticks / 100.0;
+    }
+
+    private readonly record struct Sample(double Seconds, long Stored, long Acked, long RelayRss, double RelayCpu, double ClickHouseCpu, double ClickHouseMergeCpu,
+        double DriverCpu, string Load);
 
     /// <summary>
     /// One sensor's export stream: its own HTTP/2 connection, a Push call with the token, batches

@@ -20,21 +20,27 @@ public sealed class ClickHouseOptions
 
     /// <summary>
     /// Largest number of rows sent in one INSERT (per table). Each insert is a part the server
-    /// writes (a file or two per column) and merges later; 100 k-row parts cost ClickHouse 18.16
-    /// here 0.5–1.5 µs less per row than 50 k-row ones, and still make about one insert a second
-    /// per table at 100 k rows/s.
+    /// writes (a file or two per column, and a part in each table a materialized view fills) and
+    /// merges later, so larger inserts mean fewer parts, one merge level less and fewer small view
+    /// parts: in the sustained ingest bench, ClickHouse 18.16 here cost 4.4 CPU µs per flow row with
+    /// 200 k-row inserts against 5.3 with 100 k (mean of alternated runs, almost all of it in
+    /// background merges; see docs/benchmarks.md, "ClickHouse server's cost per row"). At the
+    /// default <see cref="FlushInterval"/> a table reaches this only above 200 k rows/s; below it,
+    /// the interval decides the insert size.
     /// </summary>
-    public int BatchMaxRows { get; set; } = 100_000;
+    public int BatchMaxRows { get; set; } = 200_000;
 
     /// <summary>
     /// Most encoded bytes the writer holds across all tables before it sends them, so events with
     /// long arguments or paths cannot grow its memory past this (plus one incoming batch).
     /// </summary>
     /// <remarks>
-    /// 100 k flow rows hold about 38 MB (Native: values plus where each variable-width value starts).
-    /// The writer fills the next set of batches while one is being inserted, so it holds up to twice this.
+    /// 200 k flow rows hold about 76 MB (Native: values plus where each variable-width value starts),
+    /// so this leaves room for wider rows before the byte limit, not the row limit, cuts a batch.
+    /// The writer fills the next set of batches while one is being inserted, so it holds up to twice
+    /// this: the relay's RSS in the ingest bench went from about 830 MB to 950 MB with 200 k rows.
     /// </remarks>
-    public int BatchMaxBytes { get; set; } = 64 * 1024 * 1024;
+    public int BatchMaxBytes { get; set; } = 128 * 1024 * 1024;
 
     /// <summary>Longest time a stored event waits in the writer before its batch is sent.</summary>
     public TimeSpan FlushInterval { get; set; } = TimeSpan.FromSeconds(1);

@@ -43,6 +43,31 @@ public sealed class FlowStorageTests(ClickHouseServer ch) : IClassFixture<ClickH
     }
 
     [Fact]
+    public async Task Default_limits_store_a_full_batch_of_wide_flows_as_one_insert_and_one_part()
+    {
+        // Every part costs ClickHouse merges later (see ClickHouseOptions.BatchMaxRows), so the byte
+        // limit must not cut a batch of wide flows (three labels, two names each) before the row limit.
+        var defaults = new ClickHouseOptions();
+        var db = ClickHouseServer.NewDatabase();
+        await using var relay = await StartAsync(ch.Server.Url, db, defaults.BatchMaxRows, batchMaxBytes: defaults.BatchMaxBytes, flushInterval: "01:00:00");
+
+        var count = defaults.BatchMaxRows;
+        foreach (var chunk in Enumerable.Range(0, count).Chunk(4_096))
+        {
+            var batch = new EventBatch { Node = "n" };
+            batch.Events.AddRange(chunk.Select(i => TestFlows.Flow(i % 50_000))); // TestFlows' IPv6 addresses allow i < 65,536
+            await relay.Pipeline.PublishAsync(batch, CancellationToken.None);
+        }
+
+        // Only a full batch is sent (the flush interval is an hour), so the first insert shows where the limits cut.
+        await Eventually.HoldsAsync(() => relay.Writer.Inserts >= 1, TimeSpan.FromSeconds(120),
+            () => $"no insert yet, last error {relay.Writer.LastError}");
+        relay.Writer.EventsStored.Should().Be(count, "the row limit, not the byte limit, closes the batch");
+        (await ch.RunClientAsync($"SELECT count(), sum(rows) FROM system.parts WHERE active AND database = '{db}' AND table = 'flows' FORMAT TabSeparated"))
+            .Trim().Should().Be($"1\t{count}");
+    }
+
+    [Fact]
     public async Task The_real_client_reads_what_the_writer_inserted()
     {
         var db = ClickHouseServer.NewDatabase();

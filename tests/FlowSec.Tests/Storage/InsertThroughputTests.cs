@@ -23,7 +23,9 @@ public sealed class InsertThroughputTests(ClickHouseServer ch, ITestOutputHelper
         ("Native gzip", 50_000, new() { ["InsertFormat"] = "Native", ["CompressInserts"] = "true" }),
         ("Native plain unsorted", 50_000, new() { ["InsertFormat"] = "Native", ["SortNativeRows"] = "false" }),
         ("Native plain sorted", 50_000, new() { ["InsertFormat"] = "Native" }),
-        ("Native 100k rows (default)", 100_000, new() { ["InsertFormat"] = "Native" }),
+        ("Native 100k rows", 100_000, new() { ["InsertFormat"] = "Native", ["BatchMaxBytes"] = (64 << 20).ToString(CultureInfo.InvariantCulture) }),
+        ("Native 200k rows (default)", new ClickHouseOptions().BatchMaxRows,
+            new() { ["InsertFormat"] = "Native", ["BatchMaxBytes"] = new ClickHouseOptions().BatchMaxBytes.ToString(CultureInfo.InvariantCulture) }),
     ];
 
     [StorageBenchFact]
