@@ -56,4 +56,11 @@ public sealed class SensorOptions
 
     /// <summary>Interval of the status heartbeat sent even when no events flow.</summary>
     public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// Shortest time between two batches that carry the sensor's status (capture paths, counters);
+    /// the first batch of each stream and every heartbeat carry it. Reading the kernel's counters
+    /// takes a few dozen syscalls, too many to repeat for every batch at high event rates.
+    /// </summary>
+    public TimeSpan StatusInterval { get; set; } = TimeSpan.FromSeconds(1);
 }

@@ -82,13 +82,15 @@ public sealed class DnsNameCache : IEndpointNames
 
     private IReadOnlyList<string> NamesFor(UInt128 key)
     {
-        long now = _time.GetTimestamp();
         lock (_lock)
         {
             if (!_entries.TryGetValue(key, out var node))
             {
                 return [];
             }
+            // The clock only for a hit: most endpoints have no name, and the read was a visible
+            // share of enrichment at 20 k flows/s.
+            long now = _time.GetTimestamp();
             var names = node.Value.Names;
             names.RemoveAll(n => n.ExpiresAt <= now);
             if (names.Count == 0)

@@ -12,7 +12,7 @@ public interface ICaptureStatus
     void AddCounters(IDictionary<string, ulong> counters);
 }
 
-/// <summary>Builds the <see cref="SensorStatus"/> that rides on every batch sent to the relay.</summary>
+/// <summary>Builds the <see cref="SensorStatus"/> that rides on batches sent to the relay (at most one a <see cref="SensorOptions.StatusInterval"/>).</summary>
 public sealed class SensorStatusReporter(IEnumerable<ICaptureStatus> parts, SensorEventQueue queue)
 {
     private readonly ulong _started = (ulong)DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() * 1_000_000;

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Net;
 using FlowSec.Api.V1;
 using FlowSec.Sensor.Capture;
@@ -9,8 +10,8 @@ namespace FlowSec.Sensor.Flows;
 /// <summary>
 /// Turns what the kernel reports of TCP sockets into flow events: one per connection from its
 /// close record, and "established" reports of connections that stay open past an interval, from
-/// their socket-table entries, so long-lived connections are visible before they end. Pure and
-/// single-threaded: the capture's drain thread feeds it; it does no I/O.
+/// their socket-table entries, so long-lived connections are visible before they end. No I/O;
+/// single-threaded: the capture's drain thread feeds it.
 /// </summary>
 /// <remarks>
 /// What the close record's previous state tells (the kernel does not say why a socket closed):
@@ -29,8 +30,10 @@ namespace FlowSec.Sensor.Flows;
 /// </remarks>
 internal sealed class FlowAssembler
 {
+    private const int AddressSlotBits = 10;
     private readonly string _node;
     private readonly ulong _reportIntervalNs;
+    private readonly CachedAddress[] _addresses = new CachedAddress[1 << AddressSlotBits];
 
     /// <summary>Creates an assembler.</summary>
     /// <param name="node">Node name stamped on every event.</param>
@@ -149,11 +152,29 @@ internal sealed class FlowAssembler
     }
 
     // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; the flow carries them as IPv4.
-    // Written through a stack buffer: GetAddressBytes and MapToIPv4 would allocate twice per endpoint.
-    private static ByteString AddressBytes(IPAddress address)
+    // One ByteString per distinct address, shared by every flow that carries it (ByteString is
+    // immutable): a node talks to few addresses, and a fresh copy per endpoint was two objects
+    // that lived as long as their flow's batch, i.e. survived a GC each. The cache is direct-mapped
+    // (a slot per hash, a colliding address replaces the other): a dictionary lookup cost about
+    // as much as the copy it saved.
+    private ByteString AddressBytes(IPAddress address)
     {
         Span<byte> bytes = stackalloc byte[16];
         address.TryWriteBytes(bytes, out int written);
-        return ByteString.CopyFrom(address.IsIPv4MappedToIPv6 ? bytes[12..16] : bytes[..written]);
+        ReadOnlySpan<byte> flowBytes = address.IsIPv4MappedToIPv6 ? bytes[12..16] : bytes[..written];
+        // IPv4 as ::ffff:a.b.c.d, so the two forms of one address share a key (and their bytes are equal).
+        ulong high = flowBytes.Length == 4 ? 0 : BinaryPrimitives.ReadUInt64BigEndian(flowBytes);
+        ulong low = flowBytes.Length == 4
+            ? 0xFFFF_0000_0000UL | BinaryPrimitives.ReadUInt32BigEndian(flowBytes)
+            : BinaryPrimitives.ReadUInt64BigEndian(flowBytes[8..]);
+        int slot = (int)(((low ^ (high * 31)) * 0x9E3779B97F4A7C15UL) >> (64 - AddressSlotBits));
+        ref CachedAddress entry = ref _addresses[slot];
+        if (entry.Bytes is null || entry.Low != low || entry.High != high)
+        {
+            entry = new CachedAddress(low, high, ByteString.CopyFrom(flowBytes));
+        }
+        return entry.Bytes;
     }
+
+    private readonly record struct CachedAddress(ulong Low, ulong High, ByteString Bytes);
 }

@@ -245,6 +245,29 @@ public class FlowAssemblerTests
     }
 
     [Fact]
+    public void Each_flow_carries_its_own_addresses_when_the_assembler_shares_them()
+    {
+        // More distinct peers than the assembler keeps shared copies of, IPv4, IPv6 and IPv4-mapped
+        // mixed, each seen twice: a stale or crossed shared copy would give a flow another's address.
+        var assembler = NewAssembler();
+        var peers = Enumerable.Range(0, 5000).Select(i => (i % 3) switch
+        {
+            0 => new IPAddress(new byte[] { 10, 1, (byte)(i >> 8), (byte)i }),
+            1 => IPAddress.Parse($"fd00::{i:x}"),
+            _ => new IPAddress(new byte[] { 10, 2, (byte)(i >> 8), (byte)i }).MapToIPv6(),
+        }).ToList();
+
+        foreach (var peer in peers.Concat(peers))
+        {
+            var family = peer.AddressFamily;
+            var e = assembler.Closed(ActiveClose() with { Family = family, LocalAddress = Client, RemoteAddress = peer });
+            var expected = peer.IsIPv4MappedToIPv6 ? peer.MapToIPv4().GetAddressBytes() : peer.GetAddressBytes();
+            e.Destination.Ip.ToByteArray().Should().Equal(expected, $"the flow to {peer}");
+            e.Source.Ip.ToByteArray().Should().Equal(Client.GetAddressBytes());
+        }
+    }
+
+    [Fact]
     public void Connection_open_for_the_interval_is_reported_as_established()
     {
         var assembler = NewAssembler();
