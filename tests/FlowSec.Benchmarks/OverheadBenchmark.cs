@@ -381,6 +381,8 @@ internal static partial class OverheadBenchmark
         }
         if (!await SensorReady.WaitAsync(TimeSpan.FromSeconds(30)))
         {
+            // Stop it first: its stderr ends only when it exits.
+            sensor.Kill();
             throw new TimeoutException("sensor did not connect: " + await sensor.StandardError.ReadToEndAsync());
         }
     }

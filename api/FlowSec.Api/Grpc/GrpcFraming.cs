@@ -35,7 +35,9 @@ public static class GrpcFraming
     /// <exception cref="GrpcException">The frame is truncated, compressed, too large or not parseable.</exception>
     public static ValueTask<T?> ReadAsync<T>(Stream stream, MessageParser<T> parser, CancellationToken ct)
         where T : class, IMessage<T> =>
-        ReadAsync(stream, parser.ParseFrom, ct);
+        // The array overload parses through CodedInputStream, which every IMessage supports; the
+        // span overload needs generated buffer-parsing code that hand-written messages lack.
+        ReadFrameAsync(stream, (body, length) => parser.ParseFrom(body, 0, length), ct);
 
     /// <summary>
     /// Reads one framed message and turns its bytes into a <typeparamref name="T"/> with
@@ -43,7 +45,11 @@ public static class GrpcFraming
     /// null at a clean end of stream. The bytes are only valid during the call.
     /// </summary>
     /// <exception cref="GrpcException">The frame is truncated, compressed, too large or not parseable (<paramref name="parse"/> threw <see cref="InvalidProtocolBufferException"/>).</exception>
-    public static async ValueTask<T?> ReadAsync<T>(Stream stream, ParseMessage<T> parse, CancellationToken ct)
+    public static ValueTask<T?> ReadAsync<T>(Stream stream, ParseMessage<T> parse, CancellationToken ct)
+        where T : class =>
+        ReadFrameAsync(stream, (body, length) => parse(body.AsSpan(0, length)), ct);
+
+    private static async ValueTask<T?> ReadFrameAsync<T>(Stream stream, Func<byte[], int, T> parse, CancellationToken ct)
         where T : class
     {
         var header = new byte[5];
@@ -75,7 +81,7 @@ public static class GrpcFraming
             }
             try
             {
-                return parse(body.AsSpan(0, (int)length));
+                return parse(body, (int)length);
             }
             catch (InvalidProtocolBufferException ex)
             {

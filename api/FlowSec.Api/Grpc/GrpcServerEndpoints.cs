@@ -76,7 +76,7 @@ public static class GrpcServerEndpoints
         Func<IAsyncEnumerable<TRequest>, GrpcResponseStream<TResponse>, GrpcCallContext, Task> handler)
         where TRequest : class, IMessage<TRequest>
         where TResponse : class, IMessage<TResponse> =>
-        MapGrpcDuplex(app, method, parser.ParseFrom, handler);
+        MapDuplex(app, method, ct => stream => GrpcFraming.ReadAsync(stream, parser, ct), handler);
 
     /// <summary>
     /// Maps a bidirectional-streaming method whose requests are decoded from their bytes by
@@ -87,12 +87,19 @@ public static class GrpcServerEndpoints
         Func<IAsyncEnumerable<TRequest>, GrpcResponseStream<TResponse>, GrpcCallContext, Task> handler)
         where TRequest : class
         where TResponse : class, IMessage<TResponse> =>
+        MapDuplex(app, method, ct => stream => GrpcFraming.ReadAsync(stream, parse, ct), handler);
+
+    private static IEndpointConventionBuilder MapDuplex<TRequest, TResponse>(
+        IEndpointRouteBuilder app, string method, Func<CancellationToken, Func<Stream, ValueTask<TRequest?>>> reader,
+        Func<IAsyncEnumerable<TRequest>, GrpcResponseStream<TResponse>, GrpcCallContext, Task> handler)
+        where TRequest : class
+        where TResponse : class, IMessage<TResponse> =>
         Map(app, method, async (ctx, call) =>
         {
             // Send headers now: the client waits for them before it reads acks.
             await ctx.Response.StartAsync(call.CancellationToken);
             await ctx.Response.Body.FlushAsync(call.CancellationToken);
-            await handler(ReadAllAsync(ctx.Request.Body, parse, call.CancellationToken),
+            await handler(ReadAllAsync(ctx.Request.Body, reader(call.CancellationToken)),
                 new GrpcResponseStream<TResponse>(ctx.Response.Body, call.CancellationToken), call);
         });
 
@@ -169,11 +176,10 @@ public static class GrpcServerEndpoints
         await GrpcFraming.ReadAsync(ctx.Request.Body, parser, ct)
         ?? throw new GrpcException(GrpcStatusCode.InvalidArgument, "request message missing");
 
-    private static async IAsyncEnumerable<T> ReadAllAsync<T>(Stream body, ParseMessage<T> parse,
-        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
+    private static async IAsyncEnumerable<T> ReadAllAsync<T>(Stream body, Func<Stream, ValueTask<T?>> read)
         where T : class
     {
-        while (await GrpcFraming.ReadAsync(body, parse, ct) is { } message)
+        while (await read(body) is { } message)
         {
             yield return message;
         }

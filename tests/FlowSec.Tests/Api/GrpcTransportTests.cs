@@ -47,6 +47,15 @@ public sealed class GrpcTransportTests : IAsyncLifetime
                 await acks.WriteAsync(new IngestAck { BatchId = b.BatchId, Accepted = (uint)b.Events.Count });
             }
         });
+        // A hand-written message (the benchmark's counting sink): it has MergeFrom(CodedInputStream)
+        // only, not the generated buffer-parsing code.
+        _app.MapGrpcDuplex<FlowSec.Benchmarks.CountedBatch, IngestAck>("test.Svc/HandWritten", FlowSec.Benchmarks.CountedBatch.Parser, async (batches, acks, _) =>
+        {
+            await foreach (var b in batches)
+            {
+                await acks.WriteAsync(new IngestAck { BatchId = b.BatchId, Accepted = (uint)b.Events });
+            }
+        });
         await _app.StartAsync();
     }
 
@@ -91,6 +100,25 @@ public sealed class GrpcTransportTests : IAsyncLifetime
             ack!.BatchId.Should().Be(id);
             ack.Accepted.Should().Be(1);
         }
+        call.CompleteRequests();
+        (await call.ReadAsync(timeout.Token)).Should().BeNull();
+    }
+
+    [Fact]
+    public async Task Duplex_requests_parse_with_a_hand_written_message_parser()
+    {
+        // A regression: the server read requests through the parser's span overload, which throws
+        // for any message without generated buffer-parsing code, so such an endpoint acked nothing.
+        using var client = Client();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        await using var call = await client.DuplexAsync<EventBatch, IngestAck>("test.Svc/HandWritten", IngestAck.Parser, timeout.Token);
+        var batch = new EventBatch { Node = "n", BatchId = 7 };
+        batch.Events.Add(new Event());
+        batch.Events.Add(new Event());
+        await call.WriteAsync(batch, timeout.Token);
+        var ack = await call.ReadAsync(timeout.Token);
+        ack!.BatchId.Should().Be(7);
+        ack.Accepted.Should().Be(2);
         call.CompleteRequests();
         (await call.ReadAsync(timeout.Token)).Should().BeNull();
     }
