@@ -76,7 +76,7 @@ public static class GrpcServerEndpoints
         Func<IAsyncEnumerable<TRequest>, GrpcResponseStream<TResponse>, GrpcCallContext, Task> handler)
         where TRequest : class, IMessage<TRequest>
         where TResponse : class, IMessage<TResponse> =>
-        MapDuplex(app, method, ct => stream => GrpcFraming.ReadAsync(stream, parser, ct), handler);
+        MapDuplex(app, method, (stream, ct) => GrpcFraming.ReadAsync(stream, parser, ct), handler);
 
     /// <summary>
     /// Maps a bidirectional-streaming method whose requests are decoded from their bytes by
@@ -87,10 +87,10 @@ public static class GrpcServerEndpoints
         Func<IAsyncEnumerable<TRequest>, GrpcResponseStream<TResponse>, GrpcCallContext, Task> handler)
         where TRequest : class
         where TResponse : class, IMessage<TResponse> =>
-        MapDuplex(app, method, ct => stream => GrpcFraming.ReadAsync(stream, parse, ct), handler);
+        MapDuplex(app, method, (stream, ct) => GrpcFraming.ReadAsync(stream, parse, ct), handler);
 
     private static IEndpointConventionBuilder MapDuplex<TRequest, TResponse>(
-        IEndpointRouteBuilder app, string method, Func<CancellationToken, Func<Stream, ValueTask<TRequest?>>> reader,
+        IEndpointRouteBuilder app, string method, Func<Stream, CancellationToken, ValueTask<TRequest?>> read,
         Func<IAsyncEnumerable<TRequest>, GrpcResponseStream<TResponse>, GrpcCallContext, Task> handler)
         where TRequest : class
         where TResponse : class, IMessage<TResponse> =>
@@ -99,7 +99,7 @@ public static class GrpcServerEndpoints
             // Send headers now: the client waits for them before it reads acks.
             await ctx.Response.StartAsync(call.CancellationToken);
             await ctx.Response.Body.FlushAsync(call.CancellationToken);
-            await handler(ReadAllAsync(ctx.Request.Body, reader(call.CancellationToken)),
+            await handler(ReadAllAsync(ctx.Request.Body, read, call.CancellationToken),
                 new GrpcResponseStream<TResponse>(ctx.Response.Body, call.CancellationToken), call);
         });
 
@@ -176,10 +176,11 @@ public static class GrpcServerEndpoints
         await GrpcFraming.ReadAsync(ctx.Request.Body, parser, ct)
         ?? throw new GrpcException(GrpcStatusCode.InvalidArgument, "request message missing");
 
-    private static async IAsyncEnumerable<T> ReadAllAsync<T>(Stream body, Func<Stream, ValueTask<T?>> read)
+    private static async IAsyncEnumerable<T> ReadAllAsync<T>(Stream body, Func<Stream, CancellationToken, ValueTask<T?>> read,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
         where T : class
     {
-        while (await read(body) is { } message)
+        while (await read(body, ct) is { } message)
         {
             yield return message;
         }

@@ -177,9 +177,7 @@ public sealed class ClickHouseFlowWriter : BackgroundService
             var before = pending.Bytes;
             pending.Append(e, batch.BatchId);
             rows++;
-            generation.RowCount++;
-            generation.ByteCount += pending.Bytes - before;
-            generation.Full |= pending.Count >= _options.BatchMaxRows || generation.ByteCount >= _options.BatchMaxBytes;
+            Account(generation, pending, before, 1);
         }
 
         if (rows > 0 && batch.BatchId != 0)
@@ -198,13 +196,19 @@ public sealed class ClickHouseFlowWriter : BackgroundService
             pending.Batches.Add((batch.Node, batch.BatchId));
             var before = pending.Bytes;
             pending.AppendBlock(decoded);
-            generation.RowCount += rows;
-            generation.ByteCount += pending.Bytes - before;
-            generation.Full |= pending.Count >= _options.BatchMaxRows || generation.ByteCount >= _options.BatchMaxBytes;
+            Account(generation, pending, before, rows);
         }
 
         NativeBlockPool.Return(decoded);
         return rows;
+    }
+
+    // The generation's size after rows were appended to one table's block, and whether it is due.
+    private void Account(Generation generation, PendingBatch pending, long bytesBefore, int rows)
+    {
+        generation.RowCount += rows;
+        generation.ByteCount += pending.Bytes - bytesBefore;
+        generation.Full |= pending.Count >= _options.BatchMaxRows || generation.ByteCount >= _options.BatchMaxBytes;
     }
 
     private static async Task<bool> WaitForDataAsync(System.Threading.Channels.ChannelReader<StorageItem> queue, TimeSpan timeout, CancellationToken stoppingToken)

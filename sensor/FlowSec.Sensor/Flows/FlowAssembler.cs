@@ -1,7 +1,7 @@
-using System.Buffers.Binary;
 using System.Net;
 using FlowSec.Api.V1;
 using FlowSec.Sensor.Capture;
+using FlowSec.Sensor.Dns;
 using Google.Protobuf;
 using Endpoint = FlowSec.Api.V1.Endpoint;
 
@@ -163,18 +163,16 @@ internal sealed class FlowAssembler
         address.TryWriteBytes(bytes, out int written);
         ReadOnlySpan<byte> flowBytes = address.IsIPv4MappedToIPv6 ? bytes[12..16] : bytes[..written];
         // IPv4 as ::ffff:a.b.c.d, so the two forms of one address share a key (and their bytes are equal).
-        ulong high = flowBytes.Length == 4 ? 0 : BinaryPrimitives.ReadUInt64BigEndian(flowBytes);
-        ulong low = flowBytes.Length == 4
-            ? 0xFFFF_0000_0000UL | BinaryPrimitives.ReadUInt32BigEndian(flowBytes)
-            : BinaryPrimitives.ReadUInt64BigEndian(flowBytes[8..]);
-        int slot = (int)(((low ^ (high * 31)) * 0x9E3779B97F4A7C15UL) >> (64 - AddressSlotBits));
+        UInt128 key = DnsNameCache.KeyOf(flowBytes);
+        ulong mixed = (ulong)key ^ ((ulong)(key >> 64) * 31);
+        int slot = (int)((mixed * 0x9E3779B97F4A7C15UL) >> (64 - AddressSlotBits));
         ref CachedAddress entry = ref _addresses[slot];
-        if (entry.Bytes is null || entry.Low != low || entry.High != high)
+        if (entry.Bytes is null || entry.Key != key)
         {
-            entry = new CachedAddress(low, high, ByteString.CopyFrom(flowBytes));
+            entry = new CachedAddress(key, ByteString.CopyFrom(flowBytes));
         }
         return entry.Bytes;
     }
 
-    private readonly record struct CachedAddress(ulong Low, ulong High, ByteString Bytes);
+    private readonly record struct CachedAddress(UInt128 Key, ByteString Bytes);
 }
