@@ -81,7 +81,15 @@ public sealed class ManyNodesTests(FlowSecStack stack, ITestOutputHelper output)
                 exec.Should().ContainSingle(e => e.Process.Pid == (uint)curls[name], "the exec of curl is the node's own");
             }
 
-            var nodes = (await stack.StatusAsync()).Nodes.Where(n => Names.Contains(n.Node)).ToList();
+            // A sensor's counters ride on at most one batch a second (Sensor:StatusInterval) and on
+            // its heartbeat, so the relay's copy may predate the batch that held the events above.
+            var nodes = new List<NodeStatus>();
+            await Eventually.HoldsAsync(async () =>
+            {
+                nodes = (await stack.StatusAsync()).Nodes.Where(n => Names.Contains(n.Node)).ToList();
+                return nodes.Count == 3 && nodes.All(n => n.EventsReceived > 0 && n.Sensor?.Counters.GetValueOrDefault("scope_events_skipped") > 0);
+            }, Wait, () => "each node's status counts events skipped out of scope: " +
+                string.Join(", ", nodes.Select(n => $"{n.Node}={n.Sensor?.Counters.GetValueOrDefault("scope_events_skipped")}")));
             nodes.Should().HaveCount(3);
             nodes.Should().OnlyContain(n => n.EventsReceived > 0 && n.Sensor.Counters["scope_events_skipped"] > 0,
                 "each scoped sensor sees the whole host's kernel events and leaves the others' out");
