@@ -15,15 +15,15 @@ namespace FlowSec.Relay.Ingest;
 /// <remarks>
 /// When a stream ends with batches unacked, the ones still waiting in the storage queue are
 /// withdrawn (<see cref="EventPipeline.Withdraw"/>): the sensor re-sends them, maybe to another
-/// relay, which finds no ledger record for them and stores them, so this relay must not store them
-/// too. That closes the long window (a batch queued while ClickHouse is slow or away, for as long
-/// as it stays away). What remains: a batch the writer already took into a block whose flush has
-/// not yet recorded it as <c>inserting</c> in <c>stored_batches</c>. With ClickHouse answering
-/// that lasts at most about <see cref="ClickHouseOptions.FlushInterval"/> plus one insert (the
-/// writer fills the next block while one is inserted); while ClickHouse refuses the record it
-/// lasts until ClickHouse is back, for the at most two blocks the writer holds. A copy re-sent to
-/// another relay in that window can be stored twice. Once <c>inserting</c> is recorded, the other
-/// relay waits for this relay's running insert and finds the rows (see <see cref="StoredBatches"/>).
+/// relay, so this relay must not store them too. That closes the long window (a batch queued while
+/// ClickHouse is slow or away, for as long as it stays away) at no cost. A batch the writer already
+/// took into a block cannot be withdrawn; for it, the relay that receives the re-sent copy claims it
+/// in ClickHouse before looking it up, and the writer here reads the claims before every insert
+/// attempt and leaves claimed batches out, unacked (see <see cref="StoredBatches"/> for why that is
+/// enough, and what risk remains). A batch left out while its stream is still open (a half-open
+/// stream, a sensor that sent the batch elsewhere) ends the stream, so that sensor re-sends too.
+/// Nothing waits on a clock: fresh batches are never held behind re-sent ones, so a reconnect does
+/// not stall the sensor's window.
 /// </remarks>
 public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, RecentBatches recent, StoredBatches ledger, ClickHouseOptions storage,
     ILogger<IngestService> logger)
@@ -191,6 +191,13 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
         {
             await stored;
             await acks.WriteAsync(ack);
+        }
+        catch (OperationCanceledException) when (stored.IsCanceled && !call.CancellationToken.IsCancellationRequested)
+        {
+            // Withdrawn batches belong to streams that ended; this one is open, so the writer left the
+            // batch out (another relay claimed a re-sent copy). Without its ack the sensor would wait
+            // forever: end the stream, it re-sends.
+            call.Http.Abort();
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or ObjectDisposedException)
         {
