@@ -85,6 +85,37 @@ public sealed class ClaimedBatchTests(ClickHouseServer ch) : IClassFixture<Click
         (await relays.Second.MetricsAsync())["flowsec_relay_events_stored_total"].Should().Be(batch.Events.Count);
     }
 
+    [Fact]
+    public async Task A_fresh_batch_behind_a_resent_one_that_waits_the_claim_margin_is_stored_and_acked_first()
+    {
+        // Batch 4001 is recorded inserting by a relay that died before storing it: the relay that
+        // gets the re-sent copy waits the claim margin (20 s here) before it looks for the rows again.
+        var node = "margin-" + Guid.NewGuid().ToString("N")[..8];
+        var tokenFile = Path.Combine(_dir, "token");
+        await using var relay = TestRelay.Start("relay-margin", ch, _dir, tokenFile, TokenFile.ReadOrCreate(tokenFile), "--ClickHouse:ClaimMargin=00:00:20");
+        await relay.WaitForAsync(s => s.StorageOk, "relay with storage");
+        (await PushAsync(relay.Client, Batch(node, 4000, 200))).Should().Be(4000UL, "stored, so the schema is in place");
+        await ch.Client.ExecuteAsync($"INSERT INTO flowsec.stored_batches (node, batch_id, state, events, time) VALUES ('{node}', 4001, 'inserting', 20, now())");
+
+        using var timeout = new CancellationTokenSource(Timeout);
+        await using var call = await relay.Client.DuplexAsync<EventBatch, IngestAck>(RelayMethods.Push, IngestAck.Parser, timeout.Token);
+        var resent = Batch(node, 4001, 0);
+        resent.Resent = true;
+        await call.WriteAsync(resent, timeout.Token);
+        await call.WriteAsync(Batch(node, 4002, 100), timeout.Token);
+        call.CompleteRequests();
+
+        // The fresh batch does not wait for the re-sent one's look-up: a sensor's window keeps moving.
+        var acks = new List<ulong>();
+        while (await call.ReadAsync(timeout.Token) is { } ack)
+        {
+            acks.Add(ack.BatchId);
+        }
+
+        acks.Should().Equal([4002UL, 4001UL], "the fresh batch is acked while the re-sent one still waits\n" + relay.Process.Tail(20));
+        (await RowsPerBatchAsync(node)).Should().Equal(["4000\t20", "4001\t20", "4002\t20"], "no rows were found after the margin, so the re-sent batch is stored, once");
+    }
+
     public void Dispose()
     {
         try
