@@ -55,6 +55,12 @@ public sealed class StoredBatches
 
     private static readonly TimeSpan RunningInsertTimeout = TimeSpan.FromSeconds(60);
 
+    /// <summary>How long claims are gathered into one INSERT (see <see cref="ClaimAsync"/>).</summary>
+    internal static readonly TimeSpan ClaimGathering = TimeSpan.FromMilliseconds(50);
+
+    private readonly Lock _claimsLock = new();
+    private readonly List<PendingClaim> _pendingClaims = [];
+
     private readonly ClickHouseHttpClient _client;
     private readonly string _database;
     private readonly ILogger<StoredBatches> _log;
@@ -173,12 +179,59 @@ public sealed class StoredBatches
     }
 
     /// <summary>Records this relay's claim on a re-sent batch it received (see the remarks).</summary>
-    internal async Task ClaimAsync(string node, ulong batchId, CancellationToken cancellationToken)
+    /// <remarks>
+    /// Claims made within <see cref="ClaimGathering"/> of each other go in one INSERT: a spool replay
+    /// re-sends thousands of batches, and one insert (one part for ClickHouse to merge) for each would
+    /// be far more than the one a second MergeTree tables are written at. The task completes once
+    /// ClickHouse acknowledged the insert, i.e. once the claim is visible.
+    /// </remarks>
+    /// <exception cref="ClickHouseException">ClickHouse refused the claims or is unreachable.</exception>
+    internal Task ClaimAsync(string node, ulong batchId, CancellationToken cancellationToken)
     {
-        var at = (_time.GetUtcNow() - DateTimeOffset.UnixEpoch).Ticks * 100;
-        await _client.ExecuteAsync(
-            $"INSERT INTO {_database}.{ClaimsTableName} (node, batch_id, relay, claimed_at, time) VALUES " +
-            $"({SqlLiteral.String(node)}, {SqlLiteral.Integer(batchId)}, {SqlLiteral.String(InstanceId)}, {SqlLiteral.Integer(at)}, now())", null, cancellationToken);
+        var claim = new PendingClaim(node, batchId, (_time.GetUtcNow() - DateTimeOffset.UnixEpoch).Ticks * 100);
+        bool first;
+        lock (_claimsLock)
+        {
+            first = _pendingClaims.Count == 0;
+            _pendingClaims.Add(claim);
+        }
+
+        if (first)
+        {
+            _ = WriteClaimsAsync();
+        }
+
+        return claim.Written.Task.WaitAsync(cancellationToken);
+    }
+
+    // Not cancelled by one look-up's stream ending: the others in the same insert wait for it (the
+    // HTTP client's request timeout bounds it).
+    private async Task WriteClaimsAsync()
+    {
+        await Task.Delay(ClaimGathering);
+        List<PendingClaim> claims;
+        lock (_claimsLock)
+        {
+            claims = [.. _pendingClaims];
+            _pendingClaims.Clear();
+        }
+
+        try
+        {
+            var rows = string.Join(", ", claims.Select(c =>
+                $"({SqlLiteral.String(c.Node)}, {SqlLiteral.Integer(c.BatchId)}, {SqlLiteral.String(InstanceId)}, {SqlLiteral.Integer(c.At)}, now())"));
+            await _client.ExecuteAsync($"INSERT INTO {_database}.{ClaimsTableName} (node, batch_id, relay, claimed_at, time) VALUES {rows}", null, CancellationToken.None);
+            claims.ForEach(c => c.Written.TrySetResult());
+        }
+        catch (Exception e)
+        {
+            claims.ForEach(c => c.Written.TrySetException(e as ClickHouseException ?? new ClickHouseException("could not record claims: " + e.Message, inner: e)));
+        }
+    }
+
+    private sealed record PendingClaim(string Node, ulong BatchId, long At)
+    {
+        public TaskCompletionSource Written { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
     /// <summary>
@@ -192,17 +245,21 @@ public sealed class StoredBatches
             return new HashSet<(string, ulong)>();
         }
 
-        var tuples = string.Join(", ", batches.Select(b => $"({SqlLiteral.String(b.Node)}, {SqlLiteral.Integer(b.BatchId)})"));
+        // One id range per node, not every id: a block can hold thousands of batches, and an IN list
+        // that long would pass ClickHouse's max_query_size. Claims are few; the exact set is picked here.
+        var wanted = batches.ToHashSet();
+        var ranges = string.Join(" OR ", batches.GroupBy(b => b.Node, StringComparer.Ordinal).Select(g =>
+            $"(node = {SqlLiteral.String(g.Key)} AND batch_id BETWEEN {SqlLiteral.Integer(g.Min(b => b.BatchId))} AND {SqlLiteral.Integer(g.Max(b => b.BatchId))})"));
         // JSON: a node name may hold any character; 64-bit numbers arrive quoted.
         var text = await _client.QueryTextAsync(
-            $"SELECT node, batch_id, relay, claimed_at FROM {_database}.{ClaimsTableName} WHERE (node, batch_id) IN ({tuples}) FORMAT JSONEachRow", cancellationToken);
+            $"SELECT node, batch_id, relay, claimed_at FROM {_database}.{ClaimsTableName} WHERE {ranges} FORMAT JSONEachRow", cancellationToken);
         var claims = text.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line =>
         {
             using var row = JsonDocument.Parse(line);
             var r = row.RootElement;
             return new Claim(r.GetProperty("node").GetString()!, ulong.Parse(r.GetProperty("batch_id").GetString()!, CultureInfo.InvariantCulture),
                 r.GetProperty("relay").GetString()!, ulong.Parse(r.GetProperty("claimed_at").GetString()!, CultureInfo.InvariantCulture));
-        }).ToList();
+        }).Where(c => wanted.Contains((c.Node, c.BatchId))).ToList();
         return ClaimedElsewhere(claims, InstanceId);
     }
 

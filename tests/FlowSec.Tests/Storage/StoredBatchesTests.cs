@@ -107,6 +107,20 @@ public sealed class StoredBatchesTests(ClickHouseServer ch) : IClassFixture<Clic
     }
 
     [Fact]
+    public async Task Claims_made_together_go_to_clickhouse_in_one_insert()
+    {
+        // A spool replay re-sends batches by the thousand: one part per claim would swamp the table's merges.
+        var db = ClickHouseServer.NewDatabase();
+        await new ClickHouseSchema(ch.Client, ch.Options(db)).EnsureAsync();
+        var ledger = new StoredBatches(ch.Client, ch.Options(db), NullLogger<StoredBatches>.Instance);
+        await Task.WhenAll(Enumerable.Range(1, 20).Select(i => ledger.ClaimAsync("n1", (ulong)i, CancellationToken.None))).WaitAsync(Timeout);
+
+        (await ch.RunClientAsync($"SELECT count(), uniqExact(batch_id) FROM {db}.claimed_batches FORMAT TabSeparated")).Trim().Should().Be("20\t20");
+        (await ch.RunClientAsync($"SELECT count() FROM system.parts WHERE database = '{db}' AND table = 'claimed_batches' AND level = 0 FORMAT TabSeparated"))
+            .Trim().Should().Be("1", "one insert (a part of level 0 each, kept a while after merges)");
+    }
+
+    [Fact]
     public void The_latest_claim_decides_and_a_fresh_copy_yields_to_any_claim()
     {
         StoredBatches.Claim[] claims =
