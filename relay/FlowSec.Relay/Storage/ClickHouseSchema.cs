@@ -41,6 +41,7 @@ public sealed class ClickHouseSchema
             EventTables.All.Select(t => $"ALTER TABLE {db}.{t.Name} ADD COLUMN `{EventTable.BatchIdColumn}` UInt64")
                 .Append(StoredBatches.CreateSql(db)))),
         new("flow_summary_src and flows_by_dst_port (materialized views, backfilled)", null, (schema, lowCardinality, ct) => schema.CreateFlowSummariesAsync(lowCardinality, ct)),
+        new("claimed_batches table", (db, _) => StoredBatches.CreateClaimsSql(db)),
     ];
 
     private sealed record Migration(string Description, Func<string, bool, string>? Sql, Func<ClickHouseSchema, bool, CancellationToken, Task>? Run = null);
@@ -97,6 +98,7 @@ public sealed class ClickHouseSchema
             await _client.ExecuteAsync(table.CreateSql(_database, lowCardinality), null, cancellationToken);
         }
         await _client.ExecuteAsync(StoredBatches.CreateSql(_database), null, cancellationToken);
+        await _client.ExecuteAsync(StoredBatches.CreateClaimsSql(_database), null, cancellationToken);
 
         return Math.Max(current, Migrations.Count);
     }
