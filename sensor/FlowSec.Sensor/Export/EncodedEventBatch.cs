@@ -123,7 +123,7 @@ internal sealed class EncodedEventBatch(EventBatch batch) : IMessage, IBufferMes
     public void InternalMergeFrom(ref ParseContext ctx) => throw new NotSupportedException("write-only");
 
     /// <summary>The size of one event; <paramref name="nested"/> receives its source's, destination's and flow's.</summary>
-    private static int EventSize(Event e, Span<int> nested)
+    internal static int EventSize(Event e, Span<int> nested)
     {
         int size = 0;
         if (e.TimeUnixNano != 0UL)
@@ -177,7 +177,7 @@ internal sealed class EncodedEventBatch(EventBatch batch) : IMessage, IBufferMes
         return size;
     }
 
-    private static void WriteEvent(ref WriteContext output, Event e, int sourceSize, int destinationSize, int flowSize)
+    internal static void WriteEvent(ref WriteContext output, Event e, int sourceSize, int destinationSize, int flowSize)
     {
         if (e.TimeUnixNano != 0UL)
         {
