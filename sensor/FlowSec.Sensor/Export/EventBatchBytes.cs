@@ -20,7 +20,7 @@ namespace FlowSec.Sensor.Export;
 /// <see cref="Status"/>, <see cref="Resent"/>) are written around the events when the batch is
 /// written, so they may be set after the events are added.
 /// </remarks>
-internal sealed class EventBatchBytes : IMessage, IBufferMessage
+internal sealed class EventBatchBytes : WriteOnlyMessage
 {
     private const int SegmentBytes = 64 * 1024;
     // Each event as it appears inside the batch: tag 26 (field 3, length-delimited), length, event.
@@ -47,7 +47,7 @@ internal sealed class EventBatchBytes : IMessage, IBufferMessage
     public int EventCount { get; private set; }
 
     /// <inheritdoc />
-    public MessageDescriptor Descriptor => EventBatch.Descriptor;
+    public override MessageDescriptor Descriptor => EventBatch.Descriptor;
 
     /// <summary>Encodes <paramref name="e"/> into the batch; later changes to the event are not sent.</summary>
     public void Add(Event e)
@@ -83,42 +83,12 @@ internal sealed class EventBatchBytes : IMessage, IBufferMessage
     }
 
     /// <inheritdoc />
-    public int CalculateSize()
-    {
-        int size = _eventBytes;
-        if (Node.Length != 0)
-        {
-            size += 1 + CodedOutputStream.ComputeStringSize(Node);
-        }
-        if (BatchId != 0UL)
-        {
-            size += 1 + CodedOutputStream.ComputeUInt64Size(BatchId);
-        }
-        if (Status is { } status)
-        {
-            size += 1 + CodedOutputStream.ComputeMessageSize(status);
-        }
-        if (Resent)
-        {
-            size += 1 + 1;
-        }
-        return size;
-    }
+    public override int CalculateSize() => BatchFieldsSize(Node, BatchId, Status, Resent) + _eventBytes;
 
     /// <inheritdoc />
-    public void InternalWriteTo(ref WriteContext output)
+    public override void InternalWriteTo(ref WriteContext output)
     {
-        // Field order as in the generated EventBatch.InternalWriteTo: node, batch_id, events, status, resent.
-        if (Node.Length != 0)
-        {
-            output.WriteRawTag(10);
-            output.WriteString(Node);
-        }
-        if (BatchId != 0UL)
-        {
-            output.WriteRawTag(16);
-            output.WriteUInt64(BatchId);
-        }
+        WriteBatchHead(ref output, Node, BatchId);
         for (int s = 0; s < _segments.Count; s++)
         {
             var segment = _segments[s];
@@ -135,34 +105,8 @@ internal sealed class EventBatchBytes : IMessage, IBufferMessage
                 at += length;
             }
         }
-        if (Status is { } status)
-        {
-            output.WriteRawTag(34);
-            output.WriteMessage(status);
-        }
-        if (Resent)
-        {
-            output.WriteRawTag(40);
-            output.WriteBool(true);
-        }
+        WriteBatchTail(ref output, Status, Resent);
     }
-
-    /// <inheritdoc />
-    public void WriteTo(CodedOutputStream output) => output.WriteRawMessage(this);
-
-    /// <summary>The whole batch's bytes (for the spool).</summary>
-    public byte[] ToByteArray()
-    {
-        var bytes = new byte[CalculateSize()];
-        MessageExtensions.WriteTo(this, bytes.AsSpan());
-        return bytes;
-    }
-
-    /// <inheritdoc />
-    public void MergeFrom(CodedInputStream input) => throw new NotSupportedException("write-only");
-
-    /// <inheritdoc />
-    public void InternalMergeFrom(ref ParseContext ctx) => throw new NotSupportedException("write-only");
 
     private byte[] Room(int bytes)
     {
@@ -192,7 +136,7 @@ internal sealed class EventBatchBytes : IMessage, IBufferMessage
     }
 
     /// <summary>Writes one event as it appears in a batch (tag, length, event), with its sizes computed once.</summary>
-    private sealed class SingleEvent : IBufferMessage
+    private sealed class SingleEvent : WriteOnlyMessage
     {
         private Event? _event;
         private int _size;
@@ -200,7 +144,7 @@ internal sealed class EventBatchBytes : IMessage, IBufferMessage
         private int _destination;
         private int _flow;
 
-        public MessageDescriptor Descriptor => Event.Descriptor;
+        public override MessageDescriptor Descriptor => Event.Descriptor;
 
         public void Set(Event? e, int size, ReadOnlySpan<int> nested)
         {
@@ -209,19 +153,13 @@ internal sealed class EventBatchBytes : IMessage, IBufferMessage
             (_source, _destination, _flow) = nested.IsEmpty ? (0, 0, 0) : (nested[0], nested[1], nested[2]);
         }
 
-        public void InternalWriteTo(ref WriteContext output)
+        public override void InternalWriteTo(ref WriteContext output)
         {
             output.WriteRawTag(EventTag);
             output.WriteLength(_size);
             EncodedEventBatch.WriteEvent(ref output, _event!, _source, _destination, _flow);
         }
 
-        public int CalculateSize() => 1 + CodedOutputStream.ComputeLengthSize(_size) + _size;
-
-        public void WriteTo(CodedOutputStream output) => output.WriteRawMessage(this);
-
-        public void MergeFrom(CodedInputStream input) => throw new NotSupportedException("write-only");
-
-        public void InternalMergeFrom(ref ParseContext ctx) => throw new NotSupportedException("write-only");
+        public override int CalculateSize() => 1 + CodedOutputStream.ComputeLengthSize(_size) + _size;
     }
 }
