@@ -35,8 +35,21 @@ catch (InvalidOperationException ex)
     return 2;
 }
 
+if (relay.KeepAlivePingDelay < TimeSpan.Zero || relay.KeepAlivePingTimeout <= TimeSpan.Zero)
+{
+    Console.Error.WriteLine($"flowsec-relay: --Relay:KeepAlivePingDelay must be 0 (off) or more and --Relay:KeepAlivePingTimeout more than 0 (got {relay.KeepAlivePingDelay}, {relay.KeepAlivePingTimeout})");
+    return 2;
+}
+
 builder.WebHost.ConfigureKestrel(kestrel =>
 {
+    // Server-wide (Kestrel has no per-endpoint HTTP/2 limits): a ping timeout aborts the connection,
+    // so a half-open sensor stream ends like a closed one (node disconnected, unacked batches withdrawn).
+    if (relay.KeepAlivePingDelay > TimeSpan.Zero)
+    {
+        kestrel.Limits.Http2.KeepAlivePingDelay = relay.KeepAlivePingDelay;
+        kestrel.Limits.Http2.KeepAlivePingTimeout = relay.KeepAlivePingTimeout;
+    }
     kestrel.Listen(IPEndPoint.Parse(relay.GrpcListen), o =>
     {
         o.Protocols = HttpProtocols.Http2;

@@ -24,6 +24,18 @@ public sealed class RelayOptions
     /// </summary>
     public int StorageQueueEvents { get; set; } = Pipeline.EventPipeline.DefaultStorageCapacityEvents;
 
+    /// <summary>
+    /// How long an HTTP/2 connection may send nothing before the relay pings it. A sensor that
+    /// vanished without FIN or RST (its host frozen, its network gone) would otherwise stay
+    /// connected, with its unacked batches queued, until TCP gives up many minutes later. A live
+    /// sensor sends a heartbeat every 2 s, so pings go only to quiet or dead connections.
+    /// <see cref="TimeSpan.Zero"/> turns pings off.
+    /// </summary>
+    public TimeSpan KeepAlivePingDelay { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How long the relay waits for any frame after a ping before it closes the connection (its streams end, the node shows disconnected).</summary>
+    public TimeSpan KeepAlivePingTimeout { get; set; } = TimeSpan.FromSeconds(20);
+
     /// <summary>The URL users open, as printed by status.</summary>
     public string UiUrl => "http://" + UiListen + "/";
 }

@@ -2,6 +2,7 @@ using System.Globalization;
 using FlowSec.Api.Auth;
 using Google.Protobuf;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Routing;
@@ -153,6 +154,13 @@ public static class GrpcServerEndpoints
                 (status, message) = ctx.RequestAborted.IsCancellationRequested
                     ? (GrpcStatusCode.Cancelled, "cancelled by the client")
                     : (GrpcStatusCode.DeadlineExceeded, "deadline exceeded");
+            }
+            catch (Exception ex) when (ctx.RequestAborted.IsCancellationRequested || ex is IOException { InnerException: ConnectionAbortedException })
+            {
+                // The client went away (reset, or its connection closed, e.g. on a keep-alive ping
+                // timeout): nobody to send a status to, and not the relay's fault.
+                logger.LogInformation("gRPC method {Method}: the client went away ({Reason})", method, ex.GetBaseException().Message);
+                return;
             }
             catch (Exception ex)
             {

@@ -57,6 +57,8 @@ public static class StatusCommand
             ? $"clickhouse  up     events stored {s.EventsStored}{(s.StorageError.Length > 0 ? "  last error: " + s.StorageError : "")}"
             : $"clickhouse  down   {s.StorageError}");
         o.WriteLine($"dedup       duplicates skipped {s.DuplicateEventsSkipped} events ({s.DuplicateBatchesSkipped} re-sent batches), withdrawn unacked {s.EventsWithdrawn} events ({s.BatchesWithdrawn} batches)");
+        // Not a loss: another relay claimed a re-sent copy of these batches and stores them there.
+        o.WriteLine($"            abandoned to another relay's claim {s.EventsAbandoned} events ({s.BatchesAbandoned} batches)");
         o.WriteLine($"ui          {s.UiUrl}");
         o.WriteLine();
         if (s.Nodes.Count == 0)

@@ -157,6 +157,8 @@ public sealed class ObserverService(
             DuplicateBatchesSkipped = (ulong)recent.Duplicates,
             BatchesWithdrawn = (ulong)pipeline.BatchesWithdrawn,
             EventsWithdrawn = (ulong)pipeline.EventsWithdrawn,
+            BatchesAbandoned = (ulong)writer.BatchesAbandoned,
+            EventsAbandoned = (ulong)writer.EventsAbandoned,
         };
         try
         {

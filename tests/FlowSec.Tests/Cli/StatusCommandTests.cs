@@ -38,6 +38,29 @@ public sealed class StatusCommandTests
         lines.Should().Contain(l => l.Contains("queue_depth") && !l.Contains("(lost)"));
     }
 
+    [Fact]
+    public void The_relay_storage_counters_show_withdrawn_and_abandoned_batches()
+    {
+        var status = new StatusResponse
+        {
+            StorageOk = true,
+            EventsStored = 900,
+            DuplicateEventsSkipped = 40,
+            DuplicateBatchesSkipped = 2,
+            EventsWithdrawn = 60,
+            BatchesWithdrawn = 3,
+            EventsAbandoned = 20,
+            BatchesAbandoned = 1,
+        };
+
+        var text = new StringWriter();
+        StatusCommand.Print(text, status, "http://127.0.0.1:4245");
+
+        text.ToString().Should().Contain("duplicates skipped 40 events (2 re-sent batches)")
+            .And.Contain("withdrawn unacked 60 events (3 batches)")
+            .And.Contain("abandoned to another relay's claim 20 events (1 batches)");
+    }
+
     [Theory]
     [InlineData("tcp_ringbuf_dropped", true)]
     [InlineData("udp_flow_entries_lost", true)]

@@ -54,6 +54,15 @@ public sealed class ClaimedBatchTests(ClickHouseServer ch) : IClassFixture<Click
         second["flowsec_relay_events_stored_total"].Should().Be(batch.Events.Count);
         second["flowsec_relay_duplicate_batches_skipped_total"].Should().Be(0);
         second["flowsec_relay_batches_abandoned_total"].Should().Be(0);
+
+        // `flowsec status` of relay 1 says the same as its /metrics.
+        var status = await relays.First.StatusAsync();
+        status.BatchesAbandoned.Should().Be(1);
+        status.EventsAbandoned.Should().Be((ulong)batch.Events.Count);
+        var printed = new StringWriter();
+        FlowSec.Cli.Status.StatusCommand.Print(printed, status, relays.First.Client.Address.Authority);
+        printed.ToString().Should().Contain($"abandoned to another relay's claim {batch.Events.Count} events (1 batches)");
+        (await relays.Second.StatusAsync()).BatchesAbandoned.Should().Be(0);
     }
 
     [Fact]
@@ -179,10 +188,11 @@ public sealed class ClaimedBatchTests(ClickHouseServer ch) : IClassFixture<Click
             return new TestRelay(process, new GrpcClient(new Uri($"http://127.0.0.1:{grpc}"), token), ui);
         }
 
+        public Task<StatusResponse> StatusAsync() =>
+            Client.UnaryAsync(RelayMethods.GetStatus, new StatusRequest(), StatusResponse.Parser, CancellationToken.None, TimeSpan.FromSeconds(5));
+
         public Task WaitForAsync(Func<StatusResponse, bool> ready, string what) =>
-            FlowSecStack.WaitForStatusAsync(
-                () => Client.UnaryAsync(RelayMethods.GetStatus, new StatusRequest(), StatusResponse.Parser, CancellationToken.None, TimeSpan.FromSeconds(5)),
-                ready, Process, what);
+            FlowSecStack.WaitForStatusAsync(StatusAsync, ready, Process, what);
 
         // Received, and out of the storage queue: the writer holds it in its block.
         public async Task WaitUntilTakenAsync(string node, int events)
