@@ -103,6 +103,15 @@ public sealed class RowBinaryWriter
     /// <summary>String from raw bytes: LEB128 length, then the bytes.</summary>
     public void WriteString(ReadOnlySpan<byte> value)
     {
+        // Most values are under 128 bytes: a one-byte length and the bytes in one reservation.
+        if (value.Length < 0x80)
+        {
+            var span = Reserve(1 + value.Length);
+            span[0] = (byte)value.Length;
+            value.CopyTo(span[1..]);
+            return;
+        }
+
         WriteVarUInt((ulong)value.Length);
         value.CopyTo(Reserve(value.Length));
     }
@@ -147,6 +156,12 @@ public sealed class RowBinaryWriter
     /// <summary>Unsigned LEB128, ClickHouse's VarUInt (lengths and counts).</summary>
     public void WriteVarUInt(ulong value)
     {
+        if (value < 0x80)
+        {
+            WriteUInt8((byte)value); // counts of arrays and most lengths
+            return;
+        }
+
         while (value >= 0x80)
         {
             WriteUInt8((byte)(value | 0x80));
