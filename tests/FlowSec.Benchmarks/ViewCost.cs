@@ -86,6 +86,7 @@ internal static class ViewCost
                     }
                     await SettleAsync(client, server.ProcessId);
 
+                    var merged0 = await MergedAsync(client);
                     var (cpu0, merge0) = (CpuSeconds(server.ProcessId), MergeCpuSeconds(server.ProcessId));
                     for (var i = 0; i < inserts; i++)
                     {
@@ -94,9 +95,10 @@ internal static class ViewCost
                     await SettleAsync(client, server.ProcessId);
                     var (cpu, merge) = (CpuSeconds(server.ProcessId) - cpu0, MergeCpuSeconds(server.ProcessId) - merge0);
                     var rows = (double)inserts * rowsPerInsert;
+                    var merged = await MergedAsync(client);
                     results[name].Add(((cpu - merge) / rows * 1e6, merge / rows * 1e6));
                     Console.WriteLine($"  round {round + 1} {name}: server {cpu / rows * 1e6:0.00} µs/row (inserts {(cpu - merge) / rows * 1e6:0.00}, merges {merge / rows * 1e6:0.00}); " +
-                                      $"parts {await PartsAsync(client, db)}; load {QueryBenchmark.LoadAverage()}");
+                                      $"merged {(merged.Rows - merged0.Rows) / rows:0.00} rows and {(merged.Bytes - merged0.Bytes) / rows:0} bytes a flow; parts {await PartsAsync(client, db)}; load {QueryBenchmark.LoadAverage()}");
                     await client.ExecuteAsync($"DROP DATABASE {db}");
                 }
             }
@@ -134,9 +136,17 @@ internal static class ViewCost
         }
     }
 
+    // Rows and uncompressed bytes the server's merges have read since it started (every table).
+    private static async Task<(double Rows, double Bytes)> MergedAsync(ClickHouseHttpClient client)
+    {
+        var text = await client.QueryTextAsync("SELECT sumIf(value, event = 'MergedRows'), sumIf(value, event = 'MergedUncompressedBytes') FROM system.events FORMAT TabSeparated");
+        var parts = text.Trim().Split('\t');
+        return (double.Parse(parts[0], CultureInfo.InvariantCulture), double.Parse(parts[1], CultureInfo.InvariantCulture));
+    }
+
     private static async Task<string> PartsAsync(ClickHouseHttpClient client, string db) =>
-        (await client.QueryTextAsync($"SELECT table, count() FROM system.parts WHERE active AND database = '{db}' GROUP BY table ORDER BY table FORMAT TabSeparated"))
-        .Replace('\t', ' ').Replace('\n', ',').TrimEnd(',');
+        (await client.QueryTextAsync($"SELECT concat(table, ' ', toString(count()), ' (', toString(sum(rows)), ' rows)') FROM system.parts WHERE active AND database = '{db}' GROUP BY table ORDER BY table FORMAT TabSeparated"))
+        .Replace("\n", ", ", StringComparison.Ordinal).TrimEnd(',', ' ');
 
     private static double CpuSeconds(int pid) => IngestThroughput.CpuSeconds(pid);
 
