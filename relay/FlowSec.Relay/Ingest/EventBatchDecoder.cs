@@ -120,16 +120,10 @@ public sealed class EventBatchDecoder
         }
 
         var live = liveEvents ? EventBatch.Parser.ParseFrom(message).Events : null;
-        // Sensor-sized batches are decoded whole first, then appended column by column (the column
-        // bookkeeping once per column, not per value); huge ones row by row, with one set of fields.
-        var columnWise = events.Count <= MaxColumnWiseEvents;
-        var decoded = columnWise ? RentFields(events.Count) : [new FlowEventFields()];
-        var flows = 0;
-        var needsObject = false;
+        var fields = new FlowEventFields();
         var oldest = ulong.MaxValue;
         for (var i = 0; i < events.Count; i++)
         {
-            var fields = decoded[columnWise ? flows : 0];
             fields.Read(message, events[i]);
             oldest = Math.Min(oldest, fields.Time);
             if (fields.Type != (int)EventType.Flow)
@@ -138,31 +132,17 @@ public sealed class EventBatchDecoder
                 continue;
             }
 
-            fields.EventIndex = i;
-            if (columnWise)
-            {
-                needsObject |= fields.NeedsObject;
-                flows++;
-                continue;
-            }
-
             rows ??= NativeBlockPool.Rent(FlowTable.Table);
-            AppendRow(rows, fields, message, nodeBytes, events, live, header.Node, batchId);
-        }
-
-        if (flows > 0)
-        {
-            rows = NativeBlockPool.Rent(FlowTable.Table);
-            if (needsObject)
+            if (fields.NeedsObject)
             {
-                for (var k = 0; k < flows; k++)
-                {
-                    AppendRow(rows, decoded[k], message, nodeBytes, events, live, header.Node, batchId);
-                }
+                // Parts this decoder does not read (another type's payload on a flow): through the object writers, in its place.
+                var e = live?[i] ?? Event.Parser.ParseFrom(message.Slice(events[i].Start, events[i].Length));
+                e.Node = header.Node;
+                rows.Append(e, batchId);
             }
             else
             {
-                rows.AppendColumns(new FlowRows(decoded, flows, message, nodeBytes), flows, batchId);
+                rows.AppendRow(new FlowRow(fields, message, nodeBytes), batchId);
             }
         }
 
@@ -177,71 +157,9 @@ public sealed class EventBatchDecoder
         return ReceivedBatch.WithRows(header, rows, live, oldest);
     }
 
-    // One flow as a row, in event order: from its fields, or (parts this decoder does not read, such
-    // as another type's payload on a flow) parsed into an object and written by the object writers.
-    private static void AppendRow(NativeBlock rows, FlowEventFields fields, ReadOnlySpan<byte> message, ReadOnlySpan<byte> node,
-        List<ByteRange> events, Google.Protobuf.Collections.RepeatedField<Event>? live, string nodeName, ulong batchId)
-    {
-        if (fields.NeedsObject)
-        {
-            var range = events[fields.EventIndex];
-            var e = live?[fields.EventIndex] ?? Event.Parser.ParseFrom(message.Slice(range.Start, range.Length));
-            e.Node = nodeName;
-            rows.Append(e, batchId);
-        }
-        else
-        {
-            rows.AppendRow(new FlowRow(fields, message, node), batchId);
-        }
-    }
-
-    /// <summary>Events a batch may hold and still be decoded whole before its rows are appended (sensors send up to 4,096).</summary>
-    private const int MaxColumnWiseEvents = 16 * 1024;
-
-    // Each stream's read loop decodes one batch at a time, synchronously: its thread's fields are
-    // reused batch after batch instead of allocated per event.
-    [ThreadStatic]
-    private static FlowEventFields[]? t_fields;
-
-    private static FlowEventFields[] RentFields(int count)
-    {
-        var fields = t_fields ?? [];
-        if (fields.Length < count)
-        {
-            var grown = new FlowEventFields[Math.Max(count, Math.Min(MaxColumnWiseEvents, fields.Length * 2))];
-            fields.CopyTo(grown, 0);
-            for (var i = fields.Length; i < grown.Length; i++)
-            {
-                grown[i] = new FlowEventFields();
-            }
-
-            t_fields = fields = grown;
-        }
-
-        return fields;
-    }
-
-    /// <summary>Decoded flows as the rows of the <c>flows</c> table, written a column at a time.</summary>
-    private readonly ref struct FlowRows(FlowEventFields[] rows, int count, ReadOnlySpan<byte> message, ReadOnlySpan<byte> node) : IColumnSource
-    {
-        private readonly ReadOnlySpan<byte> _message = message;
-        private readonly ReadOnlySpan<byte> _node = node;
-
-        public void WriteColumn(int column, ref NativeBlock.ColumnAppender appender)
-        {
-            for (var r = 0; r < count; r++)
-            {
-                new FlowRow(rows[r], _message, _node).Write(column, appender.Data);
-                appender.EndRow();
-            }
-        }
-    }
-
     /// <summary>The stored fields of one event, as where they lie in the message (strings, bytes) or their values.</summary>
     private sealed class FlowEventFields
     {
-        /// <summary>Which of the batch's events these fields were read from.</summary>
-        public int EventIndex;
         public ulong Time;
         public int Type;
         public ByteRange Capture;

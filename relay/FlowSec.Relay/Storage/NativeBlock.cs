@@ -123,59 +123,6 @@ internal sealed class NativeBlock
     }
 
     /// <summary>
-    /// Appends <paramref name="count"/> rows column by column, tagged with the batch they came in:
-    /// for each column (in <see cref="EventTable.Columns"/> order) <paramref name="rows"/> writes that
-    /// column's value of every row in turn, each as its column writer would, calling
-    /// <see cref="ColumnAppender.EndRow"/> after each. The same bytes as <see cref="AppendRow{TRow}"/>
-    /// row by row, with the per-column work (finding the column, its kind, where values end) done
-    /// once per column instead of once per value. If a column throws, every column is put back as it was.
-    /// </summary>
-    internal void AppendColumns<TRows>(scoped in TRows rows, int count, ulong batchId)
-        where TRows : IColumnSource, allows ref struct
-    {
-        var columns = _columns;
-        var valueColumns = columns.Length - 1;
-        var start = Rows;
-        Span<(int Length, long CountBytes)> marks = valueColumns <= 128 ? stackalloc (int, long)[valueColumns] : new (int, long)[valueColumns];
-        long added = 0;
-        var i = 0;
-        try
-        {
-            for (; i < valueColumns; i++)
-            {
-                var column = columns[i];
-                marks[i] = column.Mark();
-                var appender = new ColumnAppender(column, start);
-                rows.WriteColumn(i, ref appender);
-                if (appender.Row != start + count)
-                {
-                    throw new InvalidOperationException($"Column {column.Name} was given {appender.Row - start} of {count} rows.");
-                }
-
-                added += column.Data.Length - marks[i].Length + (column.Kind == ColumnKind.Fixed ? 0 : (long)count * sizeof(int));
-            }
-        }
-        catch
-        {
-            for (var j = 0; j <= i && j < valueColumns; j++)
-            {
-                columns[j].Restore(marks[j]);
-            }
-
-            throw;
-        }
-
-        var batchIds = columns[^1].Data;
-        for (var r = 0; r < count; r++)
-        {
-            batchIds.WriteUInt64(batchId);
-        }
-
-        _bytes += added + (long)count * sizeof(ulong);
-        Rows = start + count;
-    }
-
-    /// <summary>
     /// Appends every row of <paramref name="rows"/> (a block of the same table, e.g. one sensor
     /// batch's rows decoded at ingest) after the rows held, in their order: each column's values
     /// are copied as they are, and its row ends moved by what this column held before.
@@ -457,57 +404,15 @@ internal sealed class NativeBlock
         throw new InvalidDataException("VarUInt longer than 10 bytes.");
     }
 
-    internal enum ColumnKind
+    private enum ColumnKind
     {
         Fixed,
         String,
         Array,
     }
 
-    /// <summary>Where <see cref="AppendColumns{TRows}"/>' source writes one column's values, row after row.</summary>
-    internal ref struct ColumnAppender
-    {
-        private readonly Column _column;
-        private int _start;
-
-        internal ColumnAppender(Column column, int row)
-        {
-            _column = column;
-            Data = column.Data;
-            Row = row;
-            _start = Data.Length;
-        }
-
-        /// <summary>Where the current row's value goes.</summary>
-        public RowBinaryWriter Data { get; }
-
-        /// <summary>The row being written (the block's row index).</summary>
-        public int Row { get; private set; }
-
-        /// <summary>Ends the current row's value: checks a fixed-width value's size or records where a variable-width one ends.</summary>
-        public void EndRow()
-        {
-            var end = Data.Length;
-            if (_column.Kind == ColumnKind.Fixed)
-            {
-                if (end - _start != _column.Width)
-                {
-                    // A writer that disagrees with its column's type would shift every later value.
-                    throw new InvalidOperationException($"Column {_column.Name} ({_column.WireType}) was written with {end - _start} bytes.");
-                }
-            }
-            else
-            {
-                _column.EndRow(Row, _start, end);
-            }
-
-            _start = end;
-            Row++;
-        }
-    }
-
     /// <summary>One column's values, and where each row starts for variable-width kinds.</summary>
-    internal sealed class Column
+    private sealed class Column
     {
         private const int InitialCapacity = 4 * 1024;
         private int[] _ends = []; // variable-width kinds: where each row's value ends in Data (the next one starts there)
@@ -574,16 +479,6 @@ internal sealed class NativeBlock
         {
             Array.Resize(ref _ends, Math.Max(1024, _ends.Length * 2));
             return _ends;
-        }
-
-        /// <summary>What <see cref="Restore"/> needs to take back whatever is appended after this.</summary>
-        public (int Length, long CountBytes) Mark() => (Data.Length, _countBytes);
-
-        /// <summary>Drops what was appended since <paramref name="mark"/> (row ends past the block's rows are never read).</summary>
-        public void Restore((int Length, long CountBytes) mark)
-        {
-            Data.Truncate(mark.Length);
-            _countBytes = mark.CountBytes;
         }
 
         /// <summary>Appends <paramref name="rows"/> rows of the same column of another block after this column's <paramref name="held"/> rows.</summary>
@@ -997,7 +892,7 @@ internal sealed class NativeBlock
     }
 
     /// <summary>Buffers writes into chunks, so thousands of small values cost few stream writes.</summary>
-    internal sealed class Sink(Stream stream, byte[] buffer)
+    private sealed class Sink(Stream stream, byte[] buffer)
     {
         private int _length;
 
@@ -1083,17 +978,6 @@ internal sealed class NativeBlock
             }
         }
     }
-}
-
-/// <summary>Rows' values for <see cref="NativeBlock.AppendColumns{TRows}"/>, written one column at a time.</summary>
-internal interface IColumnSource
-{
-    /// <summary>
-    /// Writes column <paramref name="column"/>'s value of every row in turn through
-    /// <paramref name="appender"/>'s <see cref="NativeBlock.ColumnAppender.Data"/>, each as its column
-    /// writer encodes it, calling <see cref="NativeBlock.ColumnAppender.EndRow"/> after each.
-    /// </summary>
-    void WriteColumn(int column, ref NativeBlock.ColumnAppender appender);
 }
 
 /// <summary>One row's values for <see cref="NativeBlock.AppendRow{TRow}"/>, written column by column.</summary>
