@@ -98,36 +98,12 @@ internal ref struct ProtoReader(ReadOnlySpan<byte> data, int start, int end)
     public ByteRange ReadString()
     {
         var range = ReadLengthDelimited();
-        var bytes = _data.Slice(range.Start, range.Length);
-        if (!IsShortAscii(bytes) && !Utf8.IsValid(bytes))
+        if (!Utf8.IsValid(_data.Slice(range.Start, range.Length)))
         {
             throw new MalformedProtobufException("string is not valid UTF-8");
         }
 
         return range;
-    }
-
-    // Names, pods, states: mostly ASCII and short, where a check inline costs less than the call.
-    private static bool IsShortAscii(ReadOnlySpan<byte> bytes)
-    {
-        if (bytes.Length > 32)
-        {
-            return false;
-        }
-
-        ulong high = 0;
-        var i = 0;
-        for (; i + 8 <= bytes.Length; i += 8)
-        {
-            high |= BinaryPrimitives.ReadUInt64LittleEndian(bytes[i..]);
-        }
-
-        for (; i < bytes.Length; i++)
-        {
-            high |= bytes[i];
-        }
-
-        return (high & 0x8080808080808080) == 0;
     }
 
     /// <summary>Skips the value of a field this reader does not know (forward compatibility: newer sensors may send more).</summary>

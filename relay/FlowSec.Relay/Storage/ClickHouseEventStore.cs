@@ -81,7 +81,7 @@ public sealed class ClickHouseEventStore
         // the filters rule out entirely is not queried at all.
         var window = TimeWindow(query);
         var selected = EventTables.All.Where(t => t.Types.Any(requested.Contains))
-            .Select(t => (Table: t, Where: Where(t, window, t.TypeFilter(requested), query.Filter), Lookup: NewestLookup(t, t.TypeFilter(requested), query.Filter, query, query.Limit)))
+            .Select(t => (Table: t, Where: Where(t, window, t.TypeFilter(requested), query.Filter), Lookup: NewestLookup(t, t.TypeFilter(requested), query)))
             .Where(x => x.Where != EventFilterSql.False)
             .ToArray();
         var tables = selected.Select(x => x.Table).ToArray();
@@ -94,9 +94,9 @@ public sealed class ClickHouseEventStore
     // For flows filtered on the destination port and nothing else the per-minute port counts lack,
     // the SQL that finds, from those counts, the minute from which on the window holds at least
     // `limit` matches (see NewestAsync); null when the counts cannot serve.
-    private string? NewestLookup(EventTable table, string? typeFilter, EventFilterMatcher? filter, EventQuery window, int? limit)
+    private string? NewestLookup(EventTable table, string? typeFilter, EventQuery window)
     {
-        if (!_useSummaries || table != FlowTable.Table || typeFilter is not null || filter is null || limit is not { } n)
+        if (!_useSummaries || table != FlowTable.Table || typeFilter is not null || window.Filter is not { } filter || window.Limit is not { } n)
         {
             return null;
         }

@@ -101,7 +101,7 @@ internal sealed class NativeBlock
                     continue;
                 }
 
-                column.EndRow(rowIndex, before, before + written);
+                column.EndRow(rowIndex, before);
                 added += written + sizeof(int);
             }
         }
@@ -147,6 +147,29 @@ internal sealed class NativeBlock
 
         Rows += rows.Rows;
         _bytes += rows._bytes;
+    }
+
+    /// <summary>
+    /// Takes out <paramref name="count"/> rows from row <paramref name="start"/> on (arrival order,
+    /// e.g. one sensor batch's rows, which are appended together); the rows after them move up.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The rows are not inside the block.</exception>
+    public void RemoveRows(int start, int count)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(start);
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(start + count, Rows);
+        if (count == 0)
+        {
+            return;
+        }
+
+        foreach (var column in _columns)
+        {
+            _bytes -= column.RemoveRows(Rows, start, count);
+        }
+
+        Rows -= count;
     }
 
     /// <summary>The exact size of the Native block <see cref="WriteToAsync"/> writes.</summary>
@@ -457,28 +480,19 @@ internal sealed class NativeBlock
         public RowBinaryWriter Data { get; private set; } = new(InitialCapacity);
 
         /// <summary>Records where row <paramref name="row"/> of a variable-width column ends (its writer wrote from <paramref name="start"/> on).</summary>
-        /// <remarks>Inlined into <see cref="AppendRow{TRow}"/> (about 20 calls a flow row); the rare parts stay out of line.</remarks>
-        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-        public void EndRow(int row, int start, int end)
+        public void EndRow(int row, int start)
         {
-            var ends = _ends;
-            if ((uint)row >= (uint)ends.Length)
+            if (row == _ends.Length)
             {
-                ends = GrowEnds();
+                Array.Resize(ref _ends, Math.Max(1024, _ends.Length * 2));
             }
 
-            ends[row] = end;
+            _ends[row] = Data.Length;
             if (Kind == ColumnKind.Array)
             {
                 var count = Data.Buffer[start];
-                _countBytes += count < 0x80 ? 1 : ReadVarUInt(Data.Buffer.AsSpan(start, end - start)).Size;
+                _countBytes += count < 0x80 ? 1 : ReadVarUInt(Data.Buffer.AsSpan(start, Data.Length - start)).Size;
             }
-        }
-
-        private int[] GrowEnds()
-        {
-            Array.Resize(ref _ends, Math.Max(1024, _ends.Length * 2));
-            return _ends;
         }
 
         /// <summary>Appends <paramref name="rows"/> rows of the same column of another block after this column's <paramref name="held"/> rows.</summary>
@@ -523,6 +537,36 @@ internal sealed class NativeBlock
             }
 
             Data.Truncate(start);
+        }
+
+        /// <summary>Takes out rows <paramref name="start"/> to <paramref name="start"/> + <paramref name="count"/> of the <paramref name="rows"/> held; returns the memory they held (as the block counts it).</summary>
+        public long RemoveRows(int rows, int start, int count)
+        {
+            var (from, _) = Range(start);
+            var (_, to) = Range(start + count - 1);
+            var removed = to - from;
+            if (Kind == ColumnKind.Array)
+            {
+                for (var row = start; row < start + count; row++)
+                {
+                    var (s, e) = Range(row);
+                    _countBytes -= ReadVarUInt(Data.Buffer.AsSpan(s, e - s)).Size;
+                }
+            }
+
+            Data.RemoveRange(from, removed);
+            if (Kind == ColumnKind.Fixed)
+            {
+                return removed;
+            }
+
+            // The later rows' ends move up by the bytes and the rows taken out.
+            for (var row = start + count; row < rows; row++)
+            {
+                _ends[row - count] = _ends[row] - removed;
+            }
+
+            return removed + (long)count * sizeof(int);
         }
 
         public long EncodedLength(int rows) => Kind == ColumnKind.Array ? (long)rows * sizeof(ulong) + Data.Length - _countBytes : Data.Length;

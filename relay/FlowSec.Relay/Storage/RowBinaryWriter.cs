@@ -35,6 +35,17 @@ public sealed class RowBinaryWriter
     /// <summary>Forgets what was written, keeping the buffer.</summary>
     public void Clear() => _length = 0;
 
+    /// <summary>Takes out <paramref name="count"/> bytes written from <paramref name="start"/> on; what followed them moves up.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The range is not inside what was written.</exception>
+    internal void RemoveRange(int start, int count)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(start);
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(start + count, _length);
+        _buffer.AsSpan(start + count, _length - start - count).CopyTo(_buffer.AsSpan(start));
+        _length -= count;
+    }
+
     /// <summary>UInt8 (also Bool-like flags).</summary>
     public void WriteUInt8(byte value) => Reserve(1)[0] = value;
 
@@ -103,15 +114,6 @@ public sealed class RowBinaryWriter
     /// <summary>String from raw bytes: LEB128 length, then the bytes.</summary>
     public void WriteString(ReadOnlySpan<byte> value)
     {
-        // Most values are under 128 bytes: a one-byte length and the bytes in one reservation.
-        if (value.Length < 0x80)
-        {
-            var span = Reserve(1 + value.Length);
-            span[0] = (byte)value.Length;
-            value.CopyTo(span[1..]);
-            return;
-        }
-
         WriteVarUInt((ulong)value.Length);
         value.CopyTo(Reserve(value.Length));
     }
@@ -156,12 +158,6 @@ public sealed class RowBinaryWriter
     /// <summary>Unsigned LEB128, ClickHouse's VarUInt (lengths and counts).</summary>
     public void WriteVarUInt(ulong value)
     {
-        if (value < 0x80)
-        {
-            WriteUInt8((byte)value); // counts of arrays and most lengths
-            return;
-        }
-
         while (value >= 0x80)
         {
             WriteUInt8((byte)(value | 0x80));
