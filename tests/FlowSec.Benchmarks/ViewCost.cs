@@ -28,7 +28,7 @@ internal static class ViewCost
             "ENGINE = MergeTree PARTITION BY toYYYYMMDD(time) ORDER BY (dst_port, toStartOfHour(time), time_ns)",
             $"CREATE MATERIALIZED VIEW {db}.flows_by_dst_port_mv TO {db}.flows_by_dst_port AS SELECT `dst_port`, time, time_ns FROM {db}.flows",
         ]),
-        ("source summary + per-minute port counts (schema 9)", db => [.. Create(FlowSummary.Sources, db), .. Create(FlowSummary.DestinationPortMinutes, db)]),
+        ("source summary + per-minute port counts (schema 10)", db => [.. Create(FlowSummary.Sources, db), .. Create(FlowSummary.DestinationPortMinutes, db)]),
     ];
 
     /// <summary>Runs <paramref name="rounds"/> rounds of <paramref name="inserts"/> inserts of <paramref name="rowsPerInsert"/> flows into each set.</summary>

@@ -15,19 +15,23 @@ namespace FlowSec.Relay.Ingest;
 /// <remarks>
 /// When a stream ends with batches unacked, the ones still waiting in the storage queue are
 /// withdrawn (<see cref="EventPipeline.Withdraw"/>): the sensor re-sends them, maybe to another
-/// relay, which finds no ledger record for them and stores them, so this relay must not store them
-/// too. That closes the long window (a batch queued while ClickHouse is slow or away, for as long
-/// as it stays away). What remains: a batch the writer already took into a block whose flush has
-/// not yet recorded it as <c>inserting</c> in <c>stored_batches</c>. With ClickHouse answering
-/// that lasts at most about <see cref="ClickHouseOptions.FlushInterval"/> plus one insert (the
-/// writer fills the next block while one is inserted); while ClickHouse refuses the record it
-/// lasts until ClickHouse is back, for the at most two blocks the writer holds. A copy re-sent to
-/// another relay in that window can be stored twice. Once <c>inserting</c> is recorded, the other
-/// relay waits for this relay's running insert and finds the rows (see <see cref="StoredBatches"/>).
+/// relay, so this relay must not store them too. That closes the long window (a batch queued while
+/// ClickHouse is slow or away, for as long as it stays away) at no cost. A batch the writer already
+/// took into a block cannot be withdrawn; for it, the relay that receives the re-sent copy claims it
+/// in ClickHouse before looking it up, and the writer here reads the claims before every insert
+/// attempt and leaves claimed batches out, unacked (see <see cref="StoredBatches"/> for why that is
+/// enough, and what risk remains). A batch left out while its stream is still open (a half-open
+/// stream, a sensor that sent the batch elsewhere) ends the stream, so that sensor re-sends too.
+/// Re-sent batches are looked up beside the stream's read loop, up to eight at a time, so the
+/// look-ups' waits (other relays' running inserts, the claim margin) never hold the fresh batches
+/// behind them, and a reconnect does not stall the sensor's window; their acks may go out of order.
 /// </remarks>
 public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, RecentBatches recent, StoredBatches ledger, ClickHouseOptions storage,
     ILogger<IngestService> logger)
 {
+    // Re-sent batches of one stream looked up at once, at most (see PublishAsync).
+    private const int ConcurrentLookupsPerStream = 8;
+
     // Flows go straight into Native columns; RowBinary inserts keep the object path.
     private readonly EventBatchDecoder _decoder = new(decodeFlows: storage.InsertFormat == ClickHouseInsertFormat.Native);
 
@@ -49,6 +53,7 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
         string? node = null;
         var pendingAcks = new List<Task>();
         var unacked = new List<QueuedBatch>(); // this stream's batches still in the queue, to withdraw if the stream ends
+        using var lookups = new SemaphoreSlim(ConcurrentLookupsPerStream);
 
         try
         {
@@ -75,12 +80,13 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
                     e.Node = batch.Node;
                 }
                 nodes.Received(received, DateTimeOffset.UtcNow);
-                var (stored, _) = await recent.AcceptAsync(batch.Node, batch.BatchId, received.EventCount,
-                    () => PublishAsync(received, unacked, call.CancellationToken));
+                var events = received.EventCount; // before a look-up (beside this loop) takes out events already stored
+                var (stored, _) = await recent.AcceptAsync(batch.Node, batch.BatchId, events,
+                    () => PublishAsync(received, unacked, lookups, call.CancellationToken));
                 // Ack once ClickHouse holds it (at-least-once); keep reading meanwhile, the
                 // sensor's window of unacked batches bounds how many wait here. The ack keeps the
                 // id and count only: the events must not stay alive until their insert ends.
-                pendingAcks.Add(AckWhenStoredAsync(stored, new IngestAck { BatchId = batch.BatchId, Accepted = (uint)received.EventCount }, acks, call));
+                pendingAcks.Add(AckWhenStoredAsync(stored, new IngestAck { BatchId = batch.BatchId, Accepted = (uint)events }, acks, call));
                 if (pendingAcks.Count > 1024)
                 {
                     pendingAcks.RemoveAll(t => t.IsCompleted);
@@ -135,35 +141,39 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
         }
     }
 
-    private async ValueTask<Task> PublishAsync(ReceivedBatch received, List<QueuedBatch> unacked, CancellationToken ct)
+    // Fresh batches go to the queue on the read loop (which is how backpressure reaches the sensor).
+    // Re-sent ones are looked up beside it, a few at a time: a look-up can wait (for running inserts,
+    // for the claim margin), and fresh batches behind it must not wait with it, or a reconnect after
+    // a relay died mid-insert would hold the sensor's whole window for seconds. Acks then go out of
+    // order, which sensors accept (they find each acked batch by id).
+    private async ValueTask<Task> PublishAsync(ReceivedBatch received, List<QueuedBatch> unacked, SemaphoreSlim lookups, CancellationToken ct)
     {
-        // The decoder keeps re-sent batches as objects: they are checked against storage event by event.
-        var batch = received.Batch;
-        if (batch.Resent && batch.Events.Count > 0)
+        if (received.Batch.Resent && received.Batch.Events.Count > 0)
         {
-            IReadOnlySet<EventTable> held;
-            try
-            {
-                held = await ledger.TablesHoldingAsync(batch, ct);
-            }
-            catch (ClickHouseException ex)
-            {
-                // Not knowing whether it is stored, the relay must not ack it: the sensor keeps it and sends it again.
-                throw new GrpcException(GrpcStatusCode.Unavailable, "cannot check a re-sent batch against storage: " + ex.Message);
-            }
-            if (held.Count > 0)
-            {
-                var before = batch.Events.Count;
-                var rest = batch.Events.Where(e => EventTables.For(e.Type) is not { } table || !held.Contains(table)).ToList();
-                batch.Events.Clear();
-                batch.Events.AddRange(rest);
-                recent.CountSkipped(before - rest.Count);
-                logger.LogInformation("Re-sent batch {BatchId} of {Node}: {Skipped} of {Events} events were stored before; not storing them again",
-                    batch.BatchId, batch.Node, before - rest.Count, before);
-                await RecordDuplicateAsync(batch, before - rest.Count, ct);
-                received = ReceivedBatch.FromObjects(batch);
-            }
+            await lookups.WaitAsync(ct);
+            return LookUpThenEnqueueAsync(received, unacked, lookups, ct);
         }
+
+        return await EnqueueAsync(received, unacked, ct);
+    }
+
+    private async Task LookUpThenEnqueueAsync(ReceivedBatch received, List<QueuedBatch> unacked, SemaphoreSlim lookups, CancellationToken ct)
+    {
+        Task stored;
+        try
+        {
+            stored = await EnqueueAsync(await WithoutStoredEventsAsync(received, ct), unacked, ct);
+        }
+        finally
+        {
+            lookups.Release();
+        }
+
+        await stored;
+    }
+
+    private async ValueTask<Task> EnqueueAsync(ReceivedBatch received, List<QueuedBatch> unacked, CancellationToken ct)
+    {
         var ticket = await pipeline.EnqueueAsync(received, ct);
         lock (unacked)
         {
@@ -171,6 +181,37 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
         }
 
         return ticket.Stored.Task;
+    }
+
+    // Claims the re-sent batch and takes out its events already stored (by this relay before a
+    // restart, or another relay). The decoder keeps re-sent batches as objects for this.
+    private async Task<ReceivedBatch> WithoutStoredEventsAsync(ReceivedBatch received, CancellationToken ct)
+    {
+        var batch = received.Batch;
+        IReadOnlySet<EventTable> held;
+        try
+        {
+            held = await ledger.TablesHoldingAsync(batch, ct);
+        }
+        catch (ClickHouseException ex)
+        {
+            // Not knowing whether it is stored, the relay must not ack it: the sensor keeps it and sends it again.
+            throw new GrpcException(GrpcStatusCode.Unavailable, "cannot check a re-sent batch against storage: " + ex.Message);
+        }
+        if (held.Count > 0)
+        {
+            var before = batch.Events.Count;
+            var rest = batch.Events.Where(e => EventTables.For(e.Type) is not { } table || !held.Contains(table)).ToList();
+            batch.Events.Clear();
+            batch.Events.AddRange(rest);
+            recent.CountSkipped(before - rest.Count);
+            logger.LogInformation("Re-sent batch {BatchId} of {Node}: {Skipped} of {Events} events were stored before; not storing them again",
+                batch.BatchId, batch.Node, before - rest.Count, before);
+            await RecordDuplicateAsync(batch, before - rest.Count, ct);
+            received = ReceivedBatch.FromObjects(batch);
+        }
+
+        return received;
     }
 
     private async Task RecordDuplicateAsync(EventBatch batch, int events, CancellationToken ct)
@@ -191,6 +232,13 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
         {
             await stored;
             await acks.WriteAsync(ack);
+        }
+        catch (OperationCanceledException) when (stored.IsCanceled && !call.CancellationToken.IsCancellationRequested)
+        {
+            // Withdrawn batches belong to streams that ended; this one is open, so the writer left the
+            // batch out (another relay claimed a re-sent copy). Without its ack the sensor would wait
+            // forever: end the stream, it re-sends.
+            call.Http.Abort();
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or ObjectDisposedException)
         {

@@ -28,6 +28,8 @@ public static class RelayMetrics
         new("flowsec_relay_duplicate_batches_skipped_total", "Re-sent batches (wholly or partly) already stored", true, recent.Duplicates),
         new("flowsec_relay_batches_withdrawn_total", "Unacked batches taken back from the storage queue when their stream ended, not stored here (the sensor re-sends them)", true, pipeline.BatchesWithdrawn),
         new("flowsec_relay_events_withdrawn_total", "Events of withdrawn batches", true, pipeline.EventsWithdrawn),
+        new("flowsec_relay_batches_abandoned_total", "Batches taken out of a block before insert because another relay claimed a re-sent copy, not stored here (stored there)", true, writer.BatchesAbandoned),
+        new("flowsec_relay_events_abandoned_total", "Events of abandoned batches", true, writer.EventsAbandoned),
         // Not a loss: such a batch is parsed in full (or refused with the parser's error); a rising
         // count says ingest is paying the slow path (invalid UTF-8 from a sensor, or a decoder bug).
         new("flowsec_relay_batches_full_parsed_total", "Batches the column decoder handed to the full protobuf parser (refused input included)", true, ingest.BatchesHandedToProtobuf),

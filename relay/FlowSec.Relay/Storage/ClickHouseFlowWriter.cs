@@ -21,7 +21,10 @@ namespace FlowSec.Relay.Storage;
 /// twice. Each flush records its batches in <c>stored_batches</c> as inserting before the first row
 /// is sent, and as stored after the last. Batches ingest withdrew from the queue before the writer
 /// took them (their stream ended unacked, see <see cref="EventPipeline.Withdraw"/>) are skipped by
-/// the queue's reader, never appended here.
+/// the queue's reader, never appended here. Before every insert attempt the writer reads the
+/// claims other relays made on its batches (re-sent copies they received) and takes those batches'
+/// rows out unacked, so a batch the sensor gave up on here is stored by the relay it went to
+/// instead of by both (see <see cref="StoredBatches"/>).
 /// </summary>
 /// <remarks>Named for its first table; it stores every event type a table exists for.</remarks>
 public sealed class ClickHouseFlowWriter : BackgroundService
@@ -42,6 +45,8 @@ public sealed class ClickHouseFlowWriter : BackgroundService
     private long _notStored;
     private long _dropped;
     private long _unknownFoundStored;
+    private long _abandonedBatches;
+    private long _abandonedEvents;
     private volatile string? _lastError;
     private volatile bool _schemaReady;
 
@@ -79,6 +84,15 @@ public sealed class ClickHouseFlowWriter : BackgroundService
     /// <summary>Inserts that failed without an answer but turned out to have gone in, so were not sent again.</summary>
     public long UnknownInsertsFoundStored => Interlocked.Read(ref _unknownFoundStored);
 
+    /// <summary>
+    /// Batches taken out of a block before an insert attempt because another relay claimed a re-sent
+    /// copy of them (the sensor gave up on this relay's ack); not acked here, stored there.
+    /// </summary>
+    public long BatchesAbandoned => Interlocked.Read(ref _abandonedBatches);
+
+    /// <summary>Events of <see cref="BatchesAbandoned"/>.</summary>
+    public long EventsAbandoned => Interlocked.Read(ref _abandonedEvents);
+
     /// <summary>Events lost because the relay stopped while ClickHouse was refusing them.</summary>
     public long EventsDropped => Interlocked.Read(ref _dropped);
 
@@ -113,7 +127,7 @@ public sealed class ClickHouseFlowWriter : BackgroundService
                     }
 
                     Append(filling, item);
-                    filling.AwaitingFlush.Add(item.Stored);
+                    filling.AwaitingFlush.Add((item.Batch.Node, item.Batch.BatchId, item.Stored));
                     if (filling.RowCount == 0)
                     {
                         filling.CompleteAwaiting(); // nothing to insert (a heartbeat): held already
@@ -168,14 +182,8 @@ public sealed class ClickHouseFlowWriter : BackgroundService
                 continue;
             }
 
-            if (!ReferenceEquals(pending.LastBatch, batch))
-            {
-                pending.LastBatch = batch;
-                pending.Batches.Add((e.Node, batch.BatchId));
-            }
-
             var before = pending.Bytes;
-            pending.Append(e, batch.BatchId);
+            pending.Append(e, batch);
             rows++;
             Account(generation, pending, before, 1);
         }
@@ -193,9 +201,8 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         if (rows > 0)
         {
             var pending = generation.Batches.First(b => ReferenceEquals(b.Table, decoded.Table));
-            pending.Batches.Add((batch.Node, batch.BatchId));
             var before = pending.Bytes;
-            pending.AppendBlock(decoded);
+            pending.AppendBlock(decoded, batch);
             Account(generation, pending, before, rows);
         }
 
@@ -253,6 +260,10 @@ public sealed class ClickHouseFlowWriter : BackgroundService
             generation.FlushRecorded = true;
         }
 
+        // Every attempt, the first and each retry: a claim written before this read is honoured;
+        // one written after it finds the inserting record and waits for this insert (see StoredBatches).
+        await LeaveOutClaimedAsync(generation, ct);
+
         foreach (var pending in generation.Batches)
         {
             if (pending.Count == 0)
@@ -291,6 +302,27 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         _lastError = null;
         await RecordStoredAsync(generation, ct);
         generation.CompleteAwaiting();
+    }
+
+    // Takes out the rows of the batches another relay claimed: their sensor re-sent them there.
+    private async Task LeaveOutClaimedAsync(Generation generation, CancellationToken ct)
+    {
+        if (generation.FlushBatches.Count == 0)
+        {
+            return;
+        }
+
+        var claimed = await _ledger.ClaimedElsewhereAsync(generation.FlushBatches.Select(b => (b.Node, b.BatchId)).ToList(), ct);
+        if (claimed.Count == 0)
+        {
+            return;
+        }
+
+        var rows = generation.LeaveOut(claimed);
+        Interlocked.Add(ref _abandonedBatches, claimed.Count);
+        Interlocked.Add(ref _abandonedEvents, rows);
+        _log.LogWarning("{Batches} batches ({Rows} rows) were re-sent to another relay, which claimed them: not storing them here ({Ids})",
+            claimed.Count, rows, string.Join(", ", claimed.Select(b => $"{b.Node}/{b.BatchId}")));
     }
 
     // Whether the insert `queryId` of `pending` went in; only batches with ids can be looked up.
@@ -351,7 +383,7 @@ public sealed class ClickHouseFlowWriter : BackgroundService
     {
         while (queue.TryRead(out var item))
         {
-            filling.AwaitingFlush.Add(item.Stored);
+            filling.AwaitingFlush.Add((item.Batch.Node, item.Batch.BatchId, item.Stored));
             Append(filling, item);
         }
 
@@ -401,16 +433,45 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         public bool FlushRecorded { get; set; }
 
         /// <summary>Batches appended since the last successful flush; their senders are acked after it.</summary>
-        public List<TaskCompletionSource> AwaitingFlush { get; } = [];
+        public List<(string Node, ulong BatchId, TaskCompletionSource Stored)> AwaitingFlush { get; } = [];
 
         public void CompleteAwaiting()
         {
-            foreach (var stored in AwaitingFlush)
+            foreach (var (_, _, stored) in AwaitingFlush)
             {
                 stored.TrySetResult();
             }
 
             AwaitingFlush.Clear();
+        }
+
+        /// <summary>
+        /// Takes the rows of <paramref name="batches"/> out of every table not inserted yet, and the
+        /// batches out of the records and the acks: their stored-tasks end cancelled. Returns the rows taken out.
+        /// </summary>
+        public int LeaveOut(IReadOnlySet<(string Node, ulong BatchId)> batches)
+        {
+            var rows = 0;
+            foreach (var pending in Batches)
+            {
+                var (removedRows, removedBytes) = pending.Remove(batches);
+                rows += removedRows;
+                RowCount -= removedRows;
+                ByteCount -= removedBytes;
+            }
+
+            FlushBatches.RemoveAll(b => batches.Contains((b.Node, b.BatchId)));
+            AwaitingFlush.RemoveAll(b =>
+            {
+                if (!batches.Contains((b.Node, b.BatchId)))
+                {
+                    return false;
+                }
+
+                b.Stored.TrySetCanceled();
+                return true;
+            });
+            return rows;
         }
     }
 
@@ -434,37 +495,102 @@ public sealed class ClickHouseFlowWriter : BackgroundService
         /// <summary>The (node, batch id) pairs of the rows held.</summary>
         public HashSet<(string Node, ulong BatchId)> Batches { get; } = [];
 
-        /// <summary>The last batch rows were appended from, so each batch is listed once cheaply.</summary>
-        public EventBatch? LastBatch { get; set; }
+        // Where each sensor batch's rows are (a batch's rows of one table arrive together), so a
+        // batch can be taken out again.
+        private readonly List<Segment> _segments = [];
 
         /// <summary>The query id of an earlier attempt whose outcome is unknown, or null.</summary>
         public string? UnknownOutcomeQueryId { get; set; }
 
-        public void Append(Event e, ulong batchId)
+        public void Append(Event e, EventBatch batch)
         {
+            var start = _rows?.Length ?? 0;
             if (_rows is not null)
             {
-                Table.WriteRow(_rows, e, batchId);
+                Table.WriteRow(_rows, e, batch.BatchId);
             }
             else
             {
-                _block!.Append(e, batchId);
+                _block!.Append(e, batch.BatchId);
             }
 
-            Count++;
+            AddRows(e.Node, batch.BatchId, 1, start);
         }
 
         /// <summary>Appends rows decoded at ingest (only Native blocks: the decoder leaves RowBinary inserts on the object path).</summary>
-        public void AppendBlock(NativeBlock rows)
+        public void AppendBlock(NativeBlock rows, EventBatch batch)
         {
             if (_block is null)
             {
                 throw new InvalidOperationException("Rows decoded into Native columns reached a RowBinary writer.");
             }
 
+            var count = rows.Rows;
             _block.AppendBlock(rows);
-            Count += rows.Rows;
+            AddRows(batch.Node, batch.BatchId, count, 0);
         }
+
+        /// <summary>Takes out the rows of <paramref name="batches"/>; returns how many rows, and the memory they held.</summary>
+        public (int Rows, long Bytes) Remove(IReadOnlySet<(string Node, ulong BatchId)> batches)
+        {
+            if (Count == 0 || !Batches.Overlaps(batches))
+            {
+                return (0, 0);
+            }
+
+            var (rowsBefore, bytesBefore) = (Count, Bytes);
+            // Last first, so the places of the segments before stay valid.
+            for (var i = _segments.Count - 1; i >= 0; i--)
+            {
+                var segment = _segments[i];
+                if (!batches.Contains((segment.Node, segment.BatchId)))
+                {
+                    continue;
+                }
+
+                var bytes = 0;
+                if (_rows is not null)
+                {
+                    var end = i + 1 < _segments.Count ? _segments[i + 1].FirstByte : _rows.Length;
+                    bytes = end - segment.FirstByte;
+                    _rows.RemoveRange(segment.FirstByte, bytes);
+                }
+                else
+                {
+                    _block!.RemoveRows(segment.FirstRow, segment.Rows);
+                }
+
+                Count -= segment.Rows;
+                _segments.RemoveAt(i);
+                for (var later = i; later < _segments.Count; later++)
+                {
+                    var next = _segments[later];
+                    _segments[later] = next with { FirstRow = next.FirstRow - segment.Rows, FirstByte = next.FirstByte - bytes };
+                }
+            }
+
+            Batches.ExceptWith(batches);
+            return (rowsBefore - Count, bytesBefore - Bytes);
+        }
+
+        // Not the batch itself: its events must not stay alive until the insert.
+        private void AddRows(string node, ulong batchId, int rows, int firstByte)
+        {
+            if (_segments.Count > 0 && _segments[^1].BatchId == batchId && string.Equals(_segments[^1].Node, node, StringComparison.Ordinal))
+            {
+                _segments[^1] = _segments[^1] with { Rows = _segments[^1].Rows + rows };
+            }
+            else
+            {
+                _segments.Add(new Segment(node, batchId, Count, rows, firstByte));
+                Batches.Add((node, batchId));
+            }
+
+            Count += rows;
+        }
+
+        /// <summary>One sensor batch's rows in this table: the first row, how many, and (RowBinary) where they start.</summary>
+        private readonly record struct Segment(string Node, ulong BatchId, int FirstRow, int Rows, int FirstByte);
 
         /// <summary>Sends the rows as one INSERT; they stay held (for a retry) until <see cref="Clear"/>.</summary>
         public Task InsertAsync(ClickHouseHttpClient client, string queryId, CancellationToken ct) =>
@@ -492,7 +618,7 @@ public sealed class ClickHouseFlowWriter : BackgroundService
 
             Count = 0;
             Batches.Clear();
-            LastBatch = null;
+            _segments.Clear();
             UnknownOutcomeQueryId = null;
         }
     }

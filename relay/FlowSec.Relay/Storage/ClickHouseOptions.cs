@@ -75,6 +75,15 @@ public sealed class ClickHouseOptions
     /// </summary>
     public bool SortNativeRows { get; set; } = true;
 
+    /// <summary>
+    /// How long a relay that claimed a re-sent batch, and found it recorded as <c>inserting</c> by
+    /// another relay with no rows in storage, waits (from its claim on) before it looks for that
+    /// relay's running insert and the rows once more: it covers the time between the other relay's
+    /// last look at the claims and its insert showing in <c>system.processes</c> (one request, a few
+    /// milliseconds; longer only if that relay stalls). Only re-sent batches in that state wait. See <see cref="StoredBatches"/>.
+    /// </summary>
+    public TimeSpan ClaimMargin { get; set; } = TimeSpan.FromSeconds(1);
+
     /// <summary>Timeout of one HTTP request to ClickHouse.</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(60);
 }

@@ -29,10 +29,10 @@ public sealed class ClickHouseRetention(ClickHouseHttpClient client, ClickHouseO
             CultureInfo.InvariantCulture);
         var database = SqlLiteral.Identifier(options.Database);
         var dropped = 0;
-        // stored_batches too: its records only matter while a batch may still be re-sent, and its
-        // rows' days are when they were recorded. The tables derived from flows (summaries, port
+        // stored_batches and claimed_batches too: their records only matter while a batch may still
+        // be re-sent, and their rows' days are when they were recorded. The tables derived from flows (summaries, port
         // index) partition by the same days, so they keep exactly what flows keeps.
-        foreach (var table in EventTables.All.Select(t => t.Name).Concat(FlowSummary.All.Select(s => s.Name)).Append(StoredBatches.TableName))
+        foreach (var table in EventTables.All.Select(t => t.Name).Concat(FlowSummary.All.Select(s => s.Name)).Append(StoredBatches.TableName).Append(StoredBatches.ClaimsTableName))
         {
             var text = await client.QueryTextAsync(
                 $"SELECT DISTINCT partition FROM system.parts WHERE active AND database = {SqlLiteral.String(options.Database)} " +

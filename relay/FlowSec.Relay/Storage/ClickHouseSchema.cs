@@ -40,9 +40,10 @@ public sealed class ClickHouseSchema
         new("batch_id on event tables, stored_batches table", (db, _) => string.Join(";\n",
             EventTables.All.Select(t => $"ALTER TABLE {db}.{t.Name} ADD COLUMN `{EventTable.BatchIdColumn}` UInt64")
                 .Append(StoredBatches.CreateSql(db)))),
-        // Step 8 also created flows_by_dst_port (one row per flow) until step 9 replaced it; a database
-        // upgraded from before 8 gets only what step 9 keeps.
+        // Step 8 also created flows_by_dst_port (one row per flow) until step 10 replaced it; a database
+        // upgraded from before 8 gets only what step 10 keeps.
         new("flow_summary_src (materialized view, backfilled)", null, (schema, lowCardinality, ct) => schema.CreateFlowSummariesAsync(FlowSummary.Sources, lowCardinality, ct)),
+        new("claimed_batches table", (db, _) => StoredBatches.CreateClaimsSql(db)),
         new("flow_dst_port_minutes replaces flows_by_dst_port (materialized view, backfilled)", null, (schema, lowCardinality, ct) => schema.ReplacePortIndexAsync(lowCardinality, ct)),
     ];
 
@@ -100,6 +101,7 @@ public sealed class ClickHouseSchema
             await _client.ExecuteAsync(table.CreateSql(_database, lowCardinality), null, cancellationToken);
         }
         await _client.ExecuteAsync(StoredBatches.CreateSql(_database), null, cancellationToken);
+        await _client.ExecuteAsync(StoredBatches.CreateClaimsSql(_database), null, cancellationToken);
 
         return Math.Max(current, Migrations.Count);
     }

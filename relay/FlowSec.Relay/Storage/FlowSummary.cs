@@ -58,7 +58,7 @@ internal sealed partial class FlowSummary
     /// The number of flows to each destination port per minute, ordered by port: for "the newest N
     /// flows to port P" the minute from which on P has at least N flows is read from a few of this
     /// port's rows, not from every flow's port column; the whole rows then come from flows, from
-    /// that minute on. Replaced a per-flow (port, time) index (schema version 9), which cost the
+    /// that minute on. Replaced a per-flow (port, time) index (schema version 10), which cost the
     /// server a row to insert and merge for every flow (see docs/benchmarks.md).
     /// </summary>
     public static FlowSummary DestinationPortMinutes { get; } = new("flow_dst_port_minutes", ["dst_port"], hourly: false);

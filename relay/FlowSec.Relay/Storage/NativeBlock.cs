@@ -149,6 +149,29 @@ internal sealed class NativeBlock
         _bytes += rows._bytes;
     }
 
+    /// <summary>
+    /// Takes out <paramref name="count"/> rows from row <paramref name="start"/> on (arrival order,
+    /// e.g. one sensor batch's rows, which are appended together); the rows after them move up.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The rows are not inside the block.</exception>
+    public void RemoveRows(int start, int count)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(start);
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(start + count, Rows);
+        if (count == 0)
+        {
+            return;
+        }
+
+        foreach (var column in _columns)
+        {
+            _bytes -= column.RemoveRows(Rows, start, count);
+        }
+
+        Rows -= count;
+    }
+
     /// <summary>The exact size of the Native block <see cref="WriteToAsync"/> writes.</summary>
     public long EncodedLength()
     {
@@ -514,6 +537,36 @@ internal sealed class NativeBlock
             }
 
             Data.Truncate(start);
+        }
+
+        /// <summary>Takes out rows <paramref name="start"/> to <paramref name="start"/> + <paramref name="count"/> of the <paramref name="rows"/> held; returns the memory they held (as the block counts it).</summary>
+        public long RemoveRows(int rows, int start, int count)
+        {
+            var (from, _) = Range(start);
+            var (_, to) = Range(start + count - 1);
+            var removed = to - from;
+            if (Kind == ColumnKind.Array)
+            {
+                for (var row = start; row < start + count; row++)
+                {
+                    var (s, e) = Range(row);
+                    _countBytes -= ReadVarUInt(Data.Buffer.AsSpan(s, e - s)).Size;
+                }
+            }
+
+            Data.RemoveRange(from, removed);
+            if (Kind == ColumnKind.Fixed)
+            {
+                return removed;
+            }
+
+            // The later rows' ends move up by the bytes and the rows taken out.
+            for (var row = start + count; row < rows; row++)
+            {
+                _ends[row - count] = _ends[row] - removed;
+            }
+
+            return removed + (long)count * sizeof(int);
         }
 
         public long EncodedLength(int rows) => Kind == ColumnKind.Array ? (long)rows * sizeof(ulong) + Data.Length - _countBytes : Data.Length;

@@ -35,6 +35,17 @@ public sealed class RowBinaryWriter
     /// <summary>Forgets what was written, keeping the buffer.</summary>
     public void Clear() => _length = 0;
 
+    /// <summary>Takes out <paramref name="count"/> bytes written from <paramref name="start"/> on; what followed them moves up.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The range is not inside what was written.</exception>
+    internal void RemoveRange(int start, int count)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(start);
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(start + count, _length);
+        _buffer.AsSpan(start + count, _length - start - count).CopyTo(_buffer.AsSpan(start));
+        _length -= count;
+    }
+
     /// <summary>UInt8 (also Bool-like flags).</summary>
     public void WriteUInt8(byte value) => Reserve(1)[0] = value;
 

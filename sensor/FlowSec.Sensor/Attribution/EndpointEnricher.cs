@@ -24,6 +24,8 @@ public sealed class EndpointEnricher(CgroupResolver cgroups, IEnumerable<IPodMet
     private const int MaxEntries = 65_536;
     private readonly Dictionary<ulong, WorkloadIdentity?> _byCgroup = [];
     private readonly Dictionary<ByteString, WorkloadIdentity> _byLocalIp = [];
+    // Routable addresses no local endpoint claimed by the end of a batch (see TryName).
+    private readonly HashSet<ByteString> _unclaimed = [];
     // Flows come in runs from the same workload: the last cgroup answered skips a lookup per endpoint.
     private ulong _lastCgroupId;
     private WorkloadIdentity? _lastIdentity;
@@ -49,6 +51,44 @@ public sealed class EndpointEnricher(CgroupResolver cgroups, IEnumerable<IPodMet
         }
     }
 
+    /// <summary>
+    /// Learns which addresses <paramref name="e"/>'s local endpoints own. For a batch built event
+    /// by event: learn a run of events first, then <see cref="TryName"/> each.
+    /// </summary>
+    public void Learn(Event e)
+    {
+        Learn(e.Source);
+        Learn(e.Destination);
+    }
+
+    /// <summary>
+    /// Names <paramref name="e"/>'s endpoints now, unless one of them is an address nothing local
+    /// has claimed yet that a later event of the batch might still claim (the other side of a
+    /// connection between two local workloads): then it returns false and the event must go
+    /// through <see cref="NameAtBatchEnd"/> once the rest of the batch was learned, as
+    /// <see cref="Enrich"/> would have named it. Addresses that stayed unclaimed through a whole
+    /// batch (remote peers, mostly) do not hold events back again.
+    /// </summary>
+    public bool TryName(Event e)
+    {
+        if (Waits(e.Source) || Waits(e.Destination))
+        {
+            return false;
+        }
+        Name(e.Source);
+        Name(e.Destination);
+        return true;
+    }
+
+    /// <summary>Names an event <see cref="TryName"/> held back, after the batch's other events were learned.</summary>
+    public void NameAtBatchEnd(Event e)
+    {
+        Name(e.Source);
+        Name(e.Destination);
+        RememberUnclaimed(e.Source);
+        RememberUnclaimed(e.Destination);
+    }
+
     private void Learn(Endpoint? ep)
     {
         if (ep is null || ep.CgroupId == 0 || !IsRoutable(ep.Ip) || Identity(ep.CgroupId) is not { } identity)
@@ -60,6 +100,26 @@ public sealed class EndpointEnricher(CgroupResolver cgroups, IEnumerable<IPodMet
             _byLocalIp.Clear();
         }
         _byLocalIp[ep.Ip] = identity;
+        if (_unclaimed.Count > 0)
+        {
+            _unclaimed.Remove(ep.Ip); // a new pod took an address seen before as remote
+        }
+    }
+
+    private bool Waits(Endpoint? ep) =>
+        ep is not null && ep.CgroupId == 0 && IsRoutable(ep.Ip) && !_byLocalIp.ContainsKey(ep.Ip) && !_unclaimed.Contains(ep.Ip);
+
+    private void RememberUnclaimed(Endpoint? ep)
+    {
+        if (ep is null || ep.CgroupId != 0 || !IsRoutable(ep.Ip) || _byLocalIp.ContainsKey(ep.Ip))
+        {
+            return;
+        }
+        if (_unclaimed.Count >= MaxEntries)
+        {
+            _unclaimed.Clear();
+        }
+        _unclaimed.Add(ep.Ip);
     }
 
     private void Name(Endpoint? ep)

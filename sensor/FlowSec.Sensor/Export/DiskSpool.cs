@@ -56,9 +56,14 @@ public sealed class DiskSpool
     public long CorruptFiles => _corrupt;
 
     /// <summary>Writes a batch; makes room by deleting the oldest batches when over the limit.</summary>
-    public void Append(EventBatch batch)
+    public void Append(EventBatch batch) => Append(batch.ToByteArray(), batch.Events.Count);
+
+    /// <summary>
+    /// Writes a batch given as its bytes (an <see cref="EventBatch"/> holding <paramref name="events"/>
+    /// events); makes room by deleting the oldest batches when over the limit.
+    /// </summary>
+    public void Append(byte[] data, int events)
     {
-        var data = batch.ToByteArray();
         while (_files.Count > 0 && _bytes + data.Length > _maxBytes)
         {
             var oldest = _files.First();
@@ -67,15 +72,15 @@ public sealed class DiskSpool
         }
         if (data.Length > _maxBytes)
         {
-            _droppedEvents += batch.Events.Count;
+            _droppedEvents += events;
             return;
         }
         var seq = _nextSequence++;
-        var path = Path.Combine(_directory, string.Create(CultureInfo.InvariantCulture, $"{seq:D20}-{batch.Events.Count}.batch"));
+        var path = Path.Combine(_directory, string.Create(CultureInfo.InvariantCulture, $"{seq:D20}-{events}.batch"));
         var temp = path + ".tmp";
         File.WriteAllBytes(temp, data);
         File.Move(temp, path); // a crash mid-write leaves a .tmp, never a truncated batch
-        _files[seq] = (path, data.Length, batch.Events.Count);
+        _files[seq] = (path, data.Length, events);
         _bytes += data.Length;
     }
 

@@ -20,7 +20,7 @@ namespace FlowSec.Sensor.Export;
 /// from a spool written by another version. Write-only; the batch must not change between
 /// <see cref="CalculateSize"/> and the write.
 /// </remarks>
-internal sealed class EncodedEventBatch(EventBatch batch) : IMessage, IBufferMessage
+internal sealed class EncodedEventBatch(EventBatch batch) : WriteOnlyMessage
 {
     // As generated for Endpoint.labels (field 10) and Endpoint.names (field 11).
     private static readonly MapField<string, string>.Codec LabelsCodec =
@@ -34,58 +34,33 @@ internal sealed class EncodedEventBatch(EventBatch batch) : IMessage, IBufferMes
     public EventBatch Batch => batch;
 
     /// <inheritdoc />
-    public MessageDescriptor Descriptor => EventBatch.Descriptor;
+    public override MessageDescriptor Descriptor => EventBatch.Descriptor;
 
     /// <inheritdoc />
-    public int CalculateSize()
+    public override int CalculateSize()
     {
         var events = batch.Events;
         var sizes = new int[events.Count * 4];
-        int size = 0;
-        if (batch.Node.Length != 0)
-        {
-            size += 1 + CodedOutputStream.ComputeStringSize(batch.Node);
-        }
-        if (batch.BatchId != 0UL)
-        {
-            size += 1 + CodedOutputStream.ComputeUInt64Size(batch.BatchId);
-        }
+        int size = BatchFieldsSize(batch.Node, batch.BatchId, batch.Status, batch.Resent);
         for (int i = 0; i < events.Count; i++)
         {
             int eventSize = EventSize(events[i], sizes.AsSpan(i * 4 + 1, 3));
             sizes[i * 4] = eventSize;
             size += 1 + CodedOutputStream.ComputeLengthSize(eventSize) + eventSize;
         }
-        if (batch.Status is { } status)
-        {
-            size += 1 + CodedOutputStream.ComputeMessageSize(status);
-        }
-        if (batch.Resent)
-        {
-            size += 1 + 1;
-        }
         _sizes = sizes;
         return size;
     }
 
     /// <inheritdoc />
-    public void InternalWriteTo(ref WriteContext output)
+    public override void InternalWriteTo(ref WriteContext output)
     {
         if (_sizes is null || _sizes.Length != batch.Events.Count * 4)
         {
             CalculateSize();
         }
         int[] sizes = _sizes!;
-        if (batch.Node.Length != 0)
-        {
-            output.WriteRawTag(10);
-            output.WriteString(batch.Node);
-        }
-        if (batch.BatchId != 0UL)
-        {
-            output.WriteRawTag(16);
-            output.WriteUInt64(batch.BatchId);
-        }
+        WriteBatchHead(ref output, batch.Node, batch.BatchId);
         var events = batch.Events;
         for (int i = 0; i < events.Count; i++)
         {
@@ -93,37 +68,11 @@ internal sealed class EncodedEventBatch(EventBatch batch) : IMessage, IBufferMes
             output.WriteLength(sizes[i * 4]);
             WriteEvent(ref output, events[i], sizes[i * 4 + 1], sizes[i * 4 + 2], sizes[i * 4 + 3]);
         }
-        if (batch.Status is { } status)
-        {
-            output.WriteRawTag(34);
-            output.WriteMessage(status);
-        }
-        if (batch.Resent)
-        {
-            output.WriteRawTag(40);
-            output.WriteBool(true);
-        }
+        WriteBatchTail(ref output, batch.Status, batch.Resent);
     }
-
-    /// <inheritdoc />
-    public void WriteTo(CodedOutputStream output) => output.WriteRawMessage(this);
-
-    /// <summary>The bytes, for tests and the spool.</summary>
-    public byte[] ToByteArray()
-    {
-        var bytes = new byte[CalculateSize()];
-        MessageExtensions.WriteTo(this, bytes.AsSpan());
-        return bytes;
-    }
-
-    /// <inheritdoc />
-    public void MergeFrom(CodedInputStream input) => throw new NotSupportedException("write-only");
-
-    /// <inheritdoc />
-    public void InternalMergeFrom(ref ParseContext ctx) => throw new NotSupportedException("write-only");
 
     /// <summary>The size of one event; <paramref name="nested"/> receives its source's, destination's and flow's.</summary>
-    private static int EventSize(Event e, Span<int> nested)
+    internal static int EventSize(Event e, Span<int> nested)
     {
         int size = 0;
         if (e.TimeUnixNano != 0UL)
@@ -177,7 +126,7 @@ internal sealed class EncodedEventBatch(EventBatch batch) : IMessage, IBufferMes
         return size;
     }
 
-    private static void WriteEvent(ref WriteContext output, Event e, int sourceSize, int destinationSize, int flowSize)
+    internal static void WriteEvent(ref WriteContext output, Event e, int sourceSize, int destinationSize, int flowSize)
     {
         if (e.TimeUnixNano != 0UL)
         {

@@ -20,13 +20,20 @@ public sealed class RelayExporter(
     IOptions<SensorOptions> options,
     ILogger<RelayExporter> logger) : BackgroundService
 {
-    private readonly LinkedList<EventBatch> _unacked = new();
+    // While a batch fills, the exporter takes events from the queue every this many (or at the
+    // batch's deadline) and encodes them at once: an event then lives a few ms as objects instead
+    // of up to the whole batch delay, so gen0 collections rarely promote it.
+    private const int TakeEvents = 256;
+
+    private readonly LinkedList<Unacked> _unacked = new();
     private readonly SemaphoreSlim _ackSignal = new(0);
     private ulong _nextBatchId = (ulong)DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() << 16;
     private CancellationToken _stopping;
-    // Batch ids replayed from the spool → their spool sequence, deleted from disk once acked.
-    private readonly Dictionary<ulong, ulong> _spooledIds = [];
     private DiskSpool? _spool;
+    // Events taken from the queue and learned, not yet named and encoded (TakeAvailable).
+    private readonly List<Event> _run = [];
+    // Events whose naming waits for the rest of their batch (EndpointEnricher.TryName).
+    private readonly List<Event> _heldBack = [];
 
     /// <summary>Whether a stream to the relay is open right now.</summary>
     public bool Connected { get; private set; }
@@ -118,16 +125,20 @@ public sealed class RelayExporter(
         }
         // Stopping without a relay (or out of drain time): what is still held goes to disk for the next run.
         SpoolHeld();
-        while (queue.Reader.TryRead(out var e))
+        while (true)
         {
-            var rest = new EventBatch { Node = o.Node, BatchId = _nextBatchId++ };
-            rest.Events.Add(e);
-            while (rest.Events.Count < o.BatchMaxEvents && queue.Reader.TryRead(out var more))
+            var rest = new EventBatchBytes { Node = o.Node };
+            while (rest.EventCount + _heldBack.Count < o.BatchMaxEvents && TakeAvailable(rest, o.BatchMaxEvents))
             {
-                rest.Events.Add(more);
+                // TakeAvailable takes what is queued now, a run at a time, until the batch is full.
             }
-            enricher.Enrich(rest.Events);
-            SpoolOrDrop(rest);
+            FinishBatch(rest);
+            if (rest.EventCount == 0)
+            {
+                break;
+            }
+            rest.BatchId = _nextBatchId++;
+            SpoolOrDrop(rest.ToByteArray(), rest.EventCount);
         }
     }
 
@@ -183,12 +194,11 @@ public sealed class RelayExporter(
         while (DateTime.UtcNow < until)
         {
             var batch = await CollectAsync(options.Value, ct);
-            if (batch.Events.Count > 0)
+            if (batch.EventCount > 0)
             {
                 batch.Node = options.Value.Node;
                 batch.BatchId = _nextBatchId++;
-                enricher.Enrich(batch.Events);
-                SpoolOrDrop(batch);
+                SpoolOrDrop(batch.ToByteArray(), batch.EventCount);
             }
         }
     }
@@ -196,31 +206,32 @@ public sealed class RelayExporter(
     /// <summary>Moves batches sent but never acked from memory to the spool, oldest first.</summary>
     private void SpoolHeld()
     {
-        EventBatch[] held;
+        EventBatchBytes[] held;
         lock (_unacked)
         {
-            held = [.. _unacked.Where(b => !_spooledIds.ContainsKey(b.BatchId))];
+            // Batches replayed from the spool are still on disk: only those built here move there.
+            held = [.. _unacked.Where(b => b.Built is not null).Select(b => b.Built!)];
             _unacked.Clear();
-            _spooledIds.Clear();
         }
         foreach (var batch in held)
         {
             batch.Resent = true; // sent once already: the relay may have stored it without its ack reaching us
-            SpoolOrDrop(batch);
+            // Not released to the pool afterwards: the ended stream may still be writing it.
+            SpoolOrDrop(batch.ToByteArray(), batch.EventCount);
         }
     }
 
-    private void SpoolOrDrop(EventBatch batch)
+    private void SpoolOrDrop(byte[] batch, int events)
     {
         if (_spool is null)
         {
-            Interlocked.Add(ref _droppedWithoutSpool, batch.Events.Count);
-            logger.LogWarning("Dropped {Events} events: relay unreachable at shutdown and no spool configured", batch.Events.Count);
+            Interlocked.Add(ref _droppedWithoutSpool, events);
+            logger.LogWarning("Dropped {Events} events: relay unreachable at shutdown and no spool configured", events);
             return;
         }
         lock (_spool)
         {
-            _spool.Append(batch);
+            _spool.Append(batch, events);
         }
     }
 
@@ -239,15 +250,14 @@ public sealed class RelayExporter(
     {
         var o = options.Value;
         // Resend what the previous stream did not get acked, oldest first.
-        EventBatch[] pending;
+        Unacked[] pending;
         lock (_unacked)
         {
             pending = [.. _unacked];
         }
         foreach (var batch in pending)
         {
-            batch.Resent = true;
-            await call.WriteAsync(Encoded(batch), ct);
+            await call.WriteAsync(batch.Resend(), ct);
         }
         await ReplaySpoolAsync(call, acks, ct);
         var lastSent = DateTime.UtcNow - o.HeartbeatInterval;
@@ -267,15 +277,14 @@ public sealed class RelayExporter(
                 return;
             }
             var batch = await CollectAsync(o, ct);
-            if (batch.Events.Count == 0 && (_stopping.IsCancellationRequested || DateTime.UtcNow - lastSent < o.HeartbeatInterval))
+            if (batch.EventCount == 0 && (_stopping.IsCancellationRequested || DateTime.UtcNow - lastSent < o.HeartbeatInterval))
             {
                 continue;
             }
-            enricher.Enrich(batch.Events);
             batch.Node = o.Node;
             batch.BatchId = _nextBatchId++;
             var now = DateTime.UtcNow;
-            if (batch.Events.Count == 0 || now - lastStatus >= o.StatusInterval)
+            if (batch.EventCount == 0 || now - lastStatus >= o.StatusInterval)
             {
                 // Not on every batch: a snapshot reads every capture's kernel counters and program
                 // info (about 0.2 ms of syscalls), and batches leave up to tens of times a second.
@@ -285,23 +294,10 @@ public sealed class RelayExporter(
             }
             lock (_unacked)
             {
-                _unacked.AddLast(batch);
+                _unacked.AddLast(new Unacked(batch));
             }
-            await call.WriteAsync(new EncodedEventBatch(batch), ct);
+            await call.WriteAsync(batch, ct);
             lastSent = now;
-        }
-    }
-
-    /// <summary>
-    /// A batch as it goes on the wire: those this sensor built through <see cref="EncodedEventBatch"/>
-    /// (sized once); those read back from the spool as they are, since a spool written by another
-    /// version may hold fields this one would not write.
-    /// </summary>
-    private IMessage Encoded(EventBatch batch)
-    {
-        lock (_unacked)
-        {
-            return _spooledIds.ContainsKey(batch.BatchId) ? batch : new EncodedEventBatch(batch);
         }
     }
 
@@ -331,11 +327,12 @@ public sealed class RelayExporter(
             }
             // A spooled batch may have been sent on an earlier stream (of this run or the last)
             // that ended before its ack; the spool file does not say, so the relay checks them all.
+            // It goes out as read (generated code): a spool written by another version may hold
+            // fields this one would not write.
             batch.Resent = true;
             lock (_unacked)
             {
-                _unacked.AddLast(batch);
-                _spooledIds[batch.BatchId] = seq;
+                _unacked.AddLast(new Unacked(batch, seq));
             }
             await call.WriteAsync(batch, ct);
         }
@@ -354,22 +351,25 @@ public sealed class RelayExporter(
         }
     }
 
-    /// <summary>Takes up to BatchMaxEvents events, waiting at most BatchMaxDelay for the first ones.</summary>
-    private async Task<EventBatch> CollectAsync(SensorOptions o, CancellationToken ct)
+    /// <summary>
+    /// Takes up to BatchMaxEvents events, waiting at most BatchMaxDelay, enriched and encoded as
+    /// they are taken (see <see cref="TakeEvents"/>).
+    /// </summary>
+    private async Task<EventBatchBytes> CollectAsync(SensorOptions o, CancellationToken ct)
     {
-        var batch = new EventBatch();
+        var batch = new EventBatchBytes();
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
         timeout.CancelAfter(o.BatchMaxDelay);
         try
         {
-            while (batch.Events.Count < o.BatchMaxEvents)
+            while (batch.EventCount + _heldBack.Count < o.BatchMaxEvents)
             {
-                if (queue.Reader.TryRead(out var e))
+                if (TakeAvailable(batch, o.BatchMaxEvents))
                 {
-                    batch.Events.Add(e);
                     continue;
                 }
-                if (batch.Events.Count == 0)
+                int taken = batch.EventCount + _heldBack.Count;
+                if (taken == 0)
                 {
                     if (!await queue.Reader.WaitToReadAsync(timeout.Token))
                     {
@@ -378,9 +378,9 @@ public sealed class RelayExporter(
                 }
                 else
                 {
-                    // A batch is started: it leaves when full or at its deadline, so waking for
-                    // each event in between would only add hand-offs.
-                    await queue.WaitForAsync(o.BatchMaxEvents - batch.Events.Count, timeout.Token);
+                    // A batch is started: wake for the next run of events, not for each one
+                    // (a thread-pool hand-off each), and not only at the deadline either.
+                    await queue.WaitForAsync(Math.Min(o.BatchMaxEvents - taken, TakeEvents), timeout.Token);
                 }
             }
         }
@@ -388,7 +388,51 @@ public sealed class RelayExporter(
         {
             // The batch's time is up: send what we have.
         }
+        FinishBatch(batch);
         return batch;
+    }
+
+    /// <summary>
+    /// Takes the events queued now (up to <paramref name="max"/> in the batch): learns the local
+    /// addresses of the whole run first, then names and encodes each event, or holds it back for
+    /// the end of the batch when a peer address may still be claimed by a later event. False when
+    /// the queue was empty.
+    /// </summary>
+    private bool TakeAvailable(EventBatchBytes batch, int max)
+    {
+        while (batch.EventCount + _heldBack.Count + _run.Count < max && queue.Reader.TryRead(out var e))
+        {
+            enricher.Learn(e);
+            _run.Add(e);
+        }
+        if (_run.Count == 0)
+        {
+            return false;
+        }
+        foreach (var e in _run)
+        {
+            if (enricher.TryName(e))
+            {
+                batch.Add(e);
+            }
+            else
+            {
+                _heldBack.Add(e);
+            }
+        }
+        _run.Clear();
+        return true;
+    }
+
+    /// <summary>Names and encodes the events held back for the end of the batch.</summary>
+    private void FinishBatch(EventBatchBytes batch)
+    {
+        foreach (var e in _heldBack)
+        {
+            enricher.NameAtBatchEnd(e);
+            batch.Add(e);
+        }
+        _heldBack.Clear();
     }
 
     private async Task ReadAcksAsync(GrpcDuplexCall<IMessage, IngestAck> call, CancellationToken ct)
@@ -399,22 +443,73 @@ public sealed class RelayExporter(
             {
                 for (var node = _unacked.First; node is not null; node = node.Next)
                 {
-                    if (node.Value.BatchId == ack.BatchId)
+                    var batch = node.Value;
+                    if (batch.BatchId == ack.BatchId)
                     {
-                        Interlocked.Add(ref status.EventsAcked, node.Value.Events.Count);
+                        Interlocked.Add(ref status.EventsAcked, batch.Events);
                         _unacked.Remove(node);
-                        if (_spooledIds.Remove(ack.BatchId, out var seq) && _spool is { } spool)
+                        if (batch.SpoolSequence is { } seq && _spool is { } spool)
                         {
                             lock (spool)
                             {
                                 spool.Remove(seq);
                             }
                         }
+                        batch.Acked();
                         break;
                     }
                 }
             }
             _ackSignal.Release();
+        }
+    }
+
+    /// <summary>
+    /// A batch sent and not acked yet: built here (held as bytes), or read back from the spool
+    /// (held as parsed, with its spool sequence, deleted from disk once acked).
+    /// </summary>
+    private sealed class Unacked
+    {
+        private readonly EventBatch? _spooled;
+        private bool _sentAgain;
+
+        public Unacked(EventBatchBytes built) => (Built, BatchId, Events) = (built, built.BatchId, built.EventCount);
+
+        public Unacked(EventBatch spooled, ulong sequence) =>
+            (_spooled, SpoolSequence, BatchId, Events) = (spooled, sequence, spooled.BatchId, spooled.Events.Count);
+
+        public EventBatchBytes? Built { get; }
+
+        public ulong? SpoolSequence { get; }
+
+        public ulong BatchId { get; }
+
+        public int Events { get; }
+
+        /// <summary>The batch marked as sent before, to write on a new stream.</summary>
+        public IMessage Resend()
+        {
+            _sentAgain = true;
+            if (Built is { } built)
+            {
+                built.Resent = true;
+                return built;
+            }
+            _spooled!.Resent = true;
+            return _spooled;
+        }
+
+        /// <summary>
+        /// The relay has it. Its bytes go back to the pool only if it was written once: the ack
+        /// proves that write finished, but a batch resent after a lost stream may still be being
+        /// written on the old one.
+        /// </summary>
+        public void Acked()
+        {
+            if (!_sentAgain)
+            {
+                Built?.Release();
+            }
         }
     }
 }

@@ -66,27 +66,7 @@ public sealed class WithdrawnBatchTests(FlowSecStack stack)
         printed.ToString().Should().Contain($"withdrawn unacked {batch.Events.Count} events (1 batches)");
     }
 
-    private static EventBatch Batch(string node, ulong id, int first)
-    {
-        var batch = new EventBatch { Node = node, BatchId = id };
-        for (var i = first; i < first + 20; i++)
-        {
-            var e = TestFlows.Flow(i);
-            e.Node = node;
-            batch.Events.Add(e);
-        }
+    private static EventBatch Batch(string node, ulong id, int first) => IngestPush.Flows(node, id, first);
 
-        return batch;
-    }
-
-    // Sends one batch on a new stream and returns the id acked.
-    private static async Task<ulong> PushAsync(GrpcClient client, EventBatch batch)
-    {
-        using var timeout = new CancellationTokenSource(Timeout);
-        await using var call = await client.DuplexAsync<EventBatch, IngestAck>(RelayMethods.Push, IngestAck.Parser, timeout.Token);
-        await call.WriteAsync(batch, timeout.Token);
-        var ack = await call.ReadAsync(timeout.Token);
-        call.CompleteRequests();
-        return ack!.BatchId;
-    }
+    private static Task<ulong> PushAsync(GrpcClient client, EventBatch batch) => IngestPush.PushAsync(client, batch, Timeout);
 }

@@ -11,7 +11,7 @@ public sealed class ClickHouseSchemaTests(ClickHouseServer ch) : IClassFixture<C
     // The event tables, the tables derived from flows and their views, bookkeeping; in name order.
     private static readonly string[] AllTables =
     [
-        .. EventTableNames, "schema_version", "stored_batches",
+        .. EventTableNames, "schema_version", "stored_batches", "claimed_batches",
         .. FlowSummary.All.SelectMany(s => new[] { s.Name, s.ViewName }),
     ];
 

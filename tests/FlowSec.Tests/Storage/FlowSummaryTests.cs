@@ -51,13 +51,43 @@ public sealed class FlowSummaryTests(ClickHouseServer ch) : IClassFixture<ClickH
             .Should().Be(events.Count(e => e.Type == EventType.Flow).ToString(System.Globalization.CultureInfo.InvariantCulture));
     }
 
+    // Schema version 8 created the summaries, version 10 the port counts (ClickHouseSchema's migrations, in order).
+    private const int SchemaBeforeSummaries = 7;
+    private const int SchemaWithPerFlowPortIndex = 8;
+
+    [Fact]
+    public async Task An_existing_database_is_backfilled_once_even_when_two_relays_upgrade_it_together()
+    {
+        var corpus = new FilterCorpus(Seed + 2);
+        var events = Spread(corpus.Events(600), corpus);
+        var db = ClickHouseServer.NewDatabase();
+        await new ClickHouseSchema(ch.Client, ch.Options(db)).EnsureAsync(SchemaBeforeSummaries, CancellationToken.None);
+        (await ch.Client.QueryTextAsync($"SELECT count() FROM system.tables WHERE database = {SqlLiteral.String(db)} AND name LIKE 'flow%summary%'")).Trim()
+            .Should().Be("0", "the release before had no summaries");
+        var old = events.Take(400).ToList();
+        await InsertAsync(db, old, batches: 2);
+
+        // Two relays starting together both see the old version and both run the steps.
+        var versions = await Task.WhenAll(Enumerable.Range(0, 2).Select(_ => new ClickHouseSchema(ch.Client, ch.Options(db)).EnsureAsync()));
+        versions.Should().AllBeEquivalentTo(ClickHouseSchema.LatestVersion);
+        await InsertAsync(db, events.Skip(400).ToList(), batches: 2); // through the views
+
+        var flows = events.Count(e => e.Type == EventType.Flow).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        (await ch.Client.QueryTextAsync($"SELECT sum(flows) FROM {db}.flow_summary_src")).Trim().Should().Be(flows, "the summary counts every flow once");
+        (await ch.Client.QueryTextAsync($"SELECT sum(flows) FROM {db}.flow_dst_port_minutes")).Trim().Should().Be(flows, "the port counts count every flow once");
+        (await ch.Client.QueryTextAsync($"SELECT count() FROM system.tables WHERE database = {SqlLiteral.String(db)} AND name LIKE 'flows_by_dst_port%'")).Trim()
+            .Should().Be("0", "a database older than the per-flow index never gets it");
+        (await CompareAggregatesAsync(db, corpus, events, cases: 60)).Should().BeGreaterThan(15);
+        (await ComparePortQueriesAsync(db, events, cases: 20)).Should().BeGreaterThan(10);
+    }
+
     [Fact]
     public async Task A_database_with_the_per_flow_port_index_gets_the_port_counts_in_its_place()
     {
         var corpus = new FilterCorpus(Seed + 3);
         var events = Spread(corpus.Events(600), corpus);
         var db = ClickHouseServer.NewDatabase();
-        await new ClickHouseSchema(ch.Client, ch.Options(db)).EnsureAsync(8, CancellationToken.None);
+        await new ClickHouseSchema(ch.Client, ch.Options(db)).EnsureAsync(SchemaWithPerFlowPortIndex, CancellationToken.None);
         // The per-flow index and its view exactly as schema version 8 created them on 18.16, frozen here.
         await ch.Client.ExecuteAsync($"CREATE TABLE {db}.flows_by_dst_port (`dst_port` UInt16, `time` DateTime('UTC'), `time_ns` UInt64) " +
                                      "ENGINE = MergeTree PARTITION BY toYYYYMMDD(time) ORDER BY (dst_port, toStartOfHour(time), time_ns)");

@@ -166,6 +166,74 @@ public sealed class NativeBlockTests(ClickHouseServer ch) : IClassFixture<ClickH
         static byte[] Fixed16(byte[] ip) => ip.Length == 4 ? [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, .. ip] : ip;
     }
 
+    [Theory]
+    [MemberData(nameof(Tables))]
+    public async Task Rows_taken_out_leave_the_block_a_block_of_the_other_rows_would_be(string tableName)
+    {
+        // Three sensor batches' rows, appended row by row and as decoded blocks; the middle one, then
+        // the last, taken out (fixed-width, String and Array columns all move).
+        var table = EventTables.All.Single(t => t.Name == tableName);
+        var events = EventsFor(tableName, 30);
+        var block = new NativeBlock(table);
+        for (var i = 0; i < 10; i++)
+        {
+            block.Append(events[i], 1);
+        }
+
+        var decoded = new NativeBlock(table);
+        for (var i = 10; i < 20; i++)
+        {
+            decoded.Append(events[i], 2);
+        }
+
+        block.AppendBlock(decoded);
+        for (var i = 20; i < 30; i++)
+        {
+            block.Append(events[i], 3);
+        }
+
+        block.RemoveRows(10, 10);
+        (await EncodeAsync(block)).Should().Equal(await EncodeAsync(Build(table, events, 0..10, 20..30)), "batch 2's rows are gone, batch 3's moved up");
+        block.Bytes.Should().Be(Build(table, events, 0..10, 20..30).Bytes);
+
+        block.RemoveRows(10, 10);
+        (await EncodeAsync(block)).Should().Equal(await EncodeAsync(Build(table, events, 0..10)));
+        block.Bytes.Should().Be(Build(table, events, 0..10).Bytes);
+        block.Invoking(b => b.RemoveRows(5, 6)).Should().Throw<ArgumentOutOfRangeException>();
+
+        // The block still takes rows after a removal, and the server reads them back.
+        block.Append(events[25], 3);
+        block.Rows.Should().Be(11);
+        var db = ClickHouseServer.NewDatabase();
+        await new ClickHouseSchema(ch.Client, ch.Options(db)).EnsureAsync();
+        await ch.Client.InsertAsync($"{db}.{table.Name}", table.InsertColumnNames, "Native", block.EncodedLength(), block.WriteToAsync, CancellationToken.None);
+        (await ch.RunClientAsync($"SELECT batch_id, count() FROM {db}.{table.Name} GROUP BY batch_id ORDER BY batch_id FORMAT TabSeparated"))
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries).Should().Equal("1\t10", "3\t1");
+
+        static NativeBlock Build(EventTable table, List<Event> events, params Range[] ranges)
+        {
+            var block = new NativeBlock(table);
+            foreach (var range in ranges)
+            {
+                var (offset, length) = range.GetOffsetAndLength(events.Count);
+                for (var i = offset; i < offset + length; i++)
+                {
+                    block.Append(events[i], i < 10 ? 1UL : i < 20 ? 2UL : 3UL);
+                }
+            }
+
+            return block;
+        }
+
+        static async Task<byte[]> EncodeAsync(NativeBlock block)
+        {
+            using var stream = new MemoryStream();
+            await block.WriteToAsync(stream, CancellationToken.None);
+            stream.Length.Should().Be(block.EncodedLength());
+            return stream.ToArray();
+        }
+    }
+
     [Fact]
     public void A_block_is_empty_again_after_clear_and_counts_what_it_holds()
     {

@@ -44,6 +44,57 @@ public sealed class EndpointEnricherTests : IDisposable
     }
 
     [Fact]
+    public void Taken_run_by_run_the_two_sides_of_a_connection_still_know_each_other()
+    {
+        // The exporter enriches events as it takes them from the queue, a run at a time: the
+        // client's flow may come in one run and the server's (which tells whose address it is) in the next.
+        ulong client = Cgroup($"docker/{ClientContainer}");
+        ulong server = Cgroup($"docker/{ServerContainer}");
+        var enricher = new EndpointEnricher(new CgroupResolver(_root.FullName), []);
+        var clientSide = Flow(Local("10.0.0.2", client, "wrk"), Remote("10.0.0.1"));
+        var serverSide = Flow(Remote("10.0.0.2"), Local("10.0.0.1", server, "nginx"));
+
+        enricher.Learn(clientSide);
+        enricher.TryName(clientSide).Should().BeFalse("10.0.0.1 may still turn out to be a local workload's");
+        enricher.Learn(serverSide);
+        enricher.TryName(serverSide).Should().BeTrue("both its addresses are known by now");
+        enricher.NameAtBatchEnd(clientSide);
+
+        clientSide.Destination.ContainerId.Should().Be(ServerContainer);
+        serverSide.Source.ContainerId.Should().Be(ClientContainer);
+        var next = Flow(Local("10.0.0.2", client, "wrk"), Remote("10.0.0.1"));
+        enricher.Learn(next);
+        enricher.TryName(next).Should().BeTrue("the server's address is known from the last batch");
+        next.Destination.ContainerId.Should().Be(ServerContainer);
+    }
+
+    [Fact]
+    public void An_address_no_local_workload_claimed_in_a_batch_holds_nothing_back_afterwards()
+    {
+        ulong client = Cgroup($"docker/{ClientContainer}");
+        ulong server = Cgroup($"docker/{ServerContainer}");
+        var enricher = new EndpointEnricher(new CgroupResolver(_root.FullName), []);
+        var first = Flow(Local("10.0.0.2", client, "wrk"), Remote("93.184.216.34"));
+        enricher.Learn(first);
+        enricher.TryName(first).Should().BeFalse();
+        enricher.NameAtBatchEnd(first);
+        first.Destination.Workload.Should().BeEmpty("nothing local owns that address");
+
+        var later = Flow(Local("10.0.0.2", client, "wrk"), Remote("93.184.216.34"));
+        enricher.Learn(later);
+        enricher.TryName(later).Should().BeTrue("a remote peer's events are encoded as they come, not held for their batch");
+
+        // A workload that later takes the address is named again.
+        var claimed = Flow(Remote("10.0.0.2"), Local("93.184.216.34", server, "nginx"));
+        var toIt = Flow(Local("10.0.0.2", client, "wrk"), Remote("93.184.216.34"));
+        enricher.Learn(claimed);
+        enricher.Learn(toIt);
+        enricher.TryName(claimed).Should().BeTrue();
+        enricher.TryName(toIt).Should().BeTrue();
+        toIt.Destination.ContainerId.Should().Be(ServerContainer);
+    }
+
+    [Fact]
     public void Names_come_from_the_name_cache_only_when_it_knows_some()
     {
         var names = new FakeNames { ["10.0.0.1"] = ["web.shop.local"] };

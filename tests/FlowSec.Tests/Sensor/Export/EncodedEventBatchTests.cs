@@ -67,7 +67,7 @@ public class EncodedEventBatchTests
         framed.ToArray()[5..].Should().Equal(batch.ToByteArray());
     }
 
-    private static Event RandomEvent(Random random)
+    internal static Event RandomEvent(Random random)
     {
         var e = new Event
         {

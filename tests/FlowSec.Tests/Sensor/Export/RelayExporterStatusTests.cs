@@ -1,18 +1,7 @@
-using System.Collections.Concurrent;
-using System.Net;
-using FlowSec.Api.Grpc;
 using FlowSec.Api.V1;
 using FlowSec.Sensor;
-using FlowSec.Sensor.Attribution;
 using FlowSec.Sensor.Export;
-using FlowSec.Tests.Integration;
 using FlowSec.Tests.Storage;
-using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Server.Kestrel.Core;
-using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Extensions.Options;
 
 namespace FlowSec.Tests.Sensor.Export;
 
@@ -23,26 +12,9 @@ namespace FlowSec.Tests.Sensor.Export;
 /// </summary>
 public sealed class RelayExporterStatusTests : IAsyncLifetime
 {
-    private readonly int _port = FlowSecStack.FreePort();
-    private readonly ConcurrentQueue<EventBatch> _received = new();
-    private WebApplication _relay = null!;
+    private readonly FakeRelay _relay = new();
 
-    public async Task InitializeAsync()
-    {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, _port, o => o.Protocols = HttpProtocols.Http2));
-        _relay = builder.Build();
-        _relay.MapGrpcDuplex<EventBatch, IngestAck>(RelayMethods.Push, EventBatch.Parser, async (batches, acks, _) =>
-        {
-            await foreach (var batch in batches)
-            {
-                _received.Enqueue(batch);
-                await acks.WriteAsync(new IngestAck { BatchId = batch.BatchId, Accepted = (uint)batch.Events.Count });
-            }
-        });
-        await _relay.StartAsync();
-    }
+    public Task InitializeAsync() => _relay.StartAsync();
 
     public async Task DisposeAsync() => await _relay.DisposeAsync();
 
@@ -61,14 +33,14 @@ public sealed class RelayExporterStatusTests : IAsyncLifetime
             HeartbeatInterval = TimeSpan.FromHours(1),
         });
 
-        await Eventually.HoldsAsync(() => _received.Sum(b => b.Events.Count) == 50,
-            TimeSpan.FromSeconds(30), () => $"{_received.Sum(b => b.Events.Count)} of 50 events received");
+        await Eventually.HoldsAsync(() => _relay.Received.Sum(b => b.Events.Count) == 50,
+            TimeSpan.FromSeconds(30), () => $"{_relay.Received.Sum(b => b.Events.Count)} of 50 events received");
 
-        var batches = _received.Where(b => b.Events.Count > 0).ToList();
+        var batches = _relay.Received.Where(b => b.Events.Count > 0).ToList();
         batches.Should().HaveCountGreaterThanOrEqualTo(10, "50 events in batches of at most 5");
-        _received.First().Status.Should().NotBeNull("the relay learns the node's capture paths and counters from the stream's first batch");
-        _received.First().Status.Counters.Should().ContainKey("queue_enqueued");
-        _received.Skip(1).Should().OnlyContain(b => b.Status == null, "no second status within the interval");
+        _relay.Received.First().Status.Should().NotBeNull("the relay learns the node's capture paths and counters from the stream's first batch");
+        _relay.Received.First().Status.Counters.Should().ContainKey("queue_enqueued");
+        _relay.Received.Skip(1).Should().OnlyContain(b => b.Status == null, "no second status within the interval");
     }
 
     [Fact]
@@ -87,10 +59,10 @@ public sealed class RelayExporterStatusTests : IAsyncLifetime
         await Eventually.HoldsAsync(() =>
         {
             queue.TryEnqueue(Flow(sent++));
-            return _received.Count(b => b.Events.Count > 0 && b.Status != null) >= 3;
-        }, TimeSpan.FromSeconds(30), () => $"{_received.Count(b => b.Status != null)} of {_received.Count} batches with a status");
+            return _relay.Received.Count(b => b.Events.Count > 0 && b.Status != null) >= 3;
+        }, TimeSpan.FromSeconds(30), () => $"{_relay.Received.Count(b => b.Status != null)} of {_relay.Received.Count} batches with a status");
 
-        var withStatus = _received.Where(b => b.Status != null).ToList();
+        var withStatus = _relay.Received.Where(b => b.Status != null).ToList();
         withStatus.Last().Status.Counters["queue_enqueued"].Should().BeGreaterThan(withStatus.First().Status.Counters["queue_enqueued"],
             "a later status counts the events enqueued since");
     }
@@ -104,36 +76,14 @@ public sealed class RelayExporterStatusTests : IAsyncLifetime
             HeartbeatInterval = TimeSpan.FromMilliseconds(100),
         });
 
-        await Eventually.HoldsAsync(() => _received.Count >= 3,
-            TimeSpan.FromSeconds(30), () => $"{_received.Count} heartbeats received");
+        await Eventually.HoldsAsync(() => _relay.Received.Count >= 3,
+            TimeSpan.FromSeconds(30), () => $"{_relay.Received.Count} heartbeats received");
 
-        _received.Should().OnlyContain(b => b.Events.Count == 0 && b.Status != null,
+        _relay.Received.Should().OnlyContain(b => b.Events.Count == 0 && b.Status != null,
             "with nothing to send, the heartbeat is what keeps the relay's view of the node current");
     }
 
-    private async Task<RunningExporter> StartAsync(SensorEventQueue queue, SensorOptions options)
-    {
-        options.Relay = $"http://127.0.0.1:{_port}";
-        options.Node = "status-test";
-        var exporter = new RelayExporter(queue, new SensorStatusReporter([], queue),
-            new EndpointEnricher(new CgroupResolver(Path.GetTempPath()), []), Options.Create(options), NullLogger<RelayExporter>.Instance);
-        await exporter.StartAsync(CancellationToken.None);
-        return new RunningExporter(exporter);
-    }
+    private Task<IAsyncDisposable> StartAsync(SensorEventQueue queue, SensorOptions options) => _relay.StartExporterAsync(queue, options);
 
-    private static Event Flow(int i) => new()
-    {
-        Type = EventType.Flow,
-        Node = "status-test",
-        Flow = new Flow { Protocol = Protocol.Tcp, State = "closed", SocketId = (ulong)i },
-    };
-
-    private sealed class RunningExporter(RelayExporter exporter) : IAsyncDisposable
-    {
-        public async ValueTask DisposeAsync()
-        {
-            await exporter.StopAsync(CancellationToken.None);
-            exporter.Dispose();
-        }
-    }
+    private static Event Flow(int i) => FakeRelay.Flow(i);
 }
