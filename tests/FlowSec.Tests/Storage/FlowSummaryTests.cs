@@ -58,10 +58,7 @@ public sealed class FlowSummaryTests(ClickHouseServer ch) : IClassFixture<ClickH
     [Fact]
     public async Task An_existing_database_is_backfilled_once_even_when_two_relays_upgrade_it_together()
     {
-        var corpus = new FilterCorpus(Seed + 2);
-        var events = Spread(corpus.Events(600), corpus);
-        var db = ClickHouseServer.NewDatabase();
-        await new ClickHouseSchema(ch.Client, ch.Options(db)).EnsureAsync(SchemaBeforeSummaries, CancellationToken.None);
+        var (corpus, events, db) = await OlderDatabaseAsync(Seed + 2, SchemaBeforeSummaries);
         (await ch.Client.QueryTextAsync($"SELECT count() FROM system.tables WHERE database = {SqlLiteral.String(db)} AND name LIKE 'flow%summary%'")).Trim()
             .Should().Be("0", "the release before had no summaries");
         var old = events.Take(400).ToList();
@@ -84,10 +81,7 @@ public sealed class FlowSummaryTests(ClickHouseServer ch) : IClassFixture<ClickH
     [Fact]
     public async Task A_database_with_the_per_flow_port_index_gets_the_port_counts_in_its_place()
     {
-        var corpus = new FilterCorpus(Seed + 3);
-        var events = Spread(corpus.Events(600), corpus);
-        var db = ClickHouseServer.NewDatabase();
-        await new ClickHouseSchema(ch.Client, ch.Options(db)).EnsureAsync(SchemaWithPerFlowPortIndex, CancellationToken.None);
+        var (_, events, db) = await OlderDatabaseAsync(Seed + 3, SchemaWithPerFlowPortIndex);
         // The per-flow index and its view exactly as schema version 8 created them on 18.16, frozen here.
         await ch.Client.ExecuteAsync($"CREATE TABLE {db}.flows_by_dst_port (`dst_port` UInt16, `time` DateTime('UTC'), `time_ns` UInt64) " +
                                      "ENGINE = MergeTree PARTITION BY toYYYYMMDD(time) ORDER BY (dst_port, toStartOfHour(time), time_ns)");
@@ -104,6 +98,16 @@ public sealed class FlowSummaryTests(ClickHouseServer ch) : IClassFixture<ClickH
         (await ch.Client.QueryTextAsync($"SELECT sum(flows) FROM {db}.flow_dst_port_minutes")).Trim().Should().Be(flows, "old flows backfilled once, new ones counted by the view");
         (await ch.Client.QueryTextAsync($"SELECT sum(flows) FROM {db}.flow_summary_src")).Trim().Should().Be(flows, "the source summary is untouched");
         (await ComparePortQueriesAsync(db, events, cases: 30)).Should().BeGreaterThan(15);
+    }
+
+    // A new database as the release of schema `version` left it, and 600 random events spread over seven hours.
+    private async Task<(FilterCorpus Corpus, List<Event> Events, string Db)> OlderDatabaseAsync(int seed, int version)
+    {
+        var corpus = new FilterCorpus(seed);
+        var events = Spread(corpus.Events(600), corpus);
+        var db = ClickHouseServer.NewDatabase();
+        await new ClickHouseSchema(ch.Client, ch.Options(db)).EnsureAsync(version, CancellationToken.None);
+        return (corpus, events, db);
     }
 
     [Fact]
