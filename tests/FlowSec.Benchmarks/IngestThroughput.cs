@@ -208,7 +208,7 @@ internal static class IngestThroughput
     }
 
     // utime + stime of every thread, from /proc/PID/stat (clock ticks of 1/100 s).
-    private static double CpuSeconds(int pid) => CpuTicks(File.ReadAllText($"/proc/{pid}/stat")) / 100.0;
+    internal static double CpuSeconds(int pid) => CpuTicks(File.ReadAllText($"/proc/{pid}/stat")) / 100.0;
 
     // utime + stime of a /proc stat line (the fields after the parenthesized name).
     private static long CpuTicks(string stat)
@@ -221,7 +221,7 @@ internal static class IngestThroughput
 
     // CPU of the server's background pool threads ("BackgrProcPool" in 18.16: merges, part clean-up),
     // summed over /proc/PID/task; the rest of the server's CPU is mostly the HTTP handlers running inserts.
-    private static double MergeCpuSeconds(int pid)
+    internal static double MergeCpuSeconds(int pid)
     {
         var ticks = 0L;
         foreach (var task in Directory.EnumerateDirectories($"/proc/{pid}/task"))

@@ -14,6 +14,7 @@ using FlowSec.Benchmarks;
 //   ingest [seconds] [sensors] [batch-events] [--Section:Key=value...]
 //                                           relay process + managed ClickHouse fed over gRPC Push by simulated
 //                                           sensors: stored rows/s, relay memory, CPU per row (extra args go to the relay)
+//   views [rows-per-insert] [inserts] [rounds]  clickhouse-server CPU per flow for each set of views on flows (no relay)
 var name = args.Length > 0 ? args[0] : "";
 switch (name)
 {
@@ -52,6 +53,12 @@ switch (name)
             args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 100_000,
             args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 10);
         return 0;
+    case "views":
+        await ViewCost.RunAsync(
+            args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 200_000,
+            args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 5,
+            args.Length > 3 ? int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture) : 3);
+        return 0;
     case "ingest":
         var numbers = args.Skip(1).TakeWhile(a => !a.StartsWith("--", StringComparison.Ordinal)).Select(a => int.Parse(a, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
         return await IngestThroughput.RunAsync(
@@ -60,6 +67,6 @@ switch (name)
             numbers.Length > 2 ? numbers[2] : 4096,
             args.Skip(1).Where(a => a.StartsWith("--", StringComparison.Ordinal)).ToArray());
     default:
-        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] [tls-dir] | overhead [rounds] [seconds] [sensor] | overhead-profile [seconds] [sensor] | scope [events] | query [rows] [repeats] | dns-tcp [messages] | encode [rows] [rounds] | ingest [seconds] [sensors] [batch-events] [--Section:Key=value...]");
+        Console.Error.WriteLine("usage: FlowSec.Benchmarks capture [connections] | e2e [relay] [token-file] [connections] [tls-dir] | overhead [rounds] [seconds] [sensor] | overhead-profile [seconds] [sensor] | scope [events] | query [rows] [repeats] | dns-tcp [messages] | encode [rows] [rounds] | ingest [seconds] [sensors] [batch-events] [--Section:Key=value...] | views [rows-per-insert] [inserts] [rounds]");
         return 2;
 }

@@ -11,6 +11,7 @@ public sealed class ClickHouseEventStore
     private readonly string _database;
     private readonly bool _useSummaries;
     private int _summaryQueries;
+    private int _portCountLookups;
 
     /// <summary>Creates the store over the database named in <paramref name="options"/>.</summary>
     public ClickHouseEventStore(ClickHouseHttpClient client, ClickHouseOptions options)
@@ -22,6 +23,9 @@ public sealed class ClickHouseEventStore
 
     /// <summary>Aggregates answered (in part) from a flow summary since start; for tests and diagnostics.</summary>
     internal int SummaryQueries => Volatile.Read(ref _summaryQueries);
+
+    /// <summary>"Newest N" flow queries that found where to start from the per-minute port counts since start; for tests and diagnostics.</summary>
+    internal int PortCountLookups => Volatile.Read(ref _portCountLookups);
 
     /// <summary>Every event type that is stored (and so can be queried).</summary>
     public static IReadOnlyList<EventType> StoredTypes => EventTables.StoredTypes;
@@ -77,50 +81,92 @@ public sealed class ClickHouseEventStore
         // the filters rule out entirely is not queried at all.
         var window = TimeWindow(query);
         var selected = EventTables.All.Where(t => t.Types.Any(requested.Contains))
-            .Select(t => (Table: t, Where: Where(t, window, t.TypeFilter(requested), query.Filter), Index: NewestIndex(t, t.TypeFilter(requested), query.Filter)))
+            .Select(t => (Table: t, Where: Where(t, window, t.TypeFilter(requested), query.Filter), Lookup: NewestLookup(t, t.TypeFilter(requested), query)))
             .Where(x => x.Where != EventFilterSql.False)
             .ToArray();
         var tables = selected.Select(x => x.Table).ToArray();
         var sql = selected.Select(x => Select(x.Table, x.Where)).ToArray();
         return query.Limit is { } limit
-            ? NewestAsync(tables, selected.Select(x => x.Where).ToArray(), selected.Select(x => x.Index).ToArray(), limit, cancellationToken)
+            ? NewestAsync(tables, selected.Select(x => x.Where).ToArray(), selected.Select(x => x.Lookup).ToArray(), limit, cancellationToken)
             : MergeAsync(tables, sql, cancellationToken);
     }
 
-    // The table to find the limit-th newest match's time in, when not the event table itself: for
-    // flows filtered on the destination port and nothing the port index lacks, the index, which holds
-    // one row per flow ordered by port, so the lookup reads that port's rows instead of every flow's.
-    private string? NewestIndex(EventTable table, string? typeFilter, EventFilterMatcher? filter)
+    // For flows filtered on the destination port and nothing else the per-minute port counts lack,
+    // the SQL that finds, from those counts, the minute from which on the window holds at least
+    // `limit` matches (see NewestAsync); null when the counts cannot serve.
+    private string? NewestLookup(EventTable table, string? typeFilter, EventQuery window)
     {
-        if (!_useSummaries || table != FlowTable.Table || typeFilter is not null || filter is null)
+        if (!_useSummaries || table != FlowTable.Table || typeFilter is not null || window.Filter is not { } filter || window.Limit is not { } n)
         {
             return null;
         }
-        var index = FlowSummary.DestinationPortIndex;
-        var columns = FlowSummary.ColumnsOf(EventFilterSql.Where(table, filter));
-        return columns is not null && columns.Contains("dst_port") && index.Covers(columns) ? index.Name : null;
+        var counts = FlowSummary.DestinationPortMinutes;
+        var condition = EventFilterSql.Where(table, filter);
+        var columns = FlowSummary.ColumnsOf(condition);
+        if (columns is null || !columns.Contains("dst_port") || !counts.Covers(columns))
+        {
+            return null;
+        }
+
+        // Every minute the window touches is read (for the total); only whole minutes inside it count
+        // towards the limit, since a ragged end minute's count includes flows outside the window.
+        var minute = $"`{counts.BucketColumn}`";
+        var touched = EventFilterSql.And(
+        [
+            window.Since is { } since ? $"{minute} >= toDateTime({SqlLiteral.Integer(FlowSummary.MinuteFloorSeconds(since))})" : EventFilterSql.True,
+            window.Until is { } until ? $"{minute} < toDateTime({SqlLiteral.Integer(FlowSummary.MinuteCeilingSeconds(until))})" : EventFilterSql.True,
+            condition,
+        ]);
+        var whole = EventFilterSql.And(
+        [
+            window.Since is { } a ? $"m >= {SqlLiteral.Integer(FlowSummary.MinuteCeilingSeconds(a))}" : EventFilterSql.True,
+            window.Until is { } b ? $"m < {SqlLiteral.Integer(FlowSummary.MinuteFloorSeconds(b))}" : EventFilterSql.True,
+        ]);
+        // Minutes newest first with the running sum of their whole-minute counts; the first minute
+        // where that sum reaches the limit (0 when it never does: then the whole window is read).
+        var sorted = "arrayReverseSort(groupArray((m, c, w)))";
+        return $"SELECT sum(c), arrayFirst((m, s) -> s >= {SqlLiteral.Integer((long)n)}, arrayMap(x -> tupleElement(x, 1), {sorted}), " +
+               $"arrayCumSum(arrayMap(x -> tupleElement(x, 3), {sorted}))) " +
+               $"FROM (SELECT m, c, if({whole}, c, 0) AS w FROM (SELECT toUInt32({minute}) AS m, sum(`flows`) AS c FROM {_database}.{counts.Name} WHERE {touched} GROUP BY m)) " +
+               "FORMAT TabSeparated";
     }
 
     // Each table's newest `limit` rows (DESC LIMIT), then the newest `limit` of those, oldest first.
-    // Per table, first the time of the limit-th newest match, read from time_ns and the filtered
-    // columns only (or from an index holding just those, see NewestIndex); then whole rows from that
-    // time on, which the day partitions and the sort key's hour bucket narrow to the newest hours
-    // instead of every matching row of the window.
-    private async IAsyncEnumerable<Event> NewestAsync(EventTable[] tables, string[] where, string?[] index, int limit, [EnumeratorCancellation] CancellationToken ct)
+    // Per table, first where the newest `limit` matches start: the time of the limit-th newest,
+    // read from time_ns and the filtered columns only, or (with a lookup, see NewestLookup) the
+    // minute from which on the port counts hold `limit` matches. Then whole rows from that time on,
+    // which the day partitions and the sort key's hour bucket narrow to the newest hours instead of
+    // every matching row of the window.
+    private async IAsyncEnumerable<Event> NewestAsync(EventTable[] tables, string[] where, string?[] lookup, int limit, [EnumeratorCancellation] CancellationToken ct)
     {
         var perTable = await Task.WhenAll(tables.Select(async (table, i) =>
         {
             var rows = new List<(Event Event, int Table)>();
-            var from = (await _client.QueryTextAsync(
-                $"SELECT count(), min(time_ns) FROM (SELECT time_ns FROM {_database}.{index[i] ?? table.Name}{WhereClause(where[i])} ORDER BY time_ns DESC LIMIT {SqlLiteral.Integer((long)limit)}) FORMAT TabSeparated",
-                ct)).Trim().Split('\t');
-            if (from[0] == "0")
+            string newest;
+            if (lookup[i] is { } minutesSql)
             {
-                return rows;
+                Interlocked.Increment(ref _portCountLookups);
+                var found = (await _client.QueryTextAsync(minutesSql, ct)).Trim().Split('\t');
+                if (found[0] == "0")
+                {
+                    return rows;
+                }
+                var fromSecond = long.Parse(found[1], System.Globalization.CultureInfo.InvariantCulture);
+                newest = fromSecond == 0 ? where[i] : EventFilterSql.And([where[i], $"time >= {SqlLiteral.DateTime(DateTimeOffset.FromUnixTimeSeconds(fromSecond))}"]);
             }
+            else
+            {
+                var from = (await _client.QueryTextAsync(
+                    $"SELECT count(), min(time_ns) FROM (SELECT time_ns FROM {_database}.{table.Name}{WhereClause(where[i])} ORDER BY time_ns DESC LIMIT {SqlLiteral.Integer((long)limit)}) FORMAT TabSeparated",
+                    ct)).Trim().Split('\t');
+                if (from[0] == "0")
+                {
+                    return rows;
+                }
 
-            var oldest = ulong.Parse(from[1], System.Globalization.CultureInfo.InvariantCulture);
-            var newest = EventFilterSql.And([where[i], $"time >= {SqlLiteral.DateTime(DateTimeOffset.FromUnixTimeSeconds((long)(oldest / 1_000_000_000)))}", $"time_ns >= {SqlLiteral.Integer(oldest)}"]);
+                var oldest = ulong.Parse(from[1], System.Globalization.CultureInfo.InvariantCulture);
+                newest = EventFilterSql.And([where[i], $"time >= {SqlLiteral.DateTime(DateTimeOffset.FromUnixTimeSeconds((long)(oldest / 1_000_000_000)))}", $"time_ns >= {SqlLiteral.Integer(oldest)}"]);
+            }
             await foreach (var row in _client.QueryJsonEachRowAsync(Select(table, newest) + " ORDER BY time_ns DESC LIMIT " + SqlLiteral.Integer((long)limit), ct))
             {
                 rows.Add((table.ReadRow(row), i));

@@ -50,7 +50,7 @@ public sealed class ClickHouseOptions
 
     /// <summary>
     /// Whether queries may read the tables derived from flows (hourly summaries for group-by, the
-    /// dst_port index for the newest flows to a port) where they answer exactly what the flows table
+    /// per-minute dst_port counts for the newest flows to a port) where they answer exactly what the flows table
     /// would. Off: every query reads the event tables, as a fallback or to compare the two.
     /// </summary>
     public bool UseFlowSummaries { get; set; } = true;

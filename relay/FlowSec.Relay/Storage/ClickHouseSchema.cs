@@ -40,8 +40,11 @@ public sealed class ClickHouseSchema
         new("batch_id on event tables, stored_batches table", (db, _) => string.Join(";\n",
             EventTables.All.Select(t => $"ALTER TABLE {db}.{t.Name} ADD COLUMN `{EventTable.BatchIdColumn}` UInt64")
                 .Append(StoredBatches.CreateSql(db)))),
-        new("flow_summary_src and flows_by_dst_port (materialized views, backfilled)", null, (schema, lowCardinality, ct) => schema.CreateFlowSummariesAsync(lowCardinality, ct)),
+        // Step 8 also created flows_by_dst_port (one row per flow) until step 10 replaced it; a database
+        // upgraded from before 8 gets only what step 10 keeps.
+        new("flow_summary_src (materialized view, backfilled)", null, (schema, lowCardinality, ct) => schema.CreateFlowSummariesAsync(FlowSummary.Sources, lowCardinality, ct)),
         new("claimed_batches table", (db, _) => StoredBatches.CreateClaimsSql(db)),
+        new("flow_dst_port_minutes replaces flows_by_dst_port (materialized view, backfilled)", null, (schema, lowCardinality, ct) => schema.ReplacePortIndexAsync(lowCardinality, ct)),
     ];
 
     private sealed record Migration(string Description, Func<string, bool, string>? Sql, Func<ClickHouseSchema, bool, CancellationToken, Task>? Run = null);
@@ -104,7 +107,20 @@ public sealed class ClickHouseSchema
     }
 
     /// <summary>
-    /// Creates each table derived from flows (<see cref="FlowSummary"/>) and the materialized view that
+    /// Drops the per-flow port index of schema version 8 (its view first, so nothing fills it while it
+    /// goes) and creates the per-minute port counts that replace it. Relays of the release before
+    /// read the old index for "newest flows to a port"; those queries fail on an upgraded database
+    /// until those relays are upgraded too.
+    /// </summary>
+    private async Task ReplacePortIndexAsync(bool lowCardinality, CancellationToken ct)
+    {
+        await _client.ExecuteAsync($"DROP TABLE IF EXISTS {_database}.`flows_by_dst_port_mv`", null, ct);
+        await _client.ExecuteAsync($"DROP TABLE IF EXISTS {_database}.`flows_by_dst_port`", null, ct);
+        await CreateFlowSummariesAsync(FlowSummary.DestinationPortMinutes, lowCardinality, ct);
+    }
+
+    /// <summary>
+    /// Creates a table derived from flows (<see cref="FlowSummary"/>) and the materialized view that
     /// fills it from every later INSERT, then fills it from the flows already stored, one day
     /// partition per INSERT … SELECT so no statement grows with the table's age. The view is created
     /// without IF NOT EXISTS: only the relay whose CREATE succeeded backfills, so two relays running
@@ -113,27 +129,24 @@ public sealed class ClickHouseSchema
     /// the view is being created could be summed twice or not at all, so upgrade a fleet with one
     /// relay writing, or accept that window.
     /// </summary>
-    private async Task CreateFlowSummariesAsync(bool lowCardinality, CancellationToken ct)
+    private async Task CreateFlowSummariesAsync(FlowSummary derived, bool lowCardinality, CancellationToken ct)
     {
-        foreach (var derived in FlowSummary.All)
+        await _client.ExecuteAsync(derived.CreateSql(_database, lowCardinality), null, ct);
+        try
         {
-            await _client.ExecuteAsync(derived.CreateSql(_database, lowCardinality), null, ct);
-            try
-            {
-                await _client.ExecuteAsync(derived.CreateViewSql(_database), null, ct);
-            }
-            catch (ClickHouseException e) when (e.Code == TableExistsCode)
-            {
-                continue; // another relay created the view, and backfills
-            }
-            var partitions = await _client.QueryTextAsync(
-                $"SELECT DISTINCT partition FROM system.parts WHERE active AND database = {SqlLiteral.String(_database)} " +
-                $"AND table = {SqlLiteral.String(FlowTable.Table.Name)} ORDER BY partition FORMAT TabSeparated", ct);
-            foreach (var line in partitions.Split('\n', StringSplitOptions.RemoveEmptyEntries))
-            {
-                var day = int.Parse(line.Trim().Trim('\''), NumberStyles.None, CultureInfo.InvariantCulture);
-                await _client.ExecuteAsync(derived.BackfillSql(_database, day), null, ct);
-            }
+            await _client.ExecuteAsync(derived.CreateViewSql(_database), null, ct);
+        }
+        catch (ClickHouseException e) when (e.Code == TableExistsCode)
+        {
+            return; // another relay created the view, and backfills
+        }
+        var partitions = await _client.QueryTextAsync(
+            $"SELECT DISTINCT partition FROM system.parts WHERE active AND database = {SqlLiteral.String(_database)} " +
+            $"AND table = {SqlLiteral.String(FlowTable.Table.Name)} ORDER BY partition FORMAT TabSeparated", ct);
+        foreach (var line in partitions.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var day = int.Parse(line.Trim().Trim('\''), NumberStyles.None, CultureInfo.InvariantCulture);
+            await _client.ExecuteAsync(derived.BackfillSql(_database, day), null, ct);
         }
     }
 

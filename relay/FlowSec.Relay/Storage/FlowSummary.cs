@@ -4,11 +4,13 @@ namespace FlowSec.Relay.Storage;
 
 /// <summary>
 /// A table derived from <c>flows</c> by a materialized view, which ClickHouse fills on every INSERT
-/// into flows (whoever inserts): an hourly SummingMergeTree summary for group-by queries, or the
-/// <c>dst_port</c> index for "newest flows to a port". Each holds a subset of the flow columns
-/// under the same names, so a filter's SQL for flows runs on it unchanged when every column the
-/// filter names is here (see <see cref="Covers"/>); queries that name any other column read flows.
-/// Partitions are UTC days like the event tables', so retention drops them the same way.
+/// into flows (whoever inserts): a SummingMergeTree of flow counts (and, for the hourly summaries,
+/// byte and packet sums) per time bucket and key columns — an hourly summary for group-by queries,
+/// or the per-minute count of flows to each <c>dst_port</c> for "newest flows to a port". Each holds
+/// a subset of the flow columns under the same names, so a filter's SQL for flows runs on it
+/// unchanged when every column the filter names is here (see <see cref="Covers"/>); queries that
+/// name any other column read flows. Partitions are UTC days like the event tables', so retention
+/// drops them the same way.
 /// </summary>
 internal sealed partial class FlowSummary
 {
@@ -30,18 +32,19 @@ internal sealed partial class FlowSummary
 
     private readonly HashSet<string> _columns;
 
-    private FlowSummary(string name, string[] keyColumns, bool summing)
+    private readonly (string Name, string Expression)[] _sums;
+
+    // Hourly summaries order by the hour first (a window's whole hours are one range of marks);
+    // the per-minute port counts by the key first (one port's minutes together).
+    private FlowSummary(string name, string[] keyColumns, bool hourly)
     {
         Name = SqlLiteral.Identifier(name);
         KeyColumns = keyColumns;
-        IsSummary = summing;
-        _columns = [.. keyColumns, "time", "time_ns"];
-        if (summing)
-        {
-            // A summary has no per-row time; the hour bucket stands for it (see ClickHouseEventStore).
-            _columns.Remove("time");
-            _columns.Remove("time_ns");
-        }
+        IsSummary = hourly;
+        BucketColumn = hourly ? "hour" : "minute";
+        _sums = hourly ? Sums : Sums[..1];
+        // No per-row time: the bucket stands for it (see ClickHouseEventStore).
+        _columns = [.. keyColumns];
     }
 
     /// <summary>
@@ -49,14 +52,16 @@ internal sealed partial class FlowSummary
     /// pod sent. Small whatever the traffic's shape: hours × source pods × a few verdicts.
     /// </summary>
     public static FlowSummary Sources { get; } = new("flow_summary_src",
-        ["node", "src_namespace", "src_pod", "src_workload", "protocol", "verdict", "drop_reason"], summing: true);
+        ["node", "src_namespace", "src_pod", "src_workload", "protocol", "verdict", "drop_reason"], hourly: true);
 
     /// <summary>
-    /// One row per flow holding only its time and destination port, ordered by port: for "the newest N
-    /// flows to port P" the time of the N-th newest is read from this port's rows, not from every
-    /// flow's port column; the whole rows then come from flows, from that time on.
+    /// The number of flows to each destination port per minute, ordered by port: for "the newest N
+    /// flows to port P" the minute from which on P has at least N flows is read from a few of this
+    /// port's rows, not from every flow's port column; the whole rows then come from flows, from
+    /// that minute on. Replaced a per-flow (port, time) index (schema version 10), which cost the
+    /// server a row to insert and merge for every flow (see docs/benchmarks.md).
     /// </summary>
-    public static FlowSummary DestinationPortIndex { get; } = new("flows_by_dst_port", ["dst_port"], summing: false);
+    public static FlowSummary DestinationPortMinutes { get; } = new("flow_dst_port_minutes", ["dst_port"], hourly: false);
 
     /// <summary>Every derived table, summaries smallest first (the order <see cref="SummaryFor"/> tries them).</summary>
     /// <remarks>
@@ -66,7 +71,7 @@ internal sealed partial class FlowSummary
     /// flows cost the server about 2.5 times as much (see docs/benchmarks.md). A fleet whose edges
     /// repeat may want it; adding it is one entry here and a migration.
     /// </remarks>
-    public static IReadOnlyList<FlowSummary> All { get; } = [Sources, DestinationPortIndex];
+    public static IReadOnlyList<FlowSummary> All { get; } = [Sources, DestinationPortMinutes];
 
     /// <summary>Table name inside the FlowSec database.</summary>
     public string Name { get; }
@@ -74,11 +79,14 @@ internal sealed partial class FlowSummary
     /// <summary>The materialized view that fills the table.</summary>
     public string ViewName => Name + "_mv";
 
-    /// <summary>The flow columns the table keeps (besides the hour bucket or time).</summary>
+    /// <summary>The flow columns the table keeps (besides the time bucket).</summary>
     public IReadOnlyList<string> KeyColumns { get; }
 
-    /// <summary>Whether this is an hourly summary (SummingMergeTree) rather than a per-flow index.</summary>
+    /// <summary>Whether this is an hourly summary for group-by queries rather than the per-minute port counts.</summary>
     public bool IsSummary { get; }
+
+    /// <summary>The time bucket column: <c>hour</c> or <c>minute</c>, the start of the bucket (DateTime, UTC).</summary>
+    public string BucketColumn { get; }
 
     /// <summary>The smallest summary holding every one of <paramref name="columns"/>, or null.</summary>
     public static FlowSummary? SummaryFor(IEnumerable<string> columns)
@@ -110,15 +118,11 @@ internal sealed partial class FlowSummary
     public string CreateSql(string database, bool lowCardinality)
     {
         var types = FlowTable.Table.Columns.ToDictionary(c => c.Name, c => lowCardinality ? c.Type : c.Type.Replace("LowCardinality(String)", "String", StringComparison.Ordinal));
-        var db = SqlLiteral.Identifier(database);
         var keys = string.Join("", KeyColumns.Select(c => $"`{c}` {types[c]}, "));
-        return IsSummary
-            ? $"CREATE TABLE IF NOT EXISTS {db}.{Name} (`hour` DateTime('UTC'), {keys}{string.Join(", ", Sums.Select(s => $"`{s.Name}` UInt64"))}) " +
-              $"ENGINE = SummingMergeTree(({string.Join(", ", Sums.Select(s => s.Name))})) PARTITION BY toYYYYMMDD(hour) " +
-              $"ORDER BY (hour, {string.Join(", ", KeyColumns)})"
-            // Port first, then the hour bucket: a port and a time window narrow to one range of marks.
-            : $"CREATE TABLE IF NOT EXISTS {db}.{Name} ({keys}`time` DateTime('UTC'), `time_ns` UInt64) " +
-              $"ENGINE = MergeTree PARTITION BY toYYYYMMDD(time) ORDER BY ({string.Join(", ", KeyColumns)}, toStartOfHour(time), time_ns)";
+        IEnumerable<string> order = IsSummary ? [BucketColumn, .. KeyColumns] : [.. KeyColumns, BucketColumn];
+        return $"CREATE TABLE IF NOT EXISTS {SqlLiteral.Identifier(database)}.{Name} (`{BucketColumn}` DateTime('UTC'), {keys}{string.Join(", ", _sums.Select(s => $"`{s.Name}` UInt64"))}) " +
+               $"ENGINE = SummingMergeTree(({string.Join(", ", _sums.Select(s => s.Name))})) PARTITION BY toYYYYMMDD({BucketColumn}) " +
+               $"ORDER BY ({string.Join(", ", order)})";
     }
 
     /// <summary>
@@ -132,17 +136,15 @@ internal sealed partial class FlowSummary
     public string BackfillSql(string database, int day) =>
         $"INSERT INTO {SqlLiteral.Identifier(database)}.{Name} ({string.Join(", ", InsertColumns())}) {SelectSql(database, day)}";
 
-    private IEnumerable<string> InsertColumns() =>
-        IsSummary ? ["hour", .. KeyColumns, .. Sums.Select(s => s.Name)] : [.. KeyColumns, "time", "time_ns"];
+    private IEnumerable<string> InsertColumns() => [BucketColumn, .. KeyColumns, .. _sums.Select(s => s.Name)];
 
     private string SelectSql(string database, int? day)
     {
         var from = $"{SqlLiteral.Identifier(database)}.{FlowTable.Table.Name}" +
                    (day is { } d ? $" WHERE toYYYYMMDD(time) = {SqlLiteral.Integer((long)d)}" : "");
         var keys = string.Join(", ", KeyColumns.Select(c => $"`{c}`"));
-        return IsSummary
-            ? $"SELECT toStartOfHour(time) AS hour, {keys}, {string.Join(", ", Sums.Select(s => $"{s.Expression} AS {s.Name}"))} FROM {from} GROUP BY hour, {keys}"
-            : $"SELECT {keys}, time, time_ns FROM {from}";
+        var bucket = IsSummary ? "toStartOfHour(time)" : "toStartOfMinute(time)";
+        return $"SELECT {bucket} AS {BucketColumn}, {keys}, {string.Join(", ", _sums.Select(s => $"{s.Expression} AS {s.Name}"))} FROM {from} GROUP BY {BucketColumn}, {keys}";
     }
 
     /// <summary>The SUM of a summed column as the aggregate query names it: count, sent or received bytes.</summary>
@@ -164,6 +166,12 @@ internal sealed partial class FlowSummary
     /// <summary>The start of the hour holding <paramref name="t"/>.</summary>
     internal static DateTimeOffset HourFloor(DateTimeOffset t) =>
         new(t.UtcTicks - t.UtcTicks % TimeSpan.TicksPerHour, TimeSpan.Zero);
+
+    /// <summary>Unix seconds of the first whole minute at or after <paramref name="t"/>.</summary>
+    internal static long MinuteCeilingSeconds(DateTimeOffset t) => (t.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks + TimeSpan.TicksPerMinute - 1) / TimeSpan.TicksPerMinute * 60;
+
+    /// <summary>Unix seconds of the start of the minute holding <paramref name="t"/> (at or after 1970).</summary>
+    internal static long MinuteFloorSeconds(DateTimeOffset t) => (t.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks) / TimeSpan.TicksPerMinute * 60;
 
     // '…' with backslash escapes, as SqlLiteral writes them.
     [GeneratedRegex(@"'(?:[^'\\]|\\.)*'", RegexOptions.Singleline)]

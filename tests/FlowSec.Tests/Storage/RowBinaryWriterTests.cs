@@ -58,6 +58,24 @@ public sealed class RowBinaryWriterTests(ClickHouseServer ch) : IClassFixture<Cl
         w.WrittenMemory.ToArray().Should().Equal(expected.WrittenMemory.ToArray());
     }
 
+    [Theory]
+    [InlineData(0, "00")]
+    [InlineData(1, "01")]
+    [InlineData(127, "7F")] // the longest with a one-byte length, written in one reservation
+    [InlineData(128, "8001")]
+    [InlineData(300, "AC02")]
+    public void Raw_UTF8_strings_are_a_LEB128_length_then_the_bytes(int length, string lengthHex)
+    {
+        var value = Enumerable.Range(0, length).Select(i => (byte)('a' + i % 26)).ToArray();
+        var w = new RowBinaryWriter(16); // grows while writing
+        w.WriteUInt8(0xEE);
+        w.WriteString(value.AsSpan());
+        w.WriteString(value.AsSpan());
+
+        var one = Convert.FromHexString(lengthHex).Concat(value).ToArray();
+        w.WrittenMemory.ToArray().Should().Equal([0xEE, .. one, .. one]);
+    }
+
     [Fact]
     public void FixedString_refuses_values_that_do_not_fit()
     {
