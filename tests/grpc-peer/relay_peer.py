@@ -62,7 +62,11 @@ out("push", acks=[{"batch_id": a.batch_id, "accepted": a.accepted} for a in acks
 deadline = time.time() + 15
 found = None
 while time.time() < deadline and found is None:
-    request = relay_pb2.GetEventsRequest(since_unix_nano=now_ns - 60_000_000_000, event_types=[events_pb2.EVENT_TYPE_FLOW])
+    # Filtered to this peer's node and port (filters as data): the shared test stack may hold many
+    # other flows from the last minute, and streaming them all to python could outlast the deadline.
+    request = relay_pb2.GetEventsRequest(
+        since_unix_nano=now_ns - 60_000_000_000, event_types=[events_pb2.EVENT_TYPE_FLOW],
+        allow=[relay_pb2.EventFilter(node=[node], destination_port=[port])])
     for e in get_events(request, metadata=auth, timeout=10):
         if e.node == node and e.destination.port == port:
             found = e
