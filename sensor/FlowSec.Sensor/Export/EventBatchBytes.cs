@@ -54,7 +54,7 @@ internal sealed class EventBatchBytes : WriteOnlyMessage
     {
         Span<int> nested = stackalloc int[3];
         nested.Clear();
-        int size = EncodedEventBatch.EventSize(e, nested);
+        int size = EventEncoding.EventSize(e, nested);
         int total = 1 + CodedOutputStream.ComputeLengthSize(size) + size;
         var segment = Room(total);
         int at = _used[^1];
@@ -157,7 +157,7 @@ internal sealed class EventBatchBytes : WriteOnlyMessage
         {
             output.WriteRawTag(EventTag);
             output.WriteLength(_size);
-            EncodedEventBatch.WriteEvent(ref output, _event!, _source, _destination, _flow);
+            EventEncoding.WriteEvent(ref output, _event!, _source, _destination, _flow);
         }
 
         public override int CalculateSize() => 1 + CodedOutputStream.ComputeLengthSize(_size) + _size;

@@ -6,7 +6,7 @@ namespace FlowSec.Sensor.Export;
 
 /// <summary>
 /// A message the sensor writes itself instead of through Google.Protobuf's generated code (to size
-/// each part once, or to write bytes encoded earlier): the <see cref="IMessage"/> plumbing, and the
+/// each part once and write the bytes encoded earlier): the <see cref="IMessage"/> plumbing, and the
 /// <see cref="EventBatch"/> fields around a batch's events, in the generated code's order.
 /// </summary>
 internal abstract class WriteOnlyMessage : IMessage, IBufferMessage

@@ -22,7 +22,7 @@ public class EventBatchBytesTests
             // Up to ~400 events of up to a few KB: most rounds fill several 64 KiB segments.
             for (int i = random.Next(0, 400); i > 0; i--)
             {
-                var e = EncodedEventBatchTests.RandomEvent(random);
+                var e = EventEncodingTests.RandomEvent(random);
                 batch.Events.Add(e);
                 bytes.Add(e);
             }
@@ -68,7 +68,7 @@ public class EventBatchBytesTests
     [Fact]
     public async Task Framed_for_grpc_like_the_generated_message()
     {
-        var e = EncodedEventBatchTests.RandomEvent(new Random(3));
+        var e = EventEncodingTests.RandomEvent(new Random(3));
         var batch = new EventBatch { Node = "n", BatchId = 3, Events = { e } };
         var bytes = new EventBatchBytes { Node = "n", BatchId = 3 };
         bytes.Add(e);

@@ -4,7 +4,10 @@ using Google.Protobuf;
 
 namespace FlowSec.Tests.Sensor.Export;
 
-public class EncodedEventBatchTests
+/// <summary>
+/// <see cref="EventEncoding"/> writes events field by field, as <see cref="EventBatchBytes"/> adds them.
+/// </summary>
+public class EventEncodingTests
 {
     [Fact]
     public void Writes_the_bytes_protobuf_writes_for_every_kind_of_event()
@@ -24,7 +27,7 @@ public class EncodedEventBatchTests
                 batch.Events.Add(RandomEvent(random));
             }
 
-            var encoded = new EncodedEventBatch(batch);
+            var encoded = Encoded(batch);
 
             encoded.CalculateSize().Should().Be(batch.CalculateSize());
             encoded.ToByteArray().Should().Equal(batch.ToByteArray(), "round {0}", round);
@@ -34,12 +37,12 @@ public class EncodedEventBatchTests
     [Fact]
     public void Knows_every_field_the_protos_define()
     {
-        // EncodedEventBatch writes these messages field by field: a field added to events.proto or
+        // EventEncoding and the batch header write these messages field by field: a field added to events.proto or
         // relay.proto must be added there too, or it would silently not reach the relay.
-        Numbers(EventBatch.Descriptor).Should().Equal([1, 2, 3, 4, 5], "EncodedEventBatch writes EventBatch fields 1-5");
-        Numbers(Event.Descriptor).Should().Equal([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], "EncodedEventBatch writes Event fields 1-11");
-        Numbers(Endpoint.Descriptor).Should().Equal([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], "EncodedEventBatch writes Endpoint fields 1-11");
-        Numbers(Flow.Descriptor).Should().Equal([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13], "EncodedEventBatch writes Flow fields 1-13");
+        Numbers(EventBatch.Descriptor).Should().Equal([1, 2, 3, 4, 5], "the sensor writes EventBatch fields 1-5");
+        Numbers(Event.Descriptor).Should().Equal([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], "the sensor writes Event fields 1-11");
+        Numbers(Endpoint.Descriptor).Should().Equal([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], "the sensor writes Endpoint fields 1-11");
+        Numbers(Flow.Descriptor).Should().Equal([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13], "the sensor writes Flow fields 1-13");
     }
 
     private static int[] Numbers(Google.Protobuf.Reflection.MessageDescriptor message) =>
@@ -52,7 +55,7 @@ public class EncodedEventBatchTests
         batch.Events.Add(RandomEvent(new Random(1)));
         batch.Events.Add(new Event());
 
-        EventBatch.Parser.ParseFrom(new EncodedEventBatch(batch).ToByteArray()).Should().Be(batch);
+        EventBatch.Parser.ParseFrom(Encoded(batch).ToByteArray()).Should().Be(batch);
     }
 
     [Fact]
@@ -62,9 +65,21 @@ public class EncodedEventBatchTests
         batch.Events.Add(RandomEvent(new Random(2)));
         using var framed = new MemoryStream();
 
-        await FlowSec.Api.Grpc.GrpcFraming.WriteAsync(framed, new EncodedEventBatch(batch), CancellationToken.None);
+        await FlowSec.Api.Grpc.GrpcFraming.WriteAsync(framed, Encoded(batch), CancellationToken.None);
 
         framed.ToArray()[5..].Should().Equal(batch.ToByteArray());
+    }
+
+    /// <summary>The batch as the exporter builds it: header first here, then each event encoded as it is added.</summary>
+    internal static EventBatchBytes Encoded(EventBatch batch)
+    {
+        var encoded = new EventBatchBytes { Node = batch.Node, BatchId = batch.BatchId, Status = batch.Status, Resent = batch.Resent };
+        foreach (var e in batch.Events)
+        {
+            encoded.Add(e);
+        }
+
+        return encoded;
     }
 
     internal static Event RandomEvent(Random random)

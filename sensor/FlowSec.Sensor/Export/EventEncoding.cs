@@ -1,75 +1,31 @@
 using FlowSec.Api.V1;
 using Google.Protobuf;
 using Google.Protobuf.Collections;
-using Google.Protobuf.Reflection;
 using Endpoint = FlowSec.Api.V1.Endpoint;
 
 namespace FlowSec.Sensor.Export;
 
 /// <summary>
-/// Writes an <see cref="EventBatch"/> in exactly the bytes <c>batch.ToByteArray()</c> gives, but
-/// sizes each event and its endpoints and flow once. Google.Protobuf's generated code sizes a
-/// nested message again every time it writes one: the batch's size, then each event's length
-/// prefix, then each endpoint's, so every endpoint was sized three times (about 12 % of the
-/// sensor's CPU at 10 k connections/s, docs/benchmarks.md 2026-12-05, third session).
+/// Writes one <see cref="Event"/> in exactly the bytes Google.Protobuf's generated code writes, but
+/// sizes the event and its endpoints and flow once. The generated code sizes a nested message again
+/// every time it writes one: the batch's size, then each event's length prefix, then each
+/// endpoint's, so every endpoint was sized three times (about 12 % of the sensor's CPU at 10 k
+/// connections/s, docs/benchmarks.md 2026-12-05, third session). <see cref="EventBatchBytes"/>
+/// encodes each event with it as the exporter takes it.
 /// </summary>
 /// <remarks>
 /// Fields follow the order and presence rules of the generated <c>InternalWriteTo</c> methods
-/// (events.proto, relay.proto); <c>EncodedEventBatchTests</c> compares the bytes. Fields unknown
-/// to this build are not written: use it for batches this sensor built, not for ones read back
-/// from a spool written by another version. Write-only; the batch must not change between
-/// <see cref="CalculateSize"/> and the write.
+/// (events.proto); <c>EventEncodingTests</c> checks every field is known and
+/// <c>EventBatchBytesTests</c> compares the bytes. Fields unknown to this build are not written:
+/// use it for events this sensor built, not for ones read back from a spool written by another
+/// version. The event must not change between <see cref="EventSize"/> and <see cref="WriteEvent"/>.
 /// </remarks>
-internal sealed class EncodedEventBatch(EventBatch batch) : WriteOnlyMessage
+internal static class EventEncoding
 {
     // As generated for Endpoint.labels (field 10) and Endpoint.names (field 11).
     private static readonly MapField<string, string>.Codec LabelsCodec =
         new(FieldCodec.ForString(10, ""), FieldCodec.ForString(18, ""), 82);
     private static readonly FieldCodec<string> NamesCodec = FieldCodec.ForString(90);
-
-    // Per event: its size, then its source's, destination's and flow's (0 when absent).
-    private int[]? _sizes;
-
-    /// <summary>The batch written.</summary>
-    public EventBatch Batch => batch;
-
-    /// <inheritdoc />
-    public override MessageDescriptor Descriptor => EventBatch.Descriptor;
-
-    /// <inheritdoc />
-    public override int CalculateSize()
-    {
-        var events = batch.Events;
-        var sizes = new int[events.Count * 4];
-        int size = BatchFieldsSize(batch.Node, batch.BatchId, batch.Status, batch.Resent);
-        for (int i = 0; i < events.Count; i++)
-        {
-            int eventSize = EventSize(events[i], sizes.AsSpan(i * 4 + 1, 3));
-            sizes[i * 4] = eventSize;
-            size += 1 + CodedOutputStream.ComputeLengthSize(eventSize) + eventSize;
-        }
-        _sizes = sizes;
-        return size;
-    }
-
-    /// <inheritdoc />
-    public override void InternalWriteTo(ref WriteContext output)
-    {
-        if (_sizes is null || _sizes.Length != batch.Events.Count * 4)
-        {
-            CalculateSize();
-        }
-        int[] sizes = _sizes!;
-        WriteBatchHead(ref output, batch.Node, batch.BatchId);
-        var events = batch.Events;
-        for (int i = 0; i < events.Count; i++)
-        {
-            output.WriteRawTag(26);
-            output.WriteLength(sizes[i * 4]);
-            WriteEvent(ref output, events[i], sizes[i * 4 + 1], sizes[i * 4 + 2], sizes[i * 4 + 3]);
-        }
-        WriteBatchTail(ref output, batch.Status, batch.Resent);
-    }
 
     /// <summary>The size of one event; <paramref name="nested"/> receives its source's, destination's and flow's.</summary>
     internal static int EventSize(Event e, Span<int> nested)
