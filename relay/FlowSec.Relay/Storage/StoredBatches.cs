@@ -245,8 +245,8 @@ public sealed class StoredBatches
             return new HashSet<(string, ulong)>();
         }
 
-        // One id range per node, not every id: a block can hold thousands of batches, and an IN list
-        // that long would pass ClickHouse's max_query_size. Claims are few; the exact set is picked here.
+        // One id range per node, not every id: a block can hold thousands of batches, and a range per
+        // node is a short statement over the (node, batch_id) sort key. Claims are few; the exact set is picked here.
         var wanted = batches.ToHashSet();
         var ranges = string.Join(" OR ", batches.GroupBy(b => b.Node, StringComparer.Ordinal).Select(g =>
             $"(node = {SqlLiteral.String(g.Key)} AND batch_id BETWEEN {SqlLiteral.Integer(g.Min(b => b.BatchId))} AND {SqlLiteral.Integer(g.Max(b => b.BatchId))})"));
