@@ -72,8 +72,16 @@ public sealed class SensorEventQueue
     /// With an enricher the event is enriched here and, when it can be named at once, encoded: the
     /// caller must not change it afterwards.
     /// </summary>
-    public bool TryEnqueue(Event e, uint netns = 0)
+    public bool TryEnqueue(Event e, uint netns = 0) => TryEnqueue(e, netns, out _);
+
+    /// <summary>
+    /// As <see cref="TryEnqueue(Event, uint)"/>; <paramref name="keptEvent"/> tells whether the queue
+    /// keeps a reference to <paramref name="e"/> (queued as the event itself). When it does not (the
+    /// event was encoded, dropped or left out), the caller may build its next event into it.
+    /// </summary>
+    public bool TryEnqueue(Event e, uint netns, out bool keptEvent)
     {
+        keptEvent = false;
         if (!_scope.Admits(e, netns))
         {
             return true;
@@ -81,6 +89,7 @@ public sealed class SensorEventQueue
         var item = _enricher is not null && _enricher.TryEnrich(e) ? new QueuedEvent(EventBatchBytes.Encode(e)) : new QueuedEvent(e);
         if (_channel.Writer.TryWrite(item))
         {
+            keptEvent = item.Event is not null;
             Interlocked.Increment(ref _enqueued);
             if (Volatile.Read(ref _waiter) is { } waiter && _channel.Reader.Count >= Volatile.Read(ref _waitingFor))
             {

@@ -34,8 +34,11 @@ public sealed class RelayExporterQueuedBytesTests : IAsyncLifetime, IDisposable
         var queue = new SensorEventQueue(capacity: 16, enricher: new EndpointEnricher(new CgroupResolver(_root.FullName), []));
 
         // The client's side closes first: nothing local has claimed 10.0.0.1 yet.
-        queue.TryEnqueue(Flow(1, Local("10.0.0.2", client, "wrk"), Remote("10.0.0.1"))).Should().BeTrue();
-        queue.TryEnqueue(Flow(2, Remote("10.0.0.2"), Local("10.0.0.1", server, "nginx"))).Should().BeTrue();
+        queue.TryEnqueue(Flow(1, Local("10.0.0.2", client, "wrk"), Remote("10.0.0.1")), 0, out bool firstKept).Should().BeTrue();
+        queue.TryEnqueue(Flow(2, Remote("10.0.0.2"), Local("10.0.0.1", server, "nginx")), 0, out bool secondKept).Should().BeTrue();
+
+        firstKept.Should().BeTrue("the queue holds that event: its capture must not build the next flow into it");
+        secondKept.Should().BeFalse("only its bytes are queued: its capture may reuse it");
 
         queue.Reader.TryRead(out var first).Should().BeTrue();
         first.Event.Should().NotBeNull("its destination may still turn out to be a local workload's: the exporter names it at the batch's end");
@@ -94,7 +97,8 @@ public sealed class RelayExporterQueuedBytesTests : IAsyncLifetime, IDisposable
 
         for (int i = 1; i <= 3; i++)
         {
-            queue.TryEnqueue(Flow(i, Local("127.0.0.1", 0, "curl"), Remote("127.0.0.1"))).Should().Be(i <= 2);
+            queue.TryEnqueue(Flow(i, Local("127.0.0.1", 0, "curl"), Remote("127.0.0.1")), 0, out bool keptEvent).Should().Be(i <= 2);
+            keptEvent.Should().BeFalse("queued as bytes, or dropped");
         }
 
         queue.Dropped.Should().Be(1);
