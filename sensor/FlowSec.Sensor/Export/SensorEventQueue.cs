@@ -12,12 +12,13 @@ namespace FlowSec.Sensor.Export;
 /// <remarks>
 /// With an <see cref="EndpointEnricher"/> (as the sensor runs), an event is enriched and encoded
 /// into its wire bytes by the capture thread that offers it, right after that thread built it,
-/// and only the bytes wait for the exporter. Enriched later, on the exporter's thread, every event
-/// had left the caches (nginx and wrk evict them between the sensor's turns): enrichment and
-/// encoding cost twice what they do on hot objects (docs/benchmarks.md, issue 3, sixth session).
-/// An event whose naming must wait for the rest of its batch (<see cref="EndpointEnricher.TryEnrich"/>)
-/// is queued as the event itself, as is every event of a queue without an enricher (tests of one
-/// capture read them): the exporter enriches those when it takes them.
+/// and only the bytes wait for the exporter: the capture then knows at once that nothing refers to
+/// the event any more and can build its next one into it (see <see cref="TryEnqueue(Event, uint, out bool)"/>).
+/// Moving the work alone saved no CPU (docs/benchmarks.md, issue 3, sixth session); the objects not
+/// allocated did. An event whose naming must wait for the rest of its batch
+/// (<see cref="EndpointEnricher.TryEnrich"/>) is queued as the event itself, as is every event of a
+/// queue without an enricher (tests of one capture read them): the exporter enriches those when it
+/// takes them.
 /// </remarks>
 public sealed class SensorEventQueue
 {
