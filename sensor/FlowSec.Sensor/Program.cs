@@ -31,7 +31,8 @@ catch (Exception ex) when (ex is ArgumentException or InvalidOperationException)
     return 2;
 }
 builder.Services.AddSingleton(scope);
-builder.Services.AddSingleton(sp => new SensorEventQueue(scope: sp.GetRequiredService<CgroupScope>()));
+// Events are enriched and encoded by the capture thread that queues them (see SensorEventQueue).
+builder.Services.AddSingleton(sp => new SensorEventQueue(scope: sp.GetRequiredService<CgroupScope>(), enricher: sp.GetRequiredService<EndpointEnricher>()));
 // Registered first so it stops last: captures stop, then the exporter drains what they produced.
 builder.Services.AddSingleton<RelayExporter>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<RelayExporter>());

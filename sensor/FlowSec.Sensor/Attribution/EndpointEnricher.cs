@@ -17,11 +17,14 @@ public interface IEndpointNames
 /// <summary>
 /// Gives every endpoint of an event its identity: cgroup id → container/pod/workload, a remote IP
 /// that belongs to another local endpoint → that endpoint's identity, a host process → its name,
-/// and DNS names for addresses. Runs on the export path, one batch at a time, single-threaded.
+/// and DNS names for addresses. Called by the capture threads as they queue events
+/// (<see cref="TryEnrich"/>) and by the exporter for the events it names; one lock serialises them
+/// (the TCP drain thread makes almost all the calls, so it is rarely contended).
 /// </summary>
 public sealed class EndpointEnricher(CgroupResolver cgroups, IEnumerable<IPodMetadataSource> pods, IEndpointNames? names = null)
 {
     private const int MaxEntries = 65_536;
+    private readonly Lock _lock = new();
     private readonly Dictionary<ulong, WorkloadIdentity?> _byCgroup = [];
     private readonly Dictionary<ByteString, WorkloadIdentity> _byLocalIp = [];
     // Routable addresses no local endpoint claimed by the end of a batch (see TryName).
@@ -36,6 +39,7 @@ public sealed class EndpointEnricher(CgroupResolver cgroups, IEnumerable<IPodMet
     /// </summary>
     public void Enrich(IReadOnlyList<Event> events)
     {
+        using var _ = _lock.EnterScope();
         // Indexed: a foreach over the interface would allocate an enumerator and dispatch twice per event.
         for (int i = 0; i < events.Count; i++)
         {
@@ -57,6 +61,7 @@ public sealed class EndpointEnricher(CgroupResolver cgroups, IEnumerable<IPodMet
     /// </summary>
     public void Learn(Event e)
     {
+        using var _ = _lock.EnterScope();
         Learn(e.Source);
         Learn(e.Destination);
     }
@@ -71,6 +76,25 @@ public sealed class EndpointEnricher(CgroupResolver cgroups, IEnumerable<IPodMet
     /// </summary>
     public bool TryName(Event e)
     {
+        using var _ = _lock.EnterScope();
+        return TryNameLocked(e);
+    }
+
+    /// <summary>
+    /// <see cref="Learn(Event)"/> then <see cref="TryName"/> in one step, for an event offered on
+    /// its own (the queue's capture threads): true when it is named, false when it must go through
+    /// <see cref="NameAtBatchEnd"/> after the events queued with it were learned.
+    /// </summary>
+    public bool TryEnrich(Event e)
+    {
+        using var _ = _lock.EnterScope();
+        Learn(e.Source);
+        Learn(e.Destination);
+        return TryNameLocked(e);
+    }
+
+    private bool TryNameLocked(Event e)
+    {
         if (Waits(e.Source) || Waits(e.Destination))
         {
             return false;
@@ -83,6 +107,7 @@ public sealed class EndpointEnricher(CgroupResolver cgroups, IEnumerable<IPodMet
     /// <summary>Names an event <see cref="TryName"/> held back, after the batch's other events were learned.</summary>
     public void NameAtBatchEnd(Event e)
     {
+        using var _ = _lock.EnterScope();
         Name(e.Source);
         Name(e.Destination);
         RememberUnclaimed(e.Source);

@@ -124,7 +124,11 @@ public sealed class TcpCapture : RingBufferCapture
     private void Emit(Event flow)
     {
         // The queue counts its own drops; capture never blocks on export.
-        _queue.TryEnqueue(flow);
+        _queue.TryEnqueue(flow, netns: 0, out bool kept);
+        if (!kept)
+        {
+            _assembler!.Reuse(flow); // encoded (or dropped): its objects carry the next flow
+        }
         Interlocked.Increment(ref _emitted);
     }
 

@@ -52,18 +52,33 @@ internal sealed class EventBatchBytes : WriteOnlyMessage
     /// <summary>Encodes <paramref name="e"/> into the batch; later changes to the event are not sent.</summary>
     public void Add(Event e)
     {
-        Span<int> nested = stackalloc int[3];
-        nested.Clear();
-        int size = EventEncoding.EventSize(e, nested);
-        int total = 1 + CodedOutputStream.ComputeLengthSize(size) + size;
+        _writer.Set(e);
+        int total = _writer.CalculateSize();
         var segment = Room(total);
-        int at = _used[^1];
-        _writer.Set(e, size, nested);
-        _writer.WriteTo(segment.AsSpan(at, total));
-        _writer.Set(null, 0, default);
-        _used[^1] = at + total;
-        _eventBytes += total;
-        EventCount++;
+        _writer.WriteTo(segment.AsSpan(_used[^1], total));
+        _writer.Set(null);
+        Added(total);
+    }
+
+    /// <summary>Adds an event <see cref="Encode"/> encoded (enriched and encoded where it was queued).</summary>
+    public void AddEncoded(ReadOnlySpan<byte> encoded)
+    {
+        var segment = Room(encoded.Length);
+        encoded.CopyTo(segment.AsSpan(_used[^1]));
+        Added(encoded.Length);
+    }
+
+    /// <summary>
+    /// <paramref name="e"/> as it appears inside a batch (tag, length, event), for
+    /// <see cref="AddEncoded"/>; safe to call from any thread.
+    /// </summary>
+    public static byte[] Encode(Event e)
+    {
+        var writer = new SingleEvent();
+        writer.Set(e);
+        var bytes = new byte[writer.CalculateSize()];
+        writer.WriteTo(bytes.AsSpan());
+        return bytes;
     }
 
     /// <summary>
@@ -108,6 +123,13 @@ internal sealed class EventBatchBytes : WriteOnlyMessage
         WriteBatchTail(ref output, Status, Resent);
     }
 
+    private void Added(int bytes)
+    {
+        _used[^1] += bytes;
+        _eventBytes += bytes;
+        EventCount++;
+    }
+
     private byte[] Room(int bytes)
     {
         if (_segments.Count > 0 && _segments[^1].Length - _used[^1] >= bytes)
@@ -146,11 +168,19 @@ internal sealed class EventBatchBytes : WriteOnlyMessage
 
         public override MessageDescriptor Descriptor => Event.Descriptor;
 
-        public void Set(Event? e, int size, ReadOnlySpan<int> nested)
+        /// <summary>Sizes <paramref name="e"/> (and its endpoints and flow) for the write that follows; null forgets it.</summary>
+        public void Set(Event? e)
         {
             _event = e;
-            _size = size;
-            (_source, _destination, _flow) = nested.IsEmpty ? (0, 0, 0) : (nested[0], nested[1], nested[2]);
+            if (e is null)
+            {
+                (_size, _source, _destination, _flow) = (0, 0, 0, 0);
+                return;
+            }
+            Span<int> nested = stackalloc int[3];
+            nested.Clear();
+            _size = EventEncoding.EventSize(e, nested);
+            (_source, _destination, _flow) = (nested[0], nested[1], nested[2]);
         }
 
         public override void InternalWriteTo(ref WriteContext output)

@@ -21,8 +21,8 @@ public sealed class RelayExporter(
     ILogger<RelayExporter> logger) : BackgroundService
 {
     // While a batch fills, the exporter takes events from the queue every this many (or at the
-    // batch's deadline) and encodes them at once: an event then lives a few ms as objects instead
-    // of up to the whole batch delay, so gen0 collections rarely promote it.
+    // batch's deadline) and encodes those still queued as objects at once: an event then lives a
+    // few ms as objects instead of up to the whole batch delay, so gen0 collections rarely promote it.
     private const int TakeEvents = 256;
 
     private readonly LinkedList<Unacked> _unacked = new();
@@ -393,21 +393,26 @@ public sealed class RelayExporter(
     }
 
     /// <summary>
-    /// Takes the events queued now (up to <paramref name="max"/> in the batch): learns the local
-    /// addresses of the whole run first, then names and encodes each event, or holds it back for
-    /// the end of the batch when a peer address may still be claimed by a later event. False when
-    /// the queue was empty.
+    /// Takes the events queued now (up to <paramref name="max"/> in the batch). Those queued as bytes
+    /// (enriched and encoded by the capture that offered them, see <see cref="SensorEventQueue"/>)
+    /// go into the batch as they are; of those queued as events, the local addresses of the whole
+    /// run are learned first, then each is named and encoded, or held back for the end of the batch
+    /// when a peer address may still be claimed by a later event. False when the queue was empty.
     /// </summary>
     private bool TakeAvailable(EventBatchBytes batch, int max)
     {
-        while (batch.EventCount + _heldBack.Count + _run.Count < max && queue.Reader.TryRead(out var e))
+        bool took = false;
+        while (batch.EventCount + _heldBack.Count + _run.Count < max && queue.Reader.TryRead(out var queued))
         {
+            took = true;
+            if (queued.Encoded is { } encoded)
+            {
+                batch.AddEncoded(encoded);
+                continue;
+            }
+            var e = queued.Event!;
             enricher.Learn(e);
             _run.Add(e);
-        }
-        if (_run.Count == 0)
-        {
-            return false;
         }
         foreach (var e in _run)
         {
@@ -421,7 +426,7 @@ public sealed class RelayExporter(
             }
         }
         _run.Clear();
-        return true;
+        return took;
     }
 
     /// <summary>Names and encodes the events held back for the end of the batch.</summary>

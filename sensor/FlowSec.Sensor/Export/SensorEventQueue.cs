@@ -9,10 +9,22 @@ namespace FlowSec.Sensor.Export;
 /// Bounded: when export falls behind, new events are dropped and counted, never buffered without
 /// limit. The disk spool behind the exporter is what absorbs a relay outage.
 /// </summary>
+/// <remarks>
+/// With an <see cref="EndpointEnricher"/> (as the sensor runs), an event is enriched and encoded
+/// into its wire bytes by the capture thread that offers it, right after that thread built it,
+/// and only the bytes wait for the exporter: the capture then knows at once that nothing refers to
+/// the event any more and can build its next one into it (see <see cref="TryEnqueue(Event, uint, out bool)"/>).
+/// Moving the work alone saved no CPU (docs/benchmarks.md, issue 3, sixth session); the objects not
+/// allocated did. An event whose naming must wait for the rest of its batch
+/// (<see cref="EndpointEnricher.TryEnrich"/>) is queued as the event itself, as is every event of a
+/// queue without an enricher (tests of one capture read them): the exporter enriches those when it
+/// takes them.
+/// </remarks>
 public sealed class SensorEventQueue
 {
-    private readonly Channel<Event> _channel;
+    private readonly Channel<QueuedEvent> _channel;
     private readonly CgroupScope _scope;
+    private readonly EndpointEnricher? _enricher;
     private long _dropped;
     private long _enqueued;
     // Set while the exporter waits for a batch to fill (see WaitForAsync): one wake-up per batch
@@ -23,12 +35,14 @@ public sealed class SensorEventQueue
 
     /// <summary>
     /// Creates a queue holding at most <paramref name="capacity"/> events that admits only events
-    /// of <paramref name="scope"/> (the whole host when null).
+    /// of <paramref name="scope"/> (the whole host when null), enriched and encoded as they are
+    /// offered when <paramref name="enricher"/> is given (the exporter's own).
     /// </summary>
-    public SensorEventQueue(int capacity = 262_144, CgroupScope? scope = null)
+    public SensorEventQueue(int capacity = 262_144, CgroupScope? scope = null, EndpointEnricher? enricher = null)
     {
         _scope = scope ?? CgroupScope.Host;
-        _channel = Channel.CreateBounded<Event>(new BoundedChannelOptions(capacity)
+        _enricher = enricher;
+        _channel = Channel.CreateBounded<QueuedEvent>(new BoundedChannelOptions(capacity)
         {
             // Wait, not DropWrite: with DropWrite TryWrite reports success for the event it drops,
             // so queue_dropped stayed 0. TryWrite never waits; a full queue makes it return false.
@@ -50,21 +64,33 @@ public sealed class SensorEventQueue
     public int Count => _channel.Reader.Count;
 
     /// <summary>The reader side, owned by the exporter.</summary>
-    public ChannelReader<Event> Reader => _channel.Reader;
+    public ChannelReader<QueuedEvent> Reader => _channel.Reader;
 
     /// <summary>
     /// Offers an event without blocking; returns false (and counts it) when full. An event outside
     /// the sensor's <see cref="CgroupScope"/> is left out (and counted there); <paramref name="netns"/>
     /// is the network namespace it happened in when the capture knows it, for events without a cgroup.
+    /// With an enricher the event is enriched here and, when it can be named at once, encoded: the
+    /// caller must not change it afterwards.
     /// </summary>
-    public bool TryEnqueue(Event e, uint netns = 0)
+    public bool TryEnqueue(Event e, uint netns = 0) => TryEnqueue(e, netns, out _);
+
+    /// <summary>
+    /// As <see cref="TryEnqueue(Event, uint)"/>; <paramref name="keptEvent"/> tells whether the queue
+    /// keeps a reference to <paramref name="e"/> (queued as the event itself). When it does not (the
+    /// event was encoded, dropped or left out), the caller may build its next event into it.
+    /// </summary>
+    public bool TryEnqueue(Event e, uint netns, out bool keptEvent)
     {
+        keptEvent = false;
         if (!_scope.Admits(e, netns))
         {
             return true;
         }
-        if (_channel.Writer.TryWrite(e))
+        var item = _enricher is not null && _enricher.TryEnrich(e) ? new QueuedEvent(EventBatchBytes.Encode(e)) : new QueuedEvent(e);
+        if (_channel.Writer.TryWrite(item))
         {
+            keptEvent = item.Event is not null;
             Interlocked.Increment(ref _enqueued);
             if (Volatile.Read(ref _waiter) is { } waiter && _channel.Reader.Count >= Volatile.Read(ref _waitingFor))
             {

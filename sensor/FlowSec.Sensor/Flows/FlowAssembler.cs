@@ -34,6 +34,8 @@ internal sealed class FlowAssembler
     private readonly string _node;
     private readonly ulong _reportIntervalNs;
     private readonly CachedAddress[] _addresses = new CachedAddress[1 << AddressSlotBits];
+    // An event handed back by Reuse: the next flow is built into its objects.
+    private Event? _spare;
 
     /// <summary>Creates an assembler.</summary>
     /// <param name="node">Node name stamped on every event.</param>
@@ -65,6 +67,15 @@ internal sealed class FlowAssembler
             ? Build(open, nowNs, "established", withCounters: false)
             : null;
 
+    /// <summary>
+    /// Hands back an event this assembler built that nothing refers to any more (the queue encoded
+    /// it at once, dropped it, or left it out of its scope): the next flow is built into its
+    /// objects. Each flow was a dozen new objects (the event, its flow, two endpoints each with a
+    /// label map, its dictionary and list, and a name list), the allocations behind most of the
+    /// sensor's gen0 collections under connection churn (docs/benchmarks.md, issue 3, sixth session).
+    /// </summary>
+    public void Reuse(Event e) => _spare = e;
+
     private static string CloseState(in TcpRecord r) => r.OldState switch
     {
         TcpState.FinWait2 or TcpState.TimeWait or TcpState.LastAck or TcpState.Closing => "closed",
@@ -74,55 +85,81 @@ internal sealed class FlowAssembler
 
     private Event Build(in TcpRecord r, ulong atNs, string state, bool withCounters)
     {
-        var local = new Endpoint
-        {
-            Ip = AddressBytes(r.LocalAddress),
-            Port = r.LocalPort,
-        };
-        if (r.Tgid != 0)
-        {
-            local.Pid = r.Tgid;
-            local.Process = r.Comm;
-            local.CgroupId = r.CgroupId;
-        }
-        var remote = new Endpoint
-        {
-            Ip = AddressBytes(r.RemoteAddress),
-            Port = r.RemotePort,
-        };
-        var flow = new Flow
-        {
-            Protocol = Protocol.Tcp,
-            State = state,
-            DurationNs = r.StartNs != 0 && atNs > r.StartNs ? atNs - r.StartNs : 0,
-            Verdict = Verdict.Forwarded,
-            SocketId = r.SockId,
-        };
+        // Every field is assigned (or cleared) here, since the objects may be a reused event's;
+        // FlowAssemblerTests checks a reused event with every field set equals a fresh one.
+        var (e, local, remote, flow) = TakeObjects();
+        local.Ip = AddressBytes(r.LocalAddress);
+        local.Port = r.LocalPort;
+        bool owned = r.Tgid != 0;
+        local.Pid = owned ? r.Tgid : 0;
+        local.Process = owned ? r.Comm : "";
+        local.CgroupId = owned ? r.CgroupId : 0;
+        remote.Ip = AddressBytes(r.RemoteAddress);
+        remote.Port = r.RemotePort;
+        remote.Pid = 0;
+        remote.Process = "";
+        remote.CgroupId = 0;
+        flow.Protocol = Protocol.Tcp;
+        flow.State = state;
+        flow.DurationNs = r.StartNs != 0 && atNs > r.StartNs ? atNs - r.StartNs : 0;
+        flow.Verdict = Verdict.Forwarded;
+        flow.DropReason = "";
+        flow.SocketId = r.SockId;
         // Initiator: this host called connect(). First state SYN_RECV: it accepted. Neither: the
         // socket predates the sensor (or its owner was lost), so who connected is not known.
         bool accepted = !r.Initiator && r.FirstState == TcpState.SynRecv;
         flow.Direction = r.Initiator ? "egress" : accepted ? "ingress" : "unknown";
-        if (withCounters)
+        // Kernel counters are the local socket's; flip them when the source is the remote peer.
+        (ulong sent, ulong received) = withCounters ? PayloadBytes(r) : (0, 0);
+        flow.BytesSent = accepted ? received : sent;
+        flow.BytesReceived = accepted ? sent : received;
+        flow.PacketsSent = !withCounters ? 0 : accepted ? r.SegsIn : r.SegsOut;
+        flow.PacketsReceived = !withCounters ? 0 : accepted ? r.SegsOut : r.SegsIn;
+        flow.RttUs = withCounters ? r.SrttUs : 0;
+        flow.Retransmits = withCounters ? r.TotalRetrans : 0;
+        e.TimeUnixNano = (ulong)((long)atNs + UnixOffsetNs);
+        e.Node = _node;
+        e.Type = EventType.Flow;
+        e.Capture = "bpf";
+        e.Source = accepted ? remote : local;
+        e.Destination = accepted ? local : remote;
+        e.Flow = flow;
+        return e;
+    }
+
+    /// <summary>The objects of a flow event: the reused event's, cleared of what enrichment added, or new ones.</summary>
+    private (Event Event, Endpoint First, Endpoint Second, Flow Flow) TakeObjects()
+    {
+        if (_spare is { Source: { } first, Destination: { } second, Flow: { } flow } spare)
         {
-            // Kernel counters are the local socket's; flip them when the source is the remote peer.
-            (ulong sent, ulong received) = PayloadBytes(r);
-            flow.BytesSent = accepted ? received : sent;
-            flow.BytesReceived = accepted ? sent : received;
-            flow.PacketsSent = accepted ? r.SegsIn : r.SegsOut;
-            flow.PacketsReceived = accepted ? r.SegsOut : r.SegsIn;
-            flow.RttUs = r.SrttUs;
-            flow.Retransmits = r.TotalRetrans;
+            _spare = null;
+            ClearIdentity(first);
+            ClearIdentity(second);
+            spare.Dns = null;
+            spare.Process = null;
+            spare.File = null;
+            spare.Alert = null;
+            return (spare, first, second, flow);
         }
-        return new Event
+        _spare = null;
+        return (new Event(), new Endpoint(), new Endpoint(), new Flow());
+    }
+
+    // What the enricher adds to an endpoint; Build assigns the rest.
+    private static void ClearIdentity(Endpoint ep)
+    {
+        ep.ContainerId = "";
+        ep.Workload = "";
+        ep.Pod = "";
+        ep.Namespace = "";
+        if (ep.Labels.Count > 0)
         {
-            TimeUnixNano = (ulong)((long)atNs + UnixOffsetNs),
-            Node = _node,
-            Type = EventType.Flow,
-            Capture = "bpf",
-            Source = accepted ? remote : local,
-            Destination = accepted ? local : remote,
-            Flow = flow,
-        };
+            ep.Labels.Clear();
+        }
+        if (ep.Names.Count > 0)
+        {
+            ep.Names.Clear();
+        }
     }
 
     /// <summary>

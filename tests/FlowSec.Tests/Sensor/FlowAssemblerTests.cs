@@ -323,4 +323,87 @@ public class FlowAssemblerTests
         e.Destination.Pid.Should().Be(0);
         e.Destination.Process.Should().BeEmpty();
     }
+
+    [Fact]
+    public void A_flow_built_into_a_handed_back_event_equals_one_built_fresh()
+    {
+        // The TCP capture hands events the queue encoded back to the assembler, which builds the
+        // next flow into them: nothing of the earlier flow, nor anything enrichment added, may stay.
+        var records = new[] { ActiveClose(), PassiveClose(), PassiveOpen(sock: 9) with { Tgid = 0, Comm = "" }, ActiveClose(sock: 3, from: TcpState.SynSent) };
+        foreach (var earlier in records)
+        {
+            foreach (var next in records)
+            {
+                var assembler = NewAssembler();
+                var used = assembler.Closed(earlier);
+                SetEveryField(used);
+                assembler.Reuse(used);
+
+                var reused = assembler.Closed(next);
+
+                reused.Should().BeSameAs(used, "the handed-back event carries the next flow");
+                reused.Should().Be(NewAssembler().Closed(next), "from {0} to {1}", earlier.SockId, next.SockId);
+                assembler.Reuse(reused);
+                var open = ActiveOpen(sock: 5, start: Second);
+                assembler.Established(open, 100 * Second).Should().Be(NewAssembler().Established(open, 100 * Second));
+            }
+        }
+    }
+
+    // Every field of the event, its endpoints and its flow set to something other than what a
+    // flow would have, through the descriptors: a field added to the schema later is covered too.
+    private static void SetEveryField(Google.Protobuf.IMessage message)
+    {
+        foreach (var field in message.Descriptor.Fields.InDeclarationOrder())
+        {
+            var accessor = field.Accessor;
+            if (field.IsMap)
+            {
+                ((System.Collections.IDictionary)accessor.GetValue(message))["stale-key"] = "stale";
+                continue;
+            }
+            if (field.IsRepeated)
+            {
+                ((System.Collections.IList)accessor.GetValue(message)).Add("stale");
+                continue;
+            }
+            switch (field.FieldType)
+            {
+                case Google.Protobuf.Reflection.FieldType.Message:
+                    var nested = accessor.GetValue(message) as Google.Protobuf.IMessage ?? field.MessageType.Parser.ParseFrom([]);
+                    if (field.MessageType == Endpoint.Descriptor || field.MessageType == Flow.Descriptor)
+                    {
+                        SetEveryField(nested);
+                    }
+                    accessor.SetValue(message, nested);
+                    break;
+                case Google.Protobuf.Reflection.FieldType.String:
+                    accessor.SetValue(message, "stale");
+                    break;
+                case Google.Protobuf.Reflection.FieldType.Bytes:
+                    accessor.SetValue(message, Google.Protobuf.ByteString.CopyFrom(9, 9, 9, 9));
+                    break;
+                case Google.Protobuf.Reflection.FieldType.Enum:
+                    accessor.SetValue(message, 2);
+                    break;
+                case Google.Protobuf.Reflection.FieldType.UInt32 or Google.Protobuf.Reflection.FieldType.Fixed32:
+                    accessor.SetValue(message, 77u);
+                    break;
+                case Google.Protobuf.Reflection.FieldType.UInt64 or Google.Protobuf.Reflection.FieldType.Fixed64:
+                    accessor.SetValue(message, 77ul);
+                    break;
+                case Google.Protobuf.Reflection.FieldType.Int32:
+                    accessor.SetValue(message, 77);
+                    break;
+                case Google.Protobuf.Reflection.FieldType.Int64:
+                    accessor.SetValue(message, 77L);
+                    break;
+                case Google.Protobuf.Reflection.FieldType.Bool:
+                    accessor.SetValue(message, true);
+                    break;
+                default:
+                    throw new InvalidOperationException($"{message.Descriptor.Name}.{field.Name}: type {field.FieldType} not covered by this test");
+            }
+        }
+    }
 }

@@ -69,9 +69,10 @@ internal static class KernelProbe
     public static List<Event> TakeQueued(SensorEventQueue queue)
     {
         var events = new List<Event>();
-        while (queue.Reader.TryRead(out var e))
+        // A queue without an enricher (as tests build it) holds every event as an object.
+        while (queue.Reader.TryRead(out var queued))
         {
-            events.Add(e);
+            events.Add(queued.Event!);
         }
         return events;
     }

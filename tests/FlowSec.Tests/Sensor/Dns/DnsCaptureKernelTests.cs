@@ -277,7 +277,7 @@ public sealed class DnsCaptureKernelTests(ITestOutputHelper output)
             using var cts = new CancellationTokenSource(Timeout);
             while (true)
             {
-                var e = await Queue.Reader.ReadAsync(cts.Token);
+                var e = (await Queue.Reader.ReadAsync(cts.Token)).Event!;
                 if (e.Type == EventType.Dns && match(e))
                 {
                     return e;

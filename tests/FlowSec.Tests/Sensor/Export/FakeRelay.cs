@@ -50,13 +50,16 @@ internal sealed class FakeRelay(Func<EventBatch, bool>? ack = null) : IAsyncDisp
         await _app.StartAsync();
     }
 
-    /// <summary>Starts an exporter that streams <paramref name="queue"/> to this relay as node "test".</summary>
-    public async Task<IAsyncDisposable> StartExporterAsync(SensorEventQueue queue, SensorOptions options)
+    /// <summary>
+    /// Starts an exporter that streams <paramref name="queue"/> to this relay as node "test", with
+    /// <paramref name="enricher"/> (the queue's, when it has one) or one of its own.
+    /// </summary>
+    public async Task<IAsyncDisposable> StartExporterAsync(SensorEventQueue queue, SensorOptions options, EndpointEnricher? enricher = null)
     {
         options.Relay = $"http://127.0.0.1:{_port}";
         options.Node = "test";
         var exporter = new RelayExporter(queue, new SensorStatusReporter([], queue),
-            new EndpointEnricher(new CgroupResolver(Path.GetTempPath()), []), Options.Create(options), NullLogger<RelayExporter>.Instance);
+            enricher ?? new EndpointEnricher(new CgroupResolver(Path.GetTempPath()), []), Options.Create(options), NullLogger<RelayExporter>.Instance);
         await exporter.StartAsync(CancellationToken.None);
         return new RunningExporter(exporter);
     }

@@ -69,7 +69,7 @@ internal sealed class CaptureHarness<T> : IAsyncDisposable where T : BackgroundS
         {
             while (found.Count < count)
             {
-                var e = await Queue.Reader.ReadAsync(cts.Token);
+                var e = (await Queue.Reader.ReadAsync(cts.Token)).Event!;
                 _seen.Add(e);
                 if (match(e))
                 {
