@@ -109,6 +109,7 @@ internal static class IngestThroughput
             Report(samples, sent, acked);
             await WaitForStoredAsync(ch, acked);
             Console.WriteLine($"  after the run: {await StoredRowsAsync(ch):N0} rows stored, {acked:N0} acked, {sent:N0} sent; load average {QueryBenchmark.LoadAverage()}");
+            await ReportColumnsAsync(ch);
             return acked == sent ? 0 : 1;
         }
         finally
@@ -141,6 +142,32 @@ internal static class IngestThroughput
         Console.WriteLine($"  relay RSS: first 20 s of the steady part mean {head.Average() / 1e6:0} MB (max {head.Max() / 1e6:0}), last 20 s mean {tail.Average() / 1e6:0} MB (max {tail.Max() / 1e6:0}), " +
                           $"growth {(tail.Average() - head.Average()) / 1e6:+0;-0} MB; whole run max {samples.Max(s => s.RelayRss) / 1e6:0} MB");
         Console.WriteLine("  relay RSS every 5 s (MB): " + string.Join(' ', samples.Where((_, i) => i % 5 == 4).Select(s => (s.RelayRss / 1e6).ToString("0", CultureInfo.InvariantCulture))));
+    }
+
+    /// <summary>
+    /// Bytes per stored flow of each table and of its widest columns (active parts, after the run):
+    /// what LZ4 compresses and every merge reads and writes again.
+    /// </summary>
+    private static async Task ReportColumnsAsync(ClickHouseHttpClient ch)
+    {
+        var flows = (double)await StoredRowsAsync(ch);
+        var tables = await ch.QueryTextAsync(
+            "SELECT table, sum(data_uncompressed_bytes), sum(data_compressed_bytes), count() FROM system.columns " +
+            "WHERE database = 'flowsec' GROUP BY table HAVING sum(data_uncompressed_bytes) > 0 ORDER BY 2 DESC FORMAT TabSeparated");
+        Console.WriteLine("  bytes per stored flow by table, uncompressed / LZ4-compressed (columns):");
+        foreach (var f in tables.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split('\t')))
+        {
+            Console.WriteLine($"    {f[0],-24} {double.Parse(f[1], CultureInfo.InvariantCulture) / flows,7:0.0} / {double.Parse(f[2], CultureInfo.InvariantCulture) / flows,6:0.0}  ({f[3]})");
+        }
+
+        var columns = await ch.QueryTextAsync(
+            "SELECT name, type, data_uncompressed_bytes, data_compressed_bytes FROM system.columns " +
+            "WHERE database = 'flowsec' AND table = 'flows' ORDER BY data_uncompressed_bytes DESC FORMAT TabSeparated");
+        Console.WriteLine("  flows columns, bytes per row uncompressed / compressed:");
+        foreach (var f in columns.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split('\t')))
+        {
+            Console.WriteLine($"    {f[0],-22} {f[1],-24} {double.Parse(f[2], CultureInfo.InvariantCulture) / flows,7:0.00} / {double.Parse(f[3], CultureInfo.InvariantCulture) / flows,6:0.00}");
+        }
     }
 
     private static Process StartRelay(string dir, int grpcPort, string tokenFile, string clickHouseUrl, string[] settings)
