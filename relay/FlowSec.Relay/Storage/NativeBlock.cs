@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using FlowSec.Api.V1;
 
 namespace FlowSec.Relay.Storage;
@@ -645,6 +646,11 @@ internal sealed class NativeBlock
                 return GatherFixed(sink, rows, order, i);
             }
 
+            if (Kind == ColumnKind.String && order is not null)
+            {
+                return GatherStrings(sink, rows, order, i);
+            }
+
             var free = sink.Free;
             var written = 0;
             var data = Data.Buffer;
@@ -700,6 +706,42 @@ internal sealed class NativeBlock
 
             sink.Advance(count * Width);
             return i + count;
+        }
+
+        // A String column in sort order. Most values (a length byte and a short name) are under 16
+        // bytes: those are copied as one 16-byte load and store, the bytes past the value landing in
+        // free room that the next value overwrites, instead of a range look-up and a Memmove call each
+        // (Memmove under this loop was about 4 % of the relay's CPU in the ingest bench).
+        private int GatherStrings(Sink sink, int rows, int[] order, int i)
+        {
+            var free = sink.Free;
+            var data = Data.Buffer;
+            var ends = _ends;
+            var written = 0;
+            for (; i < rows; i++)
+            {
+                var row = order[i];
+                var start = row == 0 ? 0 : ends[row - 1];
+                var length = ends[row] - start;
+                var room = free.Length - written;
+                if (length <= Vector128<byte>.Count && room >= Vector128<byte>.Count && start <= data.Length - Vector128<byte>.Count)
+                {
+                    Vector128.Create<byte>(data.AsSpan(start, Vector128<byte>.Count)).CopyTo(free[written..]);
+                }
+                else if (length <= room)
+                {
+                    data.AsSpan(start, length).CopyTo(free[written..]);
+                }
+                else
+                {
+                    break;
+                }
+
+                written += length;
+            }
+
+            sink.Advance(written);
+            return i;
         }
 
         private static void Gather<T>(ReadOnlySpan<byte> data, ReadOnlySpan<int> rows, Span<byte> free)
