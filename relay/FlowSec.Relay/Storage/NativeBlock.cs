@@ -646,9 +646,9 @@ internal sealed class NativeBlock
                 return GatherFixed(sink, rows, order, i);
             }
 
-            if (Kind == ColumnKind.String && order is not null)
+            if (Kind != ColumnKind.Fixed && order is not null)
             {
-                return GatherStrings(sink, rows, order, i);
+                return GatherVariable(sink, rows, order, i);
             }
 
             var free = sink.Free;
@@ -708,21 +708,29 @@ internal sealed class NativeBlock
             return i + count;
         }
 
-        // A String column in sort order. Most values (a length byte and a short name) are under 16
+        // A String or Array column in sort order. Most values (a String's length byte and a short
+        // name; an Array's items after its count, which Native sends as offsets instead) are under 16
         // bytes: those are copied as one 16-byte load and store, the bytes past the value landing in
         // free room that the next value overwrites, instead of a range look-up and a Memmove call each
         // (Memmove under this loop was about 4 % of the relay's CPU in the ingest bench).
-        private int GatherStrings(Sink sink, int rows, int[] order, int i)
+        private int GatherVariable(Sink sink, int rows, int[] order, int i)
         {
             var free = sink.Free;
             var data = Data.Buffer;
             var ends = _ends;
+            var isArray = Kind == ColumnKind.Array;
             var written = 0;
             for (; i < rows; i++)
             {
                 var row = order[i];
                 var start = row == 0 ? 0 : ends[row - 1];
-                var length = ends[row] - start;
+                var end = ends[row];
+                if (isArray)
+                {
+                    start += data[start] < 0x80 ? 1 : ReadVarUInt(data.AsSpan(start, end - start)).Size;
+                }
+
+                var length = end - start;
                 var room = free.Length - written;
                 if (length <= Vector128<byte>.Count && room >= Vector128<byte>.Count && start <= data.Length - Vector128<byte>.Count)
                 {
