@@ -882,7 +882,10 @@ internal sealed class NativeBlock
                     case Kind.FixedString:
                         for (var w = 0; w * 8 < width; w++)
                         {
-                            keys[at + w] = BigEndianPrefix(data.AsSpan(r * width + w * 8, Math.Min(8, width - w * 8)));
+                            // Whole words (an address's two) are read directly: BigEndianPrefix pads on the
+                            // stack, so it is a call per word, about 2 % of the relay's CPU for flows' two addresses.
+                            var word = data.AsSpan(r * width + w * 8);
+                            keys[at + w] = width - w * 8 >= 8 ? BinaryPrimitives.ReadUInt64BigEndian(word) : BigEndianPrefix(word[..(width - w * 8)]);
                         }
 
                         break;
