@@ -151,22 +151,22 @@ internal static class IngestThroughput
     private static async Task ReportColumnsAsync(ClickHouseHttpClient ch)
     {
         var flows = (double)await StoredRowsAsync(ch);
-        var tables = await ch.QueryTextAsync(
-            "SELECT table, sum(data_uncompressed_bytes), sum(data_compressed_bytes), count() FROM system.columns " +
-            "WHERE database = 'flowsec' GROUP BY table HAVING sum(data_uncompressed_bytes) > 0 ORDER BY 2 DESC FORMAT TabSeparated");
-        Console.WriteLine("  bytes per stored flow by table, uncompressed / LZ4-compressed (columns):");
-        foreach (var f in tables.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split('\t')))
+        var columns = (await ch.QueryTextAsync(
+                "SELECT table, name, data_uncompressed_bytes, data_compressed_bytes FROM system.columns " +
+                "WHERE database = 'flowsec' AND data_uncompressed_bytes > 0 ORDER BY data_uncompressed_bytes DESC FORMAT TabSeparated"))
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split('\t'))
+            .Select(f => (Table: f[0], Name: f[1], Raw: long.Parse(f[2], CultureInfo.InvariantCulture) / flows, Lz4: long.Parse(f[3], CultureInfo.InvariantCulture) / flows))
+            .ToList();
+        Console.WriteLine("  bytes per stored flow, uncompressed / LZ4-compressed, by table (columns with data):");
+        foreach (var table in columns.GroupBy(c => c.Table).OrderByDescending(t => t.Sum(c => c.Raw)))
         {
-            Console.WriteLine($"    {f[0],-24} {double.Parse(f[1], CultureInfo.InvariantCulture) / flows,7:0.0} / {double.Parse(f[2], CultureInfo.InvariantCulture) / flows,6:0.0}  ({f[3]})");
+            Console.WriteLine($"    {table.Key,-24} {table.Sum(c => c.Raw),7:0.00} / {table.Sum(c => c.Lz4),6:0.00}  ({table.Count()})");
         }
 
-        var columns = await ch.QueryTextAsync(
-            "SELECT name, type, data_uncompressed_bytes, data_compressed_bytes FROM system.columns " +
-            "WHERE database = 'flowsec' AND table = 'flows' ORDER BY data_uncompressed_bytes DESC FORMAT TabSeparated");
-        Console.WriteLine("  flows columns, bytes per row uncompressed / compressed:");
-        foreach (var f in columns.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split('\t')))
+        Console.WriteLine("  and by column of flows:");
+        foreach (var column in columns.Where(c => c.Table == FlowTable.Table.Name))
         {
-            Console.WriteLine($"    {f[0],-22} {f[1],-24} {double.Parse(f[2], CultureInfo.InvariantCulture) / flows,7:0.00} / {double.Parse(f[3], CultureInfo.InvariantCulture) / flows,6:0.00}");
+            Console.WriteLine($"    {column.Name,-24} {column.Raw,7:0.00} / {column.Lz4,6:0.00}");
         }
     }
 
