@@ -109,6 +109,7 @@ internal static class IngestThroughput
             Report(samples, sent, acked);
             await WaitForStoredAsync(ch, acked);
             Console.WriteLine($"  after the run: {await StoredRowsAsync(ch):N0} rows stored, {acked:N0} acked, {sent:N0} sent; load average {QueryBenchmark.LoadAverage()}");
+            await ReportColumnsAsync(ch);
             return acked == sent ? 0 : 1;
         }
         finally
@@ -141,6 +142,32 @@ internal static class IngestThroughput
         Console.WriteLine($"  relay RSS: first 20 s of the steady part mean {head.Average() / 1e6:0} MB (max {head.Max() / 1e6:0}), last 20 s mean {tail.Average() / 1e6:0} MB (max {tail.Max() / 1e6:0}), " +
                           $"growth {(tail.Average() - head.Average()) / 1e6:+0;-0} MB; whole run max {samples.Max(s => s.RelayRss) / 1e6:0} MB");
         Console.WriteLine("  relay RSS every 5 s (MB): " + string.Join(' ', samples.Where((_, i) => i % 5 == 4).Select(s => (s.RelayRss / 1e6).ToString("0", CultureInfo.InvariantCulture))));
+    }
+
+    /// <summary>
+    /// Bytes per stored flow of each table and of its widest columns (active parts, after the run):
+    /// what LZ4 compresses and every merge reads and writes again.
+    /// </summary>
+    private static async Task ReportColumnsAsync(ClickHouseHttpClient ch)
+    {
+        var flows = (double)await StoredRowsAsync(ch);
+        var columns = (await ch.QueryTextAsync(
+                "SELECT table, name, data_uncompressed_bytes, data_compressed_bytes FROM system.columns " +
+                "WHERE database = 'flowsec' AND data_uncompressed_bytes > 0 ORDER BY data_uncompressed_bytes DESC FORMAT TabSeparated"))
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split('\t'))
+            .Select(f => (Table: f[0], Name: f[1], Raw: long.Parse(f[2], CultureInfo.InvariantCulture) / flows, Lz4: long.Parse(f[3], CultureInfo.InvariantCulture) / flows))
+            .ToList();
+        Console.WriteLine("  bytes per stored flow, uncompressed / LZ4-compressed, by table (columns with data):");
+        foreach (var table in columns.GroupBy(c => c.Table).OrderByDescending(t => t.Sum(c => c.Raw)))
+        {
+            Console.WriteLine($"    {table.Key,-24} {table.Sum(c => c.Raw),7:0.00} / {table.Sum(c => c.Lz4),6:0.00}  ({table.Count()})");
+        }
+
+        Console.WriteLine("  and by column of flows:");
+        foreach (var column in columns.Where(c => c.Table == FlowTable.Table.Name))
+        {
+            Console.WriteLine($"    {column.Name,-24} {column.Raw,7:0.00} / {column.Lz4,6:0.00}");
+        }
     }
 
     private static Process StartRelay(string dir, int grpcPort, string tokenFile, string clickHouseUrl, string[] settings)

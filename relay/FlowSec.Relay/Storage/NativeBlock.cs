@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using FlowSec.Api.V1;
 
 namespace FlowSec.Relay.Storage;
@@ -645,6 +646,11 @@ internal sealed class NativeBlock
                 return GatherFixed(sink, rows, order, i);
             }
 
+            if (Kind != ColumnKind.Fixed && order is not null)
+            {
+                return GatherVariable(sink, rows, order, i);
+            }
+
             var free = sink.Free;
             var written = 0;
             var data = Data.Buffer;
@@ -700,6 +706,50 @@ internal sealed class NativeBlock
 
             sink.Advance(count * Width);
             return i + count;
+        }
+
+        // A String or Array column in sort order. Most values (a String's length byte and a short
+        // name; an Array's items after its count, which Native sends as offsets instead) are under 16
+        // bytes: those are copied as one 16-byte load and store, the bytes past the value landing in
+        // free room that the next value overwrites, instead of a range look-up and a Memmove call each
+        // (Memmove under this loop was about 4 % of the relay's CPU in the ingest bench).
+        private int GatherVariable(Sink sink, int rows, int[] order, int i)
+        {
+            var free = sink.Free;
+            var data = Data.Buffer;
+            var ends = _ends;
+            var isArray = Kind == ColumnKind.Array;
+            var written = 0;
+            for (; i < rows; i++)
+            {
+                var row = order[i];
+                var start = row == 0 ? 0 : ends[row - 1];
+                var end = ends[row];
+                if (isArray)
+                {
+                    start += data[start] < 0x80 ? 1 : ReadVarUInt(data.AsSpan(start, end - start)).Size;
+                }
+
+                var length = end - start;
+                var room = free.Length - written;
+                if (length <= Vector128<byte>.Count && room >= Vector128<byte>.Count && start <= data.Length - Vector128<byte>.Count)
+                {
+                    Vector128.Create<byte>(data.AsSpan(start, Vector128<byte>.Count)).CopyTo(free[written..]);
+                }
+                else if (length <= room)
+                {
+                    data.AsSpan(start, length).CopyTo(free[written..]);
+                }
+                else
+                {
+                    break;
+                }
+
+                written += length;
+            }
+
+            sink.Advance(written);
+            return i;
         }
 
         private static void Gather<T>(ReadOnlySpan<byte> data, ReadOnlySpan<int> rows, Span<byte> free)
@@ -832,7 +882,10 @@ internal sealed class NativeBlock
                     case Kind.FixedString:
                         for (var w = 0; w * 8 < width; w++)
                         {
-                            keys[at + w] = BigEndianPrefix(data.AsSpan(r * width + w * 8, Math.Min(8, width - w * 8)));
+                            // Whole words (an address's two) are read directly: BigEndianPrefix pads on the
+                            // stack, so it is a call per word, about 2 % of the relay's CPU for flows' two addresses.
+                            var word = data.AsSpan(r * width + w * 8);
+                            keys[at + w] = width - w * 8 >= 8 ? BinaryPrimitives.ReadUInt64BigEndian(word) : BigEndianPrefix(word[..(width - w * 8)]);
                         }
 
                         break;
