@@ -641,22 +641,18 @@ internal sealed class NativeBlock
 
         private int FillValues(Sink sink, int rows, int[]? order, int i)
         {
-            if (Kind == ColumnKind.Fixed && order is not null)
+            if (order is not null)
             {
-                return GatherFixed(sink, rows, order, i);
+                return Kind == ColumnKind.Fixed ? GatherFixed(sink, rows, order, i) : GatherVariable(sink, rows, order, i);
             }
 
-            if (Kind != ColumnKind.Fixed && order is not null)
-            {
-                return GatherVariable(sink, rows, order, i);
-            }
-
+            // Rows in the order they were appended: one range copy per value.
             var free = sink.Free;
             var written = 0;
             var data = Data.Buffer;
             for (; i < rows; i++)
             {
-                var (start, length) = Value(order?[i] ?? i);
+                var (start, length) = Value(i);
                 if (length > free.Length - written)
                 {
                     break;
