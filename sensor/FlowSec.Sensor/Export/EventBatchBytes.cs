@@ -29,6 +29,8 @@ internal sealed class EventBatchBytes : WriteOnlyMessage
     private readonly List<byte[]> _segments = [];
     private readonly List<int> _used = [];
     private readonly SingleEvent _writer = new();
+    [ThreadStatic]
+    private static SingleEvent? t_encoder;
     private int _eventBytes;
 
     /// <summary>The node named in the batch.</summary>
@@ -74,10 +76,12 @@ internal sealed class EventBatchBytes : WriteOnlyMessage
     /// </summary>
     public static byte[] Encode(Event e)
     {
-        var writer = new SingleEvent();
+        // One writer per capture thread, not one per event: this runs for every event queued.
+        var writer = t_encoder ??= new SingleEvent();
         writer.Set(e);
         var bytes = new byte[writer.CalculateSize()];
         writer.WriteTo(bytes.AsSpan());
+        writer.Set(null);
         return bytes;
     }
 
