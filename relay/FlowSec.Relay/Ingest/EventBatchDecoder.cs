@@ -267,6 +267,7 @@ public sealed class EventBatchDecoder
             NeedsObject = false;
 
             // Google.Protobuf's rules: the last value of a scalar wins, a message field seen twice merges.
+            // The endpoint memo serves flows only (other events become objects); Google.Protobuf writes the type before the endpoints.
             var reader = new ProtoReader(message, range.Start, range.End);
             while (!reader.AtEnd)
             {
@@ -286,10 +287,10 @@ public sealed class EventBatchDecoder
                         Capture = reader.ReadString();
                         break;
                     case 42:
-                        NeedsObject |= !Source.Read(message, reader.ReadLengthDelimited(), memo);
+                        NeedsObject |= !Source.Read(message, reader.ReadLengthDelimited(), Type == (int)EventType.Flow ? memo : null);
                         break;
                     case 50:
-                        NeedsObject |= !Destination.Read(message, reader.ReadLengthDelimited(), memo);
+                        NeedsObject |= !Destination.Read(message, reader.ReadLengthDelimited(), Type == (int)EventType.Flow ? memo : null);
                         break;
                     case 58:
                         ReadFlow(message, reader.ReadLengthDelimited());
