@@ -73,8 +73,8 @@ public sealed class EventBatchDecoderTests
         var pool = new WireBatch(new Random(5));
         byte[][] identities =
         [
-            .. Enumerable.Range(0, 8).Select(_ => pool.Identity(shortStrings: true)),
-            pool.Identity(ip: 1, port: 0, shortStrings: true), pool.Identity(ip: 0, port: 1, shortStrings: true),
+            .. Enumerable.Range(0, 8).Select(_ => pool.Identity(atMost: EndpointMemo.MaxKeyBytes)),
+            pool.Identity(ip: 1, port: 0, atMost: EndpointMemo.MaxKeyBytes), pool.Identity(ip: 0, port: 1, atMost: EndpointMemo.MaxKeyBytes),
             pool.Identity(), pool.Identity(), // mostly longer than the memo keeps
         ];
         var objectBlock = new NativeBlock(FlowTable.Table, sortRows: false);
@@ -401,8 +401,6 @@ public sealed class EventBatchDecoderTests
             new string('x', 42), new string('y', 43), new string('z', 200), string.Concat(Enumerable.Repeat("ü€", 30)),
         ];
 
-        private string[] _strings = Strings; // an endpoint's strings are picked from these
-
         public byte[] Build()
         {
             var fields = new List<byte[]>
@@ -478,14 +476,22 @@ public sealed class EventBatchDecoderTests
         /// An endpoint's fields after ip and port, as <see cref="Endpoint"/> writes them; sometimes with
         /// an ip or port among them (it overrides a leading one), for endpoints that repeat.
         /// </summary>
-        public byte[] Identity(double ip = 0.1, double port = 0.1, bool shortStrings = false)
+        /// <param name="ip">How likely an ip field is among them.</param>
+        /// <param name="port">How likely a port field is.</param>
+        /// <param name="atMost">Bytes at most (drawn again until it fits), e.g. to stay under the memo's key limit.</param>
+        public byte[] Identity(double ip = 0.1, double port = 0.1, int atMost = int.MaxValue)
         {
-            _strings = shortStrings ? Strings.Where(s => s.Length < 50).ToArray() : Strings;
-            var fields = IdentityFields();
-            _strings = Strings;
-            Maybe(fields, () => Bytes(1, RandomBytes(4)), ip);
-            Maybe(fields, () => Varint(2, (ulong)random.Next(65536)), port);
-            return Concat(Shuffle(fields, keepOrderOf: 10, alsoKeep: 11));
+            while (true)
+            {
+                var fields = IdentityFields();
+                Maybe(fields, () => Bytes(1, RandomBytes(4)), ip);
+                Maybe(fields, () => Varint(2, (ulong)random.Next(65536)), port);
+                var identity = Concat(Shuffle(fields, keepOrderOf: 10, alsoKeep: 11));
+                if (identity.Length <= atMost)
+                {
+                    return identity;
+                }
+            }
         }
 
         // One of a few identities behind an ip and a port that change, in the order Google.Protobuf writes
@@ -510,19 +516,19 @@ public sealed class EventBatchDecoderTests
         {
             var fields = new List<byte[]>();
             Maybe(fields, () => Varint(3, Number()));
-            Maybe(fields, () => Str(4, Pick(_strings)));
+            Maybe(fields, () => Str(4, Pick(Strings)));
             Maybe(fields, () => Varint(5, Number()));
-            Maybe(fields, () => Str(6, Pick(_strings)));
-            Maybe(fields, () => Str(7, Pick(_strings)));
-            Maybe(fields, () => Str(8, Pick(_strings)), 0.9);
-            Maybe(fields, () => Str(9, Pick(_strings)), 0.9);
-            Maybe(fields, () => Str(9, Pick(_strings)), 0.1);
+            Maybe(fields, () => Str(6, Pick(Strings)));
+            Maybe(fields, () => Str(7, Pick(Strings)));
+            Maybe(fields, () => Str(8, Pick(Strings)), 0.9);
+            Maybe(fields, () => Str(9, Pick(Strings)), 0.9);
+            Maybe(fields, () => Str(9, Pick(Strings)), 0.1);
             var keys = new[] { "app", "tier", "é", "", "k8s.io/name" };
             for (var i = random.Next(5); i > 0; i--)
             {
                 var entry = new List<byte[]>();
                 Maybe(entry, () => Str(1, Pick(keys)), 0.9);
-                Maybe(entry, () => Str(2, Pick(_strings)), 0.9);
+                Maybe(entry, () => Str(2, Pick(Strings)), 0.9);
                 Maybe(entry, () => Str(1, Pick(keys)), 0.1);
                 AddUnknown(entry, 1);
                 fields.Add(Bytes(10, Concat(Shuffle(entry))));
@@ -530,7 +536,7 @@ public sealed class EventBatchDecoderTests
 
             for (var i = random.Next(4); i > 0; i--)
             {
-                fields.Add(Str(11, Pick(_strings)));
+                fields.Add(Str(11, Pick(Strings)));
             }
 
             AddUnknown(fields, 2);
