@@ -138,8 +138,7 @@ internal static class EncodeCost
     /// The relay's work from a received batch's bytes to rows in the writer's block, both ways: parsing
     /// <c>EventBatch</c> into objects and appending each event through the column writers (before), and
     /// <see cref="EventBatchDecoder"/> decoding flows into a per-batch block that is then copied into the
-    /// writer's block (after), with its endpoint memo and without. Sensor-sized batches of 4,096 flows;
-    /// the blocks' SHA-256 must match.
+    /// writer's block (after). Sensor-sized batches of 4,096 flows; the blocks' SHA-256 must match.
     /// </summary>
     private static async Task IngestDecodeAsync(Event[] events, int rows, int rounds)
     {
@@ -150,12 +149,10 @@ internal static class EncodeCost
             return batch.ToByteArray();
         }).ToArray();
         var decoder = new EventBatchDecoder(decodeFlows: true);
-        var unmemoized = new EventBatchDecoder(decodeFlows: true, memoizeEndpoints: false);
         var block = new NativeBlock(FlowTable.Table);
-        var best = (Objects: double.MaxValue, Decoded: double.MaxValue, Unmemoized: double.MaxValue);
-        var allocated = (Objects: long.MaxValue, Decoded: long.MaxValue, Unmemoized: long.MaxValue);
-        var hashes = (Objects: "", Decoded: "", Unmemoized: "");
-        var firstRound = (Hits: 0L, Misses: 0L);
+        var best = (Objects: double.MaxValue, Decoded: double.MaxValue);
+        var allocated = (Objects: long.MaxValue, Decoded: long.MaxValue);
+        var hashes = (Objects: "", Decoded: "");
         for (var round = 0; round < rounds; round++)
         {
             var bytes = GC.GetAllocatedBytesForCurrentThread();
@@ -184,40 +181,16 @@ internal static class EncodeCost
                 NativeBlockPool.Return(received.Rows!);
             }
 
-            if (round == 0)
-            {
-                firstRound = (decoder.EndpointMemoHits, decoder.EndpointMemoMisses);
-            }
-
             best.Decoded = Math.Min(best.Decoded, watch.Elapsed.TotalMicroseconds / rows);
             allocated.Decoded = Math.Min(allocated.Decoded, GC.GetAllocatedBytesForCurrentThread() - bytes);
             hashes.Decoded = await HashAsync(block);
             block.Clear();
-
-            bytes = GC.GetAllocatedBytesForCurrentThread();
-            watch.Restart();
-            foreach (var message in batches)
-            {
-                var received = unmemoized.Decode(message, liveEvents: false);
-                block.AppendBlock(received.Rows!);
-                NativeBlockPool.Return(received.Rows!);
-            }
-
-            best.Unmemoized = Math.Min(best.Unmemoized, watch.Elapsed.TotalMicroseconds / rows);
-            allocated.Unmemoized = Math.Min(allocated.Unmemoized, GC.GetAllocatedBytesForCurrentThread() - bytes);
-            hashes.Unmemoized = await HashAsync(block);
-            block.Clear();
         }
-
-        var lookUps = decoder.EndpointMemoHits + decoder.EndpointMemoMisses;
 
         Console.WriteLine($"  ingest, batch bytes to rows in the writer's block (best round, µs/row; bytes allocated/row):");
         Console.WriteLine($"    parse into objects + append     {best.Objects,8:0.000}   {(double)allocated.Objects / rows,8:0.0}   block SHA-256 {hashes.Objects}");
         Console.WriteLine($"    decode into columns + copy      {best.Decoded,8:0.000}   {(double)allocated.Decoded / rows,8:0.0}   block SHA-256 {hashes.Decoded}");
-        Console.WriteLine($"    the same, no endpoint memo      {best.Unmemoized,8:0.000}   {(double)allocated.Unmemoized / rows,8:0.0}   block SHA-256 {hashes.Unmemoized}");
-        Console.WriteLine($"    endpoint memo: {decoder.EndpointMemoHits:N0} hits of {lookUps:N0} look-ups ({100.0 * decoder.EndpointMemoHits / Math.Max(1, lookUps):0.0} %) over " +
-                          $"{rounds} rounds (first round {100.0 * firstRound.Hits / Math.Max(1, firstRound.Hits + firstRound.Misses):0.0} %)");
-        if (hashes.Objects != hashes.Decoded || hashes.Objects != hashes.Unmemoized || decoder.BatchesHandedToProtobuf != 0 || unmemoized.BatchesHandedToProtobuf != 0)
+        if (hashes.Objects != hashes.Decoded || decoder.BatchesHandedToProtobuf != 0)
         {
             throw new InvalidOperationException("the decoded rows differ from the object path's (or the decoder handed batches to Google.Protobuf)");
         }

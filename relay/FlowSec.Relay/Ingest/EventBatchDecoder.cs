@@ -22,48 +22,20 @@ namespace FlowSec.Relay.Ingest;
 /// either throws its usual error or yields the objects the relay stored before this decoder existed.
 /// So the accepted input, the error messages and the stored rows are Google.Protobuf's; a test
 /// compares the blocks of both paths over random batches.
-/// <para>
-/// Endpoints repeat: the flows of a node's batches name the same few hundred processes and pods,
-/// with only the ip and port changing. Each decode call therefore borrows an <see cref="EndpointMemo"/>
-/// that replays the column bytes an endpoint's identity fields produced the last time the exact same
-/// bytes were seen (see <see cref="EndpointFields.Read"/> for when it is used).
-/// </para>
 /// </remarks>
 public sealed class EventBatchDecoder
 {
     private const int MaxLabelsDecoded = 64; // more labels than this on one endpoint: the object path (its duplicate-key check is quadratic here)
 
-    private const int IdleMemos = 4; // memos kept between calls (one per call decoding at once, usually the cores)
-
     private readonly bool _decodeFlows;
-    private readonly bool _memoizeEndpoints;
-    private readonly int _memoSlots = EndpointMemo.DefaultSlots;
-    private readonly Stack<EndpointMemo> _idleMemos = new();
     private long _parsedAsObjects;
-    private long _memoHits;
-    private long _memoMisses;
 
     /// <summary>Creates a decoder.</summary>
     /// <param name="decodeFlows">Whether flows are decoded into Native columns (only for Native inserts; RowBinary inserts keep the object path).</param>
-    /// <param name="memoizeEndpoints">Whether endpoints seen before replay their recorded column bytes (off: every endpoint is parsed; for tests and measurements).</param>
-    public EventBatchDecoder(bool decodeFlows, bool memoizeEndpoints = true)
-    {
-        _decodeFlows = decodeFlows;
-        _memoizeEndpoints = memoizeEndpoints;
-    }
-
-    /// <summary>Creates a decoder whose endpoint memos hold <paramref name="memoSlots"/> entries (tests: few slots, so that keys collide).</summary>
-    internal EventBatchDecoder(bool decodeFlows, int memoSlots)
-        : this(decodeFlows) => _memoSlots = memoSlots;
+    public EventBatchDecoder(bool decodeFlows) => _decodeFlows = decodeFlows;
 
     /// <summary>Batches this decoder's reader refused or failed on, which Google.Protobuf then parsed (or refused).</summary>
     public long BatchesHandedToProtobuf => Interlocked.Read(ref _parsedAsObjects);
-
-    /// <summary>Endpoints whose identity fields were found in the endpoint memo (their column bytes replayed).</summary>
-    public long EndpointMemoHits => Interlocked.Read(ref _memoHits);
-
-    /// <summary>Endpoints looked up in the endpoint memo and not found (parsed, and usually recorded).</summary>
-    public long EndpointMemoMisses => Interlocked.Read(ref _memoMisses);
 
     /// <summary>Decodes one batch.</summary>
     /// <param name="message">The <c>EventBatch</c> bytes; only read during the call.</param>
@@ -77,10 +49,9 @@ public sealed class EventBatchDecoder
         }
 
         NativeBlock? rows = null;
-        var memo = _memoizeEndpoints ? RentMemo() : null;
         try
         {
-            return DecodeFlowRows(message, liveEvents, memo, ref rows);
+            return DecodeFlowRows(message, liveEvents, ref rows);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
@@ -93,44 +64,9 @@ public sealed class EventBatchDecoder
             Interlocked.Increment(ref _parsedAsObjects);
             return ReceivedBatch.FromObjects(EventBatch.Parser.ParseFrom(message));
         }
-        finally
-        {
-            if (memo is not null)
-            {
-                ReturnMemo(memo);
-            }
-        }
     }
 
-    private EndpointMemo RentMemo()
-    {
-        lock (_idleMemos)
-        {
-            if (_idleMemos.TryPop(out var memo))
-            {
-                return memo;
-            }
-        }
-
-        return new EndpointMemo(EndpointColumnCount, _memoSlots);
-    }
-
-    private void ReturnMemo(EndpointMemo memo)
-    {
-        // A memo left half-way through a row (a refused batch) is still sound: an entry becomes findable only once its row was appended whole.
-        Interlocked.Add(ref _memoHits, memo.Hits);
-        Interlocked.Add(ref _memoMisses, memo.Misses);
-        memo.Hits = memo.Misses = 0;
-        lock (_idleMemos)
-        {
-            if (_idleMemos.Count < IdleMemos)
-            {
-                _idleMemos.Push(memo);
-            }
-        }
-    }
-
-    private static ReceivedBatch DecodeFlowRows(ReadOnlySpan<byte> message, bool liveEvents, EndpointMemo? memo, ref NativeBlock? rows)
+    private static ReceivedBatch DecodeFlowRows(ReadOnlySpan<byte> message, bool liveEvents, ref NativeBlock? rows)
     {
         // The batch's own fields first (they may come in any order): the node and id stamp every row.
         var reader = new ProtoReader(message, 0, message.Length);
@@ -188,7 +124,7 @@ public sealed class EventBatchDecoder
         var oldest = ulong.MaxValue;
         for (var i = 0; i < events.Count; i++)
         {
-            fields.Read(message, events[i], memo);
+            fields.Read(message, events[i]);
             oldest = Math.Min(oldest, fields.Time);
             if (fields.Type != (int)EventType.Flow)
             {
@@ -206,9 +142,7 @@ public sealed class EventBatchDecoder
             }
             else
             {
-                rows.AppendRow(new FlowRow(fields, message, nodeBytes, memo), batchId);
-                fields.Source.CommitRecord(memo);
-                fields.Destination.CommitRecord(memo);
+                rows.AppendRow(new FlowRow(fields, message, nodeBytes), batchId);
             }
         }
 
@@ -248,9 +182,8 @@ public sealed class EventBatchDecoder
         /// <summary>The event has parts this decoder does not store from (another type's payload, very many labels): parse it into an object.</summary>
         public bool NeedsObject;
 
-        public void Read(ReadOnlySpan<byte> message, ByteRange range, EndpointMemo? memo)
+        public void Read(ReadOnlySpan<byte> message, ByteRange range)
         {
-            memo?.BeginRow();
             Time = 0;
             Type = 0;
             Capture = default;
@@ -267,7 +200,6 @@ public sealed class EventBatchDecoder
             NeedsObject = false;
 
             // Google.Protobuf's rules: the last value of a scalar wins, a message field seen twice merges.
-            // The endpoint memo serves flows only (other events become objects); Google.Protobuf writes the type before the endpoints.
             var reader = new ProtoReader(message, range.Start, range.End);
             while (!reader.AtEnd)
             {
@@ -287,10 +219,10 @@ public sealed class EventBatchDecoder
                         Capture = reader.ReadString();
                         break;
                     case 42:
-                        NeedsObject |= !Source.Read(message, reader.ReadLengthDelimited(), Type == (int)EventType.Flow ? memo : null);
+                        NeedsObject |= !Source.Read(message, reader.ReadLengthDelimited());
                         break;
                     case 50:
-                        NeedsObject |= !Destination.Read(message, reader.ReadLengthDelimited(), Type == (int)EventType.Flow ? memo : null);
+                        NeedsObject |= !Destination.Read(message, reader.ReadLengthDelimited());
                         break;
                     case 58:
                         ReadFlow(message, reader.ReadLengthDelimited());
@@ -376,16 +308,6 @@ public sealed class EventBatchDecoder
         public readonly List<(ByteRange Key, ByteRange Value)> Labels = [];
         public readonly List<ByteRange> Names = [];
 
-        /// <summary>The memo slot whose recorded values this endpoint's identity columns get (its identity fields were not parsed), or -1.</summary>
-        public int ReplaySlot = -1;
-
-        /// <summary>The memo slot recording what this endpoint's identity columns get as they are written, or -1.</summary>
-        public int RecordSlot = -1;
-
-        private ulong _recordHash;
-        private int _occurrences;
-        private ByteRange _first;
-
         public void Reset()
         {
             Ip = Process = ContainerId = Workload = Pod = Namespace = default;
@@ -393,93 +315,13 @@ public sealed class EventBatchDecoder
             CgroupId = 0;
             Labels.Clear();
             Names.Clear();
-            ReplaySlot = RecordSlot = -1;
-            _occurrences = 0;
         }
 
-        /// <summary>
-        /// Reads (merges) one occurrence of the endpoint; false when it has more labels than this decoder stores.
-        /// With a <paramref name="memo"/>: when the endpoint occurs once, the bytes after its leading ip and
-        /// port fields (the order Google.Protobuf writes) are its identity; if the memo holds exactly those
-        /// bytes, only ip and port are read and the identity columns replay the memo's values. Otherwise the
-        /// fields are parsed as without a memo, and recorded as the row is written unless they hold another
-        /// ip or port (which would override the leading ones) or the endpoint occurs again.
-        /// </summary>
-        public bool Read(ReadOnlySpan<byte> message, ByteRange range, EndpointMemo? memo)
-        {
-            if (_occurrences++ > 0)
-            {
-                // A second occurrence merges into the first: both are parsed, and neither is one entry's bytes.
-                RecordSlot = -1;
-                if (ReplaySlot >= 0)
-                {
-                    ReplaySlot = -1;
-                    ReadFields(message, _first.Start, _first.End, out _);
-                }
-
-                return ReadFields(message, range.Start, range.End, out _);
-            }
-
-            if (memo is null)
-            {
-                return ReadFields(message, range.Start, range.End, out _);
-            }
-
-            _first = range;
-            var reader = new ProtoReader(message, range.Start, range.End);
-            var identity = range.Start;
-            if (identity < range.End && message[identity] == 10)
-            {
-                reader.ReadTag();
-                Ip = reader.ReadLengthDelimited();
-                identity = reader.Position;
-            }
-
-            if (identity < range.End && message[identity] == 16)
-            {
-                reader.ReadTag();
-                Port = (uint)reader.ReadVarint();
-                identity = reader.Position;
-            }
-
-            var key = message[identity..range.End];
-            if (key.Length > EndpointMemo.MaxKeyBytes)
-            {
-                return ReadFields(message, identity, range.End, out _);
-            }
-
-            var slot = memo.Find(key, out var hash);
-            if (slot >= 0)
-            {
-                ReplaySlot = slot;
-                return true; // the entry was recorded from a decodable endpoint with these same bytes
-            }
-
-            var decodable = ReadFields(message, identity, range.End, out var ipOrPortAgain);
-            if (decodable && !ipOrPortAgain && memo.TryBeginRecord(key, hash, out slot))
-            {
-                RecordSlot = slot;
-                _recordHash = hash;
-            }
-
-            return decodable;
-        }
-
-        /// <summary>Makes the entry this endpoint recorded findable: call once its row was appended whole.</summary>
-        public void CommitRecord(EndpointMemo? memo)
-        {
-            if (RecordSlot >= 0)
-            {
-                memo!.Commit(RecordSlot, _recordHash);
-                RecordSlot = -1;
-            }
-        }
-
-        private bool ReadFields(ReadOnlySpan<byte> message, int start, int end, out bool ipOrPort)
+        /// <summary>Reads (merges) one occurrence of the endpoint; false when it has more labels than this decoder stores.</summary>
+        public bool Read(ReadOnlySpan<byte> message, ByteRange range)
         {
             var decodable = true;
-            ipOrPort = false;
-            var reader = new ProtoReader(message, start, end);
+            var reader = new ProtoReader(message, range.Start, range.End);
             while (!reader.AtEnd)
             {
                 var tag = reader.ReadTag();
@@ -487,11 +329,9 @@ public sealed class EventBatchDecoder
                 {
                     case 10:
                         Ip = reader.ReadLengthDelimited();
-                        ipOrPort = true;
                         break;
                     case 16:
                         Port = (uint)reader.ReadVarint();
-                        ipOrPort = true;
                         break;
                     case 24:
                         Pid = (uint)reader.ReadVarint();
@@ -571,7 +411,7 @@ public sealed class EventBatchDecoder
     }
 
     /// <summary>A decoded flow as a row of the <c>flows</c> table: each column written as <see cref="FlowTable"/>'s writers write it.</summary>
-    private readonly ref struct FlowRow(FlowEventFields fields, ReadOnlySpan<byte> message, ReadOnlySpan<byte> node, EndpointMemo? memo) : IRowSource
+    private readonly ref struct FlowRow(FlowEventFields fields, ReadOnlySpan<byte> message, ReadOnlySpan<byte> node) : IRowSource
     {
         private readonly ReadOnlySpan<byte> _message = message;
         private readonly ReadOnlySpan<byte> _node = node;
@@ -639,29 +479,7 @@ public sealed class EventBatchDecoder
             }
         }
 
-        // Every endpoint column but ip and port is an identity column: replayed from the memo, or written and recorded.
         private void WriteEndpoint(RowBinaryWriter data, EndpointFields p, EndpointColumn column)
-        {
-            if (column is EndpointColumn.Ip or EndpointColumn.Port || (p.ReplaySlot < 0 && p.RecordSlot < 0))
-            {
-                WriteEndpointValue(data, p, column);
-            }
-            else if (p.ReplaySlot >= 0)
-            {
-                data.WriteRaw(memo!.Value(p.ReplaySlot, (int)column));
-            }
-            else
-            {
-                var before = data.Length;
-                WriteEndpointValue(data, p, column);
-                if (!memo!.Record(p.RecordSlot, (int)column, data.Buffer.AsSpan(before, data.Length - before)))
-                {
-                    p.RecordSlot = -1;
-                }
-            }
-        }
-
-        private void WriteEndpointValue(RowBinaryWriter data, EndpointFields p, EndpointColumn column)
         {
             switch (column)
             {

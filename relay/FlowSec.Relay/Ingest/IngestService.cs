@@ -46,12 +46,6 @@ public sealed class IngestService(EventPipeline pipeline, NodeRegistry nodes, Re
     /// <summary>Batches the fast decoder refused or failed on, which Google.Protobuf then parsed (or refused).</summary>
     public long BatchesHandedToProtobuf => _decoder.BatchesHandedToProtobuf;
 
-    /// <summary>Flow endpoints whose identity columns the decoder replayed from its memo.</summary>
-    public long EndpointMemoHits => _decoder.EndpointMemoHits;
-
-    /// <summary>Flow endpoints the decoder looked up in its memo and parsed.</summary>
-    public long EndpointMemoMisses => _decoder.EndpointMemoMisses;
-
     /// <summary>Handles one sensor stream until the sensor closes it.</summary>
     public async Task PushAsync(IAsyncEnumerable<ReceivedBatch> batches, GrpcResponseStream<IngestAck> acks,
         GrpcCallContext call)

@@ -20,9 +20,6 @@ internal ref struct ProtoReader(ReadOnlySpan<byte> data, int start, int end)
     private readonly int _end = end;
     private int _position = start;
 
-    /// <summary>Where the next field starts.</summary>
-    public readonly int Position => _position;
-
     /// <summary>Whether the message (or the sub-message this reader covers) has been read to its end.</summary>
     public readonly bool AtEnd => _position >= _end;
 

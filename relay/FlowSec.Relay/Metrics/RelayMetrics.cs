@@ -33,8 +33,6 @@ public static class RelayMetrics
         // Not a loss: such a batch is parsed in full (or refused with the parser's error); a rising
         // count says ingest is paying the slow path (invalid UTF-8 from a sensor, or a decoder bug).
         new("flowsec_relay_batches_full_parsed_total", "Batches the column decoder handed to the full protobuf parser (refused input included)", true, ingest.BatchesHandedToProtobuf),
-        new("flowsec_relay_endpoint_memo_hits_total", "Flow endpoints whose identity fields (all but ip and port) the column decoder replayed from its memo instead of parsing them", true, ingest.EndpointMemoHits),
-        new("flowsec_relay_endpoint_memo_misses_total", "Flow endpoints the column decoder looked up in its memo and parsed", true, ingest.EndpointMemoMisses),
         new("flowsec_relay_insert_errors_total", "Failed ClickHouse insert or schema attempts, each retried", true, writer.InsertErrors),
         new("flowsec_relay_unknown_inserts_found_stored_total", "Inserts that failed without an answer but had gone in, so were not sent again", true, writer.UnknownInsertsFoundStored),
         new("flowsec_relay_events_not_stored_total", "Events of a type no table exists for", true, writer.EventsNotStored),

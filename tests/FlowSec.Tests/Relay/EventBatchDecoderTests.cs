@@ -60,121 +60,6 @@ public sealed class EventBatchDecoderTests
         decoder.BatchesHandedToProtobuf.Should().Be(0, "every batch here is well-formed, so the decoder reads all of them itself");
     }
 
-    [Theory]
-    [InlineData(EndpointMemo.DefaultSlots)]
-    [InlineData(1)] // every identity shares the one slot: a flow's two endpoints fight over it
-    [InlineData(2)]
-    public async Task Endpoints_replayed_from_the_memo_make_the_same_native_block_as_parsing_them(int memoSlots)
-    {
-        // A few identities behind changing ips and ports, in the memo's field order and others, with
-        // repeated, unknown and overriding fields; cut batches in between, refused or decoded.
-        var memoized = new EventBatchDecoder(decodeFlows: true, memoSlots);
-        var parsed = new EventBatchDecoder(decodeFlows: true, memoizeEndpoints: false);
-        var pool = new WireBatch(new Random(5));
-        byte[][] identities =
-        [
-            .. Enumerable.Range(0, 8).Select(_ => pool.Identity(atMost: EndpointMemo.MaxKeyBytes)),
-            pool.Identity(ip: 1, port: 0, atMost: EndpointMemo.MaxKeyBytes), pool.Identity(ip: 0, port: 1, atMost: EndpointMemo.MaxKeyBytes),
-            pool.Identity(), pool.Identity(), // mostly longer than the memo keeps
-        ];
-        var objectBlock = new NativeBlock(FlowTable.Table, sortRows: false);
-        var memoBlock = new NativeBlock(FlowTable.Table, sortRows: false);
-        var parsedBlock = new NativeBlock(FlowTable.Table, sortRows: false);
-        for (var seed = 0; seed < 300; seed++)
-        {
-            var bytes = new WireBatch(new Random(seed), identities).Build();
-            ObjectPath(bytes, objectBlock);
-            AppendLikeTheWriter(memoized.Decode(bytes, liveEvents: false), memoBlock);
-            AppendLikeTheWriter(parsed.Decode(bytes, liveEvents: false), parsedBlock);
-            if (seed % 7 == 3)
-            {
-                // Whatever a cut batch leaves in the memo must not change later rows.
-                var cut = bytes[..(bytes.Length * 2 / 3)];
-                Refusal(() =>
-                {
-                    if (memoized.Decode(cut, liveEvents: false).Rows is { } rows)
-                    {
-                        NativeBlockPool.Return(rows);
-                    }
-                });
-            }
-
-            if (seed % 50 == 49)
-            {
-                memoBlock.Rows.Should().Be(objectBlock.Rows);
-                (await Encode(memoBlock)).Should().Equal(await Encode(objectBlock), $"the block of batches up to seed {seed}, memo on");
-                (await Encode(parsedBlock)).Should().Equal(await Encode(objectBlock), $"the block of batches up to seed {seed}, memo off");
-                memoBlock.Bytes.Should().Be(objectBlock.Bytes);
-                objectBlock.Clear();
-                memoBlock.Clear();
-                parsedBlock.Clear();
-            }
-        }
-
-        memoized.EndpointMemoHits.Should().BeGreaterThan(memoSlots > 2 ? 1000 : 100, "most endpoints repeat an identity the memo holds");
-        memoized.EndpointMemoMisses.Should().BeGreaterThan(1000, "other field orders and new identities miss");
-        parsed.EndpointMemoHits.Should().Be(0);
-    }
-
-    [Fact]
-    public async Task Flows_of_one_endpoint_keep_their_own_ip_and_port_when_its_identity_is_replayed()
-    {
-        var batch = new EventBatch { Node = "node-a", BatchId = 9 };
-        for (var i = 0; i < 3; i++)
-        {
-            batch.Events.Add(new Event
-            {
-                Type = EventType.Flow,
-                TimeUnixNano = 1_795_831_200_000_000_000UL + (ulong)i,
-                Source = new Endpoint
-                {
-                    Ip = ByteString.CopyFrom([10, 0, 0, (byte)(i + 1)]), Port = 40_000 + (uint)i, Pid = 7, Process = "curl", CgroupId = 12,
-                    Pod = "web-1", Namespace = "shop", Labels = { ["app"] = "web", ["tier"] = "front" }, Names = { "web.shop" },
-                },
-                Destination = new Endpoint { Ip = ByteString.CopyFrom([10, 0, 1, (byte)i]), Port = 5432, Pod = "db-0", Namespace = "shop" },
-                Flow = new Flow { Protocol = Protocol.Tcp, State = "closed", BytesSent = 100 * (ulong)i },
-            });
-        }
-
-        var bytes = batch.ToByteArray();
-        var decoder = new EventBatchDecoder(decodeFlows: true);
-        var objectBlock = new NativeBlock(FlowTable.Table, sortRows: false);
-        var decodedBlock = new NativeBlock(FlowTable.Table, sortRows: false);
-        ObjectPath(bytes, objectBlock);
-        AppendLikeTheWriter(decoder.Decode(bytes, liveEvents: false), decodedBlock);
-
-        decoder.EndpointMemoHits.Should().Be(4, "both endpoints of the second and third flow were seen in the first");
-        (await Encode(decodedBlock)).Should().Equal(await Encode(objectBlock), "each row keeps its own addresses and ports");
-
-        AppendLikeTheWriter(decoder.Decode(bytes, liveEvents: false), decodedBlock);
-        ObjectPath(bytes, objectBlock);
-        decoder.EndpointMemoHits.Should().Be(10, "the next batch of the node finds all six");
-        (await Encode(decodedBlock)).Should().Equal(await Encode(objectBlock));
-    }
-
-    [Fact]
-    public async Task Streams_decoding_at_once_through_one_decoder_get_their_own_rows()
-    {
-        var decoder = new EventBatchDecoder(decodeFlows: true);
-        var pool = new WireBatch(new Random(11));
-        var identities = Enumerable.Range(0, 6).Select(_ => pool.Identity()).ToArray();
-        var batches = Enumerable.Range(0, 64).Select(seed => new WireBatch(new Random(seed), identities).Build()).ToArray();
-        var decoded = new ReceivedBatch[batches.Length];
-
-        Parallel.For(0, batches.Length, new ParallelOptions { MaxDegreeOfParallelism = 4 }, i => decoded[i] = decoder.Decode(batches[i], liveEvents: false));
-
-        for (var i = 0; i < batches.Length; i++)
-        {
-            var objectBlock = new NativeBlock(FlowTable.Table, sortRows: false);
-            var decodedBlock = new NativeBlock(FlowTable.Table, sortRows: false);
-            ObjectPath(batches[i], objectBlock);
-            AppendLikeTheWriter(decoded[i], decodedBlock);
-            (await Encode(decodedBlock)).Should().Equal(await Encode(objectBlock), $"batch {i}");
-        }
-
-        decoder.EndpointMemoHits.Should().BeGreaterThan(0);
-    }
-
     [Fact]
     public void With_a_live_consumer_every_event_is_also_an_object_stamped_with_the_batch_node()
     {
@@ -391,9 +276,7 @@ public sealed class EventBatchDecoderTests
     /// level, strings with non-ASCII text, empty and long values, addresses of every length, and enum
     /// values no sensor sends today.
     /// </summary>
-    /// <param name="random">The source of every choice.</param>
-    /// <param name="identities">Endpoint identities (from <see cref="Identity"/>) that most endpoints reuse behind a fresh ip and port, or null.</param>
-    private sealed class WireBatch(Random random, byte[][]? identities = null)
+    private sealed class WireBatch(Random random)
     {
         private static readonly string[] Strings =
         [
@@ -461,60 +344,9 @@ public sealed class EventBatchDecoderTests
 
         private byte[] Endpoint()
         {
-            if (identities is not null && random.Next(5) != 0)
-            {
-                return RepeatedEndpoint(identities);
-            }
-
             var fields = new List<byte[]>();
             Maybe(fields, () => Bytes(1, RandomBytes(Pick([0, 4, 4, 4, 16, 16, 3, 7, 20]))), 0.9);
             Maybe(fields, () => Varint(2, random.Next(4) == 0 ? Number() : (ulong)random.Next(65536)));
-            return Concat(Shuffle([.. fields, .. IdentityFields()], keepOrderOf: 10, alsoKeep: 11));
-        }
-
-        /// <summary>
-        /// An endpoint's fields after ip and port, as <see cref="Endpoint"/> writes them; sometimes with
-        /// an ip or port among them (it overrides a leading one), for endpoints that repeat.
-        /// </summary>
-        /// <param name="ip">How likely an ip field is among them.</param>
-        /// <param name="port">How likely a port field is.</param>
-        /// <param name="atMost">Bytes at most (drawn again until it fits), e.g. to stay under the memo's key limit.</param>
-        public byte[] Identity(double ip = 0.1, double port = 0.1, int atMost = int.MaxValue)
-        {
-            while (true)
-            {
-                var fields = IdentityFields();
-                Maybe(fields, () => Bytes(1, RandomBytes(4)), ip);
-                Maybe(fields, () => Varint(2, (ulong)random.Next(65536)), port);
-                var identity = Concat(Shuffle(fields, keepOrderOf: 10, alsoKeep: 11));
-                if (identity.Length <= atMost)
-                {
-                    return identity;
-                }
-            }
-        }
-
-        // One of a few identities behind an ip and a port that change, in the order Google.Protobuf writes
-        // them (the memo's case) or another: either one left out, after the identity, swapped.
-        private byte[] RepeatedEndpoint(byte[][] pool)
-        {
-            var identity = Pick(pool);
-            var ip = Bytes(1, RandomBytes(Pick([0, 4, 4, 16])));
-            var port = Varint(2, (ulong)random.Next(65536));
-            return random.Next(10) switch
-            {
-                0 => Concat([port, ip, identity]),
-                1 => Concat([ip, identity]),
-                2 => Concat([port, identity]),
-                3 => identity,
-                4 => Concat([identity, ip, port]),
-                _ => Concat([ip, port, identity]),
-            };
-        }
-
-        private List<byte[]> IdentityFields()
-        {
-            var fields = new List<byte[]>();
             Maybe(fields, () => Varint(3, Number()));
             Maybe(fields, () => Str(4, Pick(Strings)));
             Maybe(fields, () => Varint(5, Number()));
@@ -540,7 +372,7 @@ public sealed class EventBatchDecoderTests
             }
 
             AddUnknown(fields, 2);
-            return fields;
+            return Concat(Shuffle(fields, keepOrderOf: 10, alsoKeep: 11));
         }
 
         private byte[] Flow()
