@@ -83,6 +83,13 @@ internal static partial class OverheadBenchmark
                 Console.WriteLine($"{mode}: paired ratios per round (each round's none, floor, sensor back to back) " +
                                   string.Join(", ", paired.Select(r => double.IsFinite(r) ? r.ToString("0.00", CultureInfo.InvariantCulture) : "n/a")) +
                                   $"; median {median:0.00}, inter-quartile range {q1:0.00}-{q3:0.00}");
+                // A round whose floor lost little makes its ratio explode (or flip sign): the median
+                // of each configuration's paired losses, and their ratio, stay defined.
+                var (floorQ1, floorMedian, floorQ3) = Quartiles(PairedLosses(results[(mode, "none")], results[(mode, "floor")]));
+                var (sensorQ1, sensorMedian, sensorQ3) = Quartiles(PairedLosses(results[(mode, "none")], results[(mode, "sensor")]));
+                Console.WriteLine($"{mode}: paired losses (each against its round's none) floor median {floorMedian:P1} (IQR {floorQ1:P1} to {floorQ3:P1}), " +
+                                  $"sensor median {sensorMedian:P1} (IQR {sensorQ1:P1} to {sensorQ3:P1}); ratio of these medians " +
+                                  (floorMedian > 0 ? (sensorMedian / floorMedian).ToString("0.00", CultureInfo.InvariantCulture) : "n/a"));
             }
             Console.WriteLine($"lost events: requests with Connection: close under the sensor {requestsWithSensor}, client-side flows received {Interlocked.Read(ref flowsReceived) - flowsBeforeRounds}" +
                               " (each request is one connection; flows also include connections wrk had open when time ran out)");
@@ -484,14 +491,12 @@ internal static partial class OverheadBenchmark
     /// </summary>
     internal static List<double> PairedLossRatios(List<double> none, List<double> floor, List<double> sensor)
     {
-        var ratios = new List<double>(none.Count);
-        for (var r = 0; r < none.Count; r++)
-        {
-            var floorLoss = 1 - floor[r] / none[r];
-            ratios.Add(floorLoss > 0 ? (1 - sensor[r] / none[r]) / floorLoss : double.NaN);
-        }
-        return ratios;
+        return PairedLosses(none, sensor).Zip(PairedLosses(none, floor), (sensorLoss, floorLoss) => floorLoss > 0 ? sensorLoss / floorLoss : double.NaN).ToList();
     }
+
+    /// <summary>Per round, 1 − config_r/none_r: the configuration's loss against the "none" run of the same round.</summary>
+    internal static IEnumerable<double> PairedLosses(List<double> none, List<double> config) =>
+        none.Zip(config, (n, c) => 1 - c / n);
 
     /// <summary>First quartile, median and third quartile (linear interpolation between ranks, as R's type 7); NaN when empty.</summary>
     internal static (double Q1, double Median, double Q3) Quartiles(IEnumerable<double> values)
