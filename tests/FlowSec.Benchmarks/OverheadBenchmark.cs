@@ -78,6 +78,18 @@ internal static partial class OverheadBenchmark
                 var sensorLoss = 1 - sensor / none;
                 Console.WriteLine($"{mode}: medians none {none:0} req/s, floor {floor:0} ({floorLoss:P1} loss), sensor {sensor:0} ({sensorLoss:P1} loss); " +
                                   $"sensor/floor loss ratio {(floorLoss > 0 ? (sensorLoss / floorLoss).ToString("0.00", CultureInfo.InvariantCulture) : "n/a")}");
+                var paired = PairedLossRatios(results[(mode, "none")], results[(mode, "floor")], results[(mode, "sensor")]);
+                var (q1, median, q3) = Quartiles(paired.Where(double.IsFinite));
+                Console.WriteLine($"{mode}: paired ratios per round (each round's none, floor, sensor back to back) " +
+                                  string.Join(", ", paired.Select(r => double.IsFinite(r) ? r.ToString("0.00", CultureInfo.InvariantCulture) : "n/a")) +
+                                  $"; median {median:0.00}, inter-quartile range {q1:0.00}-{q3:0.00}");
+                // A round whose floor lost little makes its ratio explode (or flip sign): the median
+                // of each configuration's paired losses, and their ratio, stay defined.
+                var (floorQ1, floorMedian, floorQ3) = Quartiles(PairedLosses(results[(mode, "none")], results[(mode, "floor")]));
+                var (sensorQ1, sensorMedian, sensorQ3) = Quartiles(PairedLosses(results[(mode, "none")], results[(mode, "sensor")]));
+                Console.WriteLine($"{mode}: paired losses (each against its round's none) floor median {floorMedian:P1} (IQR {floorQ1:P1} to {floorQ3:P1}), " +
+                                  $"sensor median {sensorMedian:P1} (IQR {sensorQ1:P1} to {sensorQ3:P1}); ratio of these medians " +
+                                  (floorMedian > 0 ? (sensorMedian / floorMedian).ToString("0.00", CultureInfo.InvariantCulture) : "n/a"));
             }
             Console.WriteLine($"lost events: requests with Connection: close under the sensor {requestsWithSensor}, client-side flows received {Interlocked.Read(ref flowsReceived) - flowsBeforeRounds}" +
                               " (each request is one connection; flows also include connections wrk had open when time ran out)");
@@ -468,6 +480,40 @@ internal static partial class OverheadBenchmark
         var stderr = p.StandardError.ReadToEndAsync();
         await p.WaitForExitAsync();
         return p.ExitCode == 0 ? await stdout : throw new InvalidOperationException($"{file} {string.Join(' ', args)}: {await stderr}");
+    }
+
+    /// <summary>
+    /// Per round r, (1 − sensor_r/none_r) / (1 − floor_r/none_r): the sensor's loss over the
+    /// floor's, both against the "none" run of the same round. The three ran back to back, so a
+    /// slow phase of the machine (another engineer's build) hits all three of one round; medians
+    /// per configuration pair a slow round's "none" with another round's "floor". NaN for a round
+    /// whose floor lost nothing (or gained): no ratio.
+    /// </summary>
+    internal static List<double> PairedLossRatios(List<double> none, List<double> floor, List<double> sensor)
+    {
+        return PairedLosses(none, sensor).Zip(PairedLosses(none, floor), (sensorLoss, floorLoss) => floorLoss > 0 ? sensorLoss / floorLoss : double.NaN).ToList();
+    }
+
+    /// <summary>Per round, 1 − config_r/none_r: the configuration's loss against the "none" run of the same round.</summary>
+    internal static IEnumerable<double> PairedLosses(List<double> none, List<double> config) =>
+        none.Zip(config, (n, c) => 1 - c / n);
+
+    /// <summary>First quartile, median and third quartile (linear interpolation between ranks, as R's type 7); NaN when empty.</summary>
+    internal static (double Q1, double Median, double Q3) Quartiles(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        double At(double q)
+        {
+            if (sorted.Length == 0)
+            {
+                return double.NaN;
+            }
+            var position = q * (sorted.Length - 1);
+            var below = (int)Math.Floor(position);
+            var above = Math.Min(below + 1, sorted.Length - 1);
+            return sorted[below] + (sorted[above] - sorted[below]) * (position - below);
+        }
+        return (At(0.25), At(0.5), At(0.75));
     }
 
     private static double Median(List<double> values)

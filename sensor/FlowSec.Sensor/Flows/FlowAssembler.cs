@@ -1,7 +1,5 @@
-using System.Net;
 using FlowSec.Api.V1;
 using FlowSec.Sensor.Capture;
-using FlowSec.Sensor.Dns;
 using Google.Protobuf;
 using Endpoint = FlowSec.Api.V1.Endpoint;
 
@@ -188,25 +186,23 @@ internal sealed class FlowAssembler
         return (sent, received);
     }
 
-    // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; the flow carries them as IPv4.
     // One ByteString per distinct address, shared by every flow that carries it (ByteString is
     // immutable): a node talks to few addresses, and a fresh copy per endpoint was two objects
     // that lived as long as their flow's batch, i.e. survived a GC each. The cache is direct-mapped
     // (a slot per hash, a colliding address replaces the other): a dictionary lookup cost about
-    // as much as the copy it saved.
-    private ByteString AddressBytes(IPAddress address)
+    // as much as the copy it saved. Keyed by the address's IPv6-form value, so an IPv4 address and
+    // its ::ffff:a.b.c.d form (a dual-stack socket's IPv4 peer) share a slot and bytes (4, as IPv4).
+    private ByteString AddressBytes(in IpAddress16 address)
     {
-        Span<byte> bytes = stackalloc byte[16];
-        address.TryWriteBytes(bytes, out int written);
-        ReadOnlySpan<byte> flowBytes = address.IsIPv4MappedToIPv6 ? bytes[12..16] : bytes[..written];
-        // IPv4 as ::ffff:a.b.c.d, so the two forms of one address share a key (and their bytes are equal).
-        UInt128 key = DnsNameCache.KeyOf(flowBytes);
+        UInt128 key = address.Value;
         ulong mixed = (ulong)key ^ ((ulong)(key >> 64) * 31);
         int slot = (int)((mixed * 0x9E3779B97F4A7C15UL) >> (64 - AddressSlotBits));
         ref CachedAddress entry = ref _addresses[slot];
         if (entry.Bytes is null || entry.Key != key)
         {
-            entry = new CachedAddress(key, ByteString.CopyFrom(flowBytes));
+            Span<byte> bytes = stackalloc byte[16];
+            int written = address.WriteFlowBytes(bytes);
+            entry = new CachedAddress(key, ByteString.CopyFrom(bytes[..written]));
         }
         return entry.Bytes;
     }

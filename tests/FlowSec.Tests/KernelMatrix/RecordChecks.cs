@@ -170,8 +170,8 @@ internal sealed class RecordChecks
     private void ConnectingSide(string what, TcpRecord r)
     {
         Equal($"tcp: {what} family", r.Family, AddressFamily.InterNetwork);
-        Equal($"tcp: {what} local address", r.LocalAddress, Loopback);
-        Equal($"tcp: {what} remote address", r.RemoteAddress, Loopback);
+        Equal($"tcp: {what} local address", r.LocalAddress.ToIPAddress(), Loopback);
+        Equal($"tcp: {what} remote address", r.RemoteAddress.ToIPAddress(), Loopback);
         Equal($"tcp: {what} tgid = loader", r.Tgid, (uint)_run.Pid);
         Equal($"tcp: {what} pid = loader", r.Pid, (uint)_run.Pid);
         Equal($"tcp: {what} comm", r.Comm, _run.Comm);

@@ -18,7 +18,7 @@ public class FlowAssemblerTests
     // The client's (connect()ing) socket while open: its socket-table entry, as the scan decodes it.
     private static TcpRecord ActiveOpen(ulong sock = 1, ulong start = 100 * Second - Second / 1000) => new(
         1000, 1001, AddressFamily.InterNetwork, TcpState.Established, TcpState.Established,
-        0, start, 55, sock, Client, Server, 40000, 443, true, TcpState.SynSent,
+        0, start, 55, sock, IpAddress16.From(Client), IpAddress16.From(Server), 40000, 443, true, TcpState.SynSent,
         0, 0, 0, 0, 0, 0, "curl");
 
     private static TcpRecord ActiveClose(ulong sock = 1, ulong at = 103 * Second, TcpState from = TcpState.LastAck) =>
@@ -39,7 +39,7 @@ public class FlowAssemblerTests
     // The accepted socket on the server while open: the owner is only known from close().
     private static TcpRecord PassiveOpen(ulong sock = 2, ulong start = 100 * Second) => new(
         0, 0, AddressFamily.InterNetwork, TcpState.Established, TcpState.Established,
-        0, start, 0, sock, Server, Client, 443, 40000, false, TcpState.SynRecv,
+        0, start, 0, sock, IpAddress16.From(Server), IpAddress16.From(Client), 443, 40000, false, TcpState.SynRecv,
         0, 0, 0, 0, 0, 0, "");
 
     private static TcpRecord PassiveClose(ulong sock = 2, ulong at = 104 * Second) => PassiveOpen(sock) with
@@ -224,8 +224,8 @@ public class FlowAssemblerTests
         var close = ActiveClose() with
         {
             Family = AddressFamily.InterNetworkV6,
-            LocalAddress = Client.MapToIPv6(),
-            RemoteAddress = Server.MapToIPv6(),
+            LocalAddress = IpAddress16.From(Client.MapToIPv6()),
+            RemoteAddress = IpAddress16.From(Server.MapToIPv6()),
         };
 
         var e = NewAssembler().Closed(close);
@@ -239,7 +239,7 @@ public class FlowAssemblerTests
     public void Ipv6_addresses_keep_16_bytes()
     {
         var v6 = IPAddress.Parse("fd00::7");
-        var e = NewAssembler().Closed(ActiveClose() with { Family = AddressFamily.InterNetworkV6, RemoteAddress = v6 });
+        var e = NewAssembler().Closed(ActiveClose() with { Family = AddressFamily.InterNetworkV6, RemoteAddress = IpAddress16.From(v6) });
 
         e.Destination.Ip.ToByteArray().Should().Equal(v6.GetAddressBytes());
     }
@@ -260,7 +260,7 @@ public class FlowAssemblerTests
         foreach (var peer in peers.Concat(peers))
         {
             var family = peer.AddressFamily;
-            var e = assembler.Closed(ActiveClose() with { Family = family, LocalAddress = Client, RemoteAddress = peer });
+            var e = assembler.Closed(ActiveClose() with { Family = family, LocalAddress = IpAddress16.From(Client), RemoteAddress = IpAddress16.From(peer) });
             var expected = peer.IsIPv4MappedToIPv6 ? peer.MapToIPv4().GetAddressBytes() : peer.GetAddressBytes();
             e.Destination.Ip.ToByteArray().Should().Equal(expected, $"the flow to {peer}");
             e.Source.Ip.ToByteArray().Should().Equal(Client.GetAddressBytes());

@@ -22,9 +22,9 @@ public class TcpRecordDecoderTests
         r.StartNs.Should().Be(4_000_000_000);
         r.CgroupId.Should().Be(77);
         r.SockId.Should().Be(0xffff_8880_1234_5678);
-        r.LocalAddress.Should().Be(IPAddress.Parse("10.1.2.3"));
-        r.RemoteAddress.Should().Be(IPAddress.Parse("10.9.8.7"));
-        r.LocalAddress.AddressFamily.Should().Be(AddressFamily.InterNetwork);
+        r.LocalAddress.ToIPAddress().Should().Be(IPAddress.Parse("10.1.2.3"));
+        r.RemoteAddress.ToIPAddress().Should().Be(IPAddress.Parse("10.9.8.7"));
+        r.LocalAddress.ToIPAddress().AddressFamily.Should().Be(AddressFamily.InterNetwork);
         r.LocalPort.Should().Be(43210);
         r.RemotePort.Should().Be(443);
         r.Initiator.Should().BeTrue();
@@ -56,8 +56,8 @@ public class TcpRecordDecoderTests
         r.Family.Should().Be(AddressFamily.InterNetworkV6);
         r.OldState.Should().Be(TcpState.LastAck);
         r.NewState.Should().Be(TcpState.Close);
-        r.LocalAddress.Should().Be(IPAddress.Parse("fd00::1"));
-        r.RemoteAddress.Should().Be(IPAddress.Parse("2001:db8::beef"));
+        r.LocalAddress.ToIPAddress().Should().Be(IPAddress.Parse("fd00::1"));
+        r.RemoteAddress.ToIPAddress().Should().Be(IPAddress.Parse("2001:db8::beef"));
         r.Initiator.Should().BeFalse();
         r.FirstState.Should().Be(TcpState.SynRecv);
     }
@@ -76,8 +76,8 @@ public class TcpRecordDecoderTests
         r.Tgid.Should().Be(4242);
         r.Pid.Should().Be(4243);
         r.Family.Should().Be(AddressFamily.InterNetwork);
-        r.LocalAddress.Should().Be(IPAddress.Parse("10.1.2.3"));
-        r.RemoteAddress.Should().Be(IPAddress.Parse("10.9.8.7"));
+        r.LocalAddress.ToIPAddress().Should().Be(IPAddress.Parse("10.1.2.3"));
+        r.RemoteAddress.ToIPAddress().Should().Be(IPAddress.Parse("10.9.8.7"));
         r.LocalPort.Should().Be(43210);
         r.RemotePort.Should().Be(443);
         r.Initiator.Should().BeTrue();
@@ -104,8 +104,8 @@ public class TcpRecordDecoderTests
 
         TcpRecordDecoder.TryDecode(1, entry, 1, out var r).Should().Be(DecodeResult.Ok);
 
-        r.LocalAddress.Should().Be(IPAddress.Parse("fd00::1"));
-        r.RemoteAddress.Should().Be(IPAddress.Parse("2001:db8::beef"));
+        r.LocalAddress.ToIPAddress().Should().Be(IPAddress.Parse("fd00::1"));
+        r.RemoteAddress.ToIPAddress().Should().Be(IPAddress.Parse("2001:db8::beef"));
         r.Initiator.Should().BeFalse();
         r.Tgid.Should().Be(0);
         r.Comm.Should().BeEmpty();
@@ -138,8 +138,8 @@ public class TcpRecordDecoderTests
 
         TcpRecordDecoder.TryDecode(bytes, out var r).Should().Be(DecodeResult.Ok);
 
-        r.LocalAddress.Should().Be(IPAddress.Parse("10.1.2.3"));
-        r.RemoteAddress.Should().Be(IPAddress.Parse("10.9.8.7"));
+        r.LocalAddress.ToIPAddress().Should().Be(IPAddress.Parse("10.1.2.3"));
+        r.RemoteAddress.ToIPAddress().Should().Be(IPAddress.Parse("10.9.8.7"));
     }
 
     [Theory]
