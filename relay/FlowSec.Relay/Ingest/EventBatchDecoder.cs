@@ -510,30 +510,76 @@ public sealed class EventBatchDecoder
                 case EndpointColumn.Namespace:
                     WriteString(data, p.Namespace);
                     break;
-                case EndpointColumn.LabelKeys:
-                case EndpointColumn.LabelValues:
-                    data.WriteVarUInt((ulong)p.Labels.Count);
-                    foreach (var (key, value) in p.Labels)
-                    {
-                        WriteString(data, column == EndpointColumn.LabelKeys ? key : value);
-                    }
-
+                case EndpointColumn.Labels:
+                    WriteLabels(data, p.Labels);
                     break;
                 case EndpointColumn.Names:
-                    data.WriteVarUInt((ulong)p.Names.Count);
-                    foreach (var name in p.Names)
-                    {
-                        WriteString(data, name);
-                    }
-
+                    WriteNames(data, p.Names);
                     break;
             }
         }
 
+        // PackedStrings' form, as PackedStrings.WriteLabels writes it from a map, from the message's bytes.
+        private void WriteLabels(RowBinaryWriter data, List<(ByteRange Key, ByteRange Value)> labels)
+        {
+            if (labels.Count == 0)
+            {
+                data.WriteVarUInt(0);
+                return;
+            }
+
+            var length = 1;
+            foreach (var (key, value) in labels)
+            {
+                length += PackedStrings.EscapedLength(Bytes(key)) + PackedStrings.EscapedLength(Bytes(value)) + 2;
+            }
+
+            data.WriteVarUInt((ulong)length);
+            var span = data.Append(length);
+            var at = 0;
+            foreach (var (key, value) in labels)
+            {
+                span[at++] = (byte)PackedStrings.Separator;
+                at += PackedStrings.CopyEscaped(Bytes(key), span[at..]);
+                span[at++] = (byte)PackedStrings.KeyValue;
+                at += PackedStrings.CopyEscaped(Bytes(value), span[at..]);
+            }
+
+            span[at] = (byte)PackedStrings.Separator;
+        }
+
+        private void WriteNames(RowBinaryWriter data, List<ByteRange> names)
+        {
+            if (names.Count == 0)
+            {
+                data.WriteVarUInt(0);
+                return;
+            }
+
+            var length = 1;
+            foreach (var name in names)
+            {
+                length += PackedStrings.EscapedLength(Bytes(name)) + 1;
+            }
+
+            data.WriteVarUInt((ulong)length);
+            var span = data.Append(length);
+            var at = 0;
+            foreach (var name in names)
+            {
+                span[at++] = (byte)PackedStrings.Separator;
+                at += PackedStrings.CopyEscaped(Bytes(name), span[at..]);
+            }
+
+            span[at] = (byte)PackedStrings.Separator;
+        }
+
+        private ReadOnlySpan<byte> Bytes(ByteRange range) => _message.Slice(range.Start, range.Length);
+
         private void WriteString(RowBinaryWriter data, ByteRange value) => data.WriteString(_message.Slice(value.Start, value.Length));
     }
 
-    private const int EndpointColumnCount = 12;
+    private const int EndpointColumnCount = 11;
 
     /// <summary>An endpoint's columns, in <see cref="EndpointColumns"/>' order.</summary>
     private enum EndpointColumn
@@ -547,8 +593,7 @@ public sealed class EventBatchDecoder
         Workload,
         Pod,
         Namespace,
-        LabelKeys,
-        LabelValues,
+        Labels,
         Names,
     }
 
@@ -583,7 +628,7 @@ public sealed class EventBatchDecoder
 
         private static FlowColumn[] Resolve()
         {
-            string[] endpoint = ["ip", "port", "pid", "process", "cgroup_id", "container_id", "workload", "pod", "namespace", "labels.key", "labels.value", "names"];
+            string[] endpoint = ["ip", "port", "pid", "process", "cgroup_id", "container_id", "workload", "pod", "namespace", EndpointColumns.LabelsColumn, EndpointColumns.NamesColumn];
             var byName = new Dictionary<string, FlowColumn>
             {
                 ["time"] = FlowColumn.Time,

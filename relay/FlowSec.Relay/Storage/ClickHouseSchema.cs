@@ -45,6 +45,7 @@ public sealed class ClickHouseSchema
         new("flow_summary_src (materialized view, backfilled)", null, (schema, lowCardinality, ct) => schema.CreateFlowSummariesAsync(FlowSummary.Sources, lowCardinality, ct)),
         new("claimed_batches table", (db, _) => StoredBatches.CreateClaimsSql(db)),
         new("flow_dst_port_minutes replaces flows_by_dst_port (materialized view, backfilled)", null, (schema, lowCardinality, ct) => schema.ReplacePortIndexAsync(lowCardinality, ct)),
+        new("labels and DNS names packed into one String per endpoint", null, (schema, _, ct) => schema.PackEndpointStringsAsync(ct)),
     ];
 
     private sealed record Migration(string Description, Func<string, bool, string>? Sql, Func<ClickHouseSchema, bool, CancellationToken, Task>? Run = null);
@@ -149,6 +150,87 @@ public sealed class ClickHouseSchema
             await _client.ExecuteAsync(derived.BackfillSql(_database, day), null, ct);
         }
     }
+
+    /// <summary>
+    /// Replaces every endpoint's label arrays (<c>{side}_labels.key</c>, <c>.value</c>) and names array
+    /// (<c>{side}_names</c>) by the <see cref="PackedStrings"/> columns, in every event table: adds them
+    /// where the old ones were, fills them from the old ones with one <c>ALTER … UPDATE</c> mutation per
+    /// table (18.16 runs it in the background; this waits for it), then drops the old ones. Restartable:
+    /// a table whose old columns are gone is done; one whose mutation is still running is waited for, not
+    /// mutated again. Rows an older relay inserts while this runs get no labels or names: upgrade a
+    /// fleet with one relay writing.
+    /// </summary>
+    private async Task PackEndpointStringsAsync(CancellationToken ct)
+    {
+        foreach (var table in EventTables.All)
+        {
+            var columns = await ColumnsAsync(table.Name, ct);
+            var sides = new[] { "src", "dst" }.Where(side => columns.Contains($"{side}_labels.key")).ToArray();
+            if (sides.Length == 0)
+            {
+                continue; // created with the packed columns, or done before
+            }
+
+            var target = $"{_database}.{table.Name}";
+            foreach (var side in sides)
+            {
+                await AddColumnIfMissingAsync(target, columns, $"{side}_{EndpointColumns.LabelsColumn}", $"{side}_namespace", ct);
+                await AddColumnIfMissingAsync(target, columns, $"{side}_{EndpointColumns.NamesColumn}", $"{side}_{EndpointColumns.LabelsColumn}", ct);
+            }
+
+            if (!await WaitForMutationsAsync(table.Name, EndpointColumns.LabelsColumn, ct))
+            {
+                var assignments = sides.SelectMany(side => new[]
+                {
+                    $"`{side}_{EndpointColumns.LabelsColumn}` = {PackedStrings.LabelsSql($"{side}_labels.key", $"{side}_labels.value")}",
+                    $"`{side}_{EndpointColumns.NamesColumn}` = {PackedStrings.NamesSql($"{side}_names")}",
+                });
+                await _client.ExecuteAsync($"ALTER TABLE {target} UPDATE {string.Join(", ", assignments)} WHERE 1", null, ct);
+                await WaitForMutationsAsync(table.Name, EndpointColumns.LabelsColumn, ct);
+            }
+
+            foreach (var side in sides)
+            {
+                await _client.ExecuteAsync(
+                    $"ALTER TABLE {target} DROP COLUMN `{side}_labels.key`, DROP COLUMN `{side}_labels.value`, DROP COLUMN `{side}_names`", null, ct);
+            }
+        }
+    }
+
+    private async Task<HashSet<string>> ColumnsAsync(string table, CancellationToken ct)
+    {
+        var text = await _client.QueryTextAsync(
+            $"SELECT name FROM system.columns WHERE database = {SqlLiteral.String(_database)} AND table = {SqlLiteral.String(table)} FORMAT TabSeparatedRaw", ct);
+        return text.Split('\n', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.Ordinal);
+    }
+
+    private async Task AddColumnIfMissingAsync(string target, HashSet<string> columns, string column, string after, CancellationToken ct)
+    {
+        if (!columns.Contains(column))
+        {
+            await _client.ExecuteAsync($"ALTER TABLE {target} ADD COLUMN `{column}` String AFTER `{after}`", null, ct);
+        }
+    }
+
+    /// <summary>
+    /// Waits until no mutation of <paramref name="table"/> whose command names <paramref name="columnPart"/>
+    /// is left running; true when there was one (so it need not be issued again).
+    /// </summary>
+    private async Task<bool> WaitForMutationsAsync(string table, string columnPart, CancellationToken ct)
+    {
+        var condition = $"database = {SqlLiteral.String(_database)} AND table = {SqlLiteral.String(table)} " +
+                        $"AND position(command, {SqlLiteral.String(columnPart)}) > 0 AND is_done = 0";
+        var waited = false;
+        while (int.Parse((await _client.QueryTextAsync($"SELECT count() FROM system.mutations WHERE {condition}", ct)).Trim(), CultureInfo.InvariantCulture) > 0)
+        {
+            waited = true;
+            await Task.Delay(MutationPollInterval, ct);
+        }
+
+        return waited;
+    }
+
+    private static readonly TimeSpan MutationPollInterval = TimeSpan.FromMilliseconds(200);
 
     /// <summary>ClickHouse's error code for a table or view that already exists (TABLE_ALREADY_EXISTS).</summary>
     private const int TableExistsCode = 57;

@@ -6,7 +6,7 @@ using Endpoint = FlowSec.Api.V1.Endpoint;
 namespace FlowSec.Relay.Storage;
 
 /// <summary>
-/// The column set of one <see cref="Endpoint"/> (<c>{prefix}_ip</c>, <c>_port</c>, … <c>_names</c>),
+/// The column set of one <see cref="Endpoint"/> (<c>{prefix}_ip</c>, <c>_port</c>, … <c>_names_text</c>),
 /// shared by every table: flows and DNS have a source and a destination, process and file events
 /// have their actor as source. The same prefix on every table keeps pod, namespace and label
 /// filters the same SQL everywhere.
@@ -14,6 +14,12 @@ namespace FlowSec.Relay.Storage;
 internal static class EndpointColumns
 {
     private static readonly Endpoint Empty = new();
+
+    /// <summary>The endpoint's labels column, after the side prefix: <see cref="PackedStrings"/> labels.</summary>
+    public const string LabelsColumn = "labels_text";
+
+    /// <summary>The endpoint's DNS names column, after the side prefix: <see cref="PackedStrings"/> names.</summary>
+    public const string NamesColumn = "names_text";
 
     /// <summary>The event's source endpoint (<c>src_</c>): a flow's or DNS lookup's client, a process or file event's actor.</summary>
     public static IEnumerable<EventColumn> Source() => For("src", e => e.Source, e => e.Source ??= new Endpoint());
@@ -37,21 +43,11 @@ internal static class EndpointColumns
             Col("workload", "LowCardinality(String)", (w, p) => w.WriteString(p.Workload), (p, v) => p.Workload = v.GetString()!),
             Col("pod", "String", (w, p) => w.WriteString(p.Pod), (p, v) => p.Pod = v.GetString()!),
             Col("namespace", "LowCardinality(String)", (w, p) => w.WriteString(p.Namespace), (p, v) => p.Namespace = v.GetString()!),
-            // Nested(key, value) is stored as these two arrays; declaring them directly keeps one column model.
-            Col("labels.key", "Array(String)", (w, p) => EventColumns.WriteMapStrings(w, p.Labels, keys: true), (_, _) => { }),
-            // Keys and values are read together, when the value column comes by.
-            new($"{prefix}_labels.value", "Array(String)", (w, e) => EventColumns.WriteMapStrings(w, (get(e) ?? Empty).Labels, keys: false),
-                (e, row) => ReadLabels(getOrCreate(e), row.GetProperty($"{prefix}_labels.key"), row.GetProperty($"{prefix}_labels.value"))),
-            Col("names", "Array(String)", (w, p) => EventColumns.WriteStrings(w, p.Names), (p, v) => p.Names.AddRange(EventColumns.ReadStrings(v))),
+            // Labels and names packed into one String each (PackedStrings): arrays cost the server
+            // their offsets on every row, most of all on the many rows without names.
+            Col(LabelsColumn, "String", (w, p) => PackedStrings.WriteLabels(w, p.Labels), (p, v) => PackedStrings.ReadLabels(v.GetString()!, p.Labels)),
+            Col(NamesColumn, "String", (w, p) => PackedStrings.WriteNames(w, p.Names), (p, v) => PackedStrings.ReadNames(v.GetString()!, p.Names)),
         ];
-    }
-
-    private static void ReadLabels(Endpoint endpoint, JsonElement keys, JsonElement values)
-    {
-        foreach (var (key, value) in keys.EnumerateArray().Zip(values.EnumerateArray()))
-        {
-            endpoint.Labels[key.GetString()!] = value.GetString()!;
-        }
     }
 
     /// <summary>Writes an address as the FixedString(16) it is stored as: IPv4 as IPv4-mapped IPv6; no address (or a malformed one) as ::.</summary>

@@ -54,7 +54,7 @@ internal static class EventFilterSql
         Field(f.DnsName, patterns => Or(
         [
             Has(t, "query") ? Or(patterns.Select(p => DnsName("query", p))) : False,
-            Either(side => Has(t, side + "_names") ? $"arrayExists(dns_name -> {Or(patterns.Select(p => DnsName("dns_name", p)))}, `{side}_names`)" : False),
+            Either(side => Has(t, Names(side)) ? Or(patterns.Select(p => PackedName(Names(side), p))) : False),
         ])),
         Field(f.Process, values => Either(side => In(t, side + "_process", values))),
     ]);
@@ -84,10 +84,15 @@ internal static class EventFilterSql
         : pod.Namespace is null ? $"`{side}_pod` = {SqlLiteral.String(pod.Pod)}"
         : $"(`{side}_namespace` = {SqlLiteral.String(pod.Namespace)} AND `{side}_pod` = {SqlLiteral.String(pod.Pod)})";
 
+    // A substring search in the packed labels (PackedStrings): the needle starts and ends at separators,
+    // which never occur inside keys and values, so it cannot match across or inside items.
     private static string Label(EventTable t, string side, LabelSelector label) =>
-        !Has(t, side + "_labels.key") ? False
-        : label.Value is null ? $"has(`{side}_labels.key`, {SqlLiteral.String(label.Key)})"
-        : $"arrayExists((lk, lv) -> lk = {SqlLiteral.String(label.Key)} AND lv = {SqlLiteral.String(label.Value)}, `{side}_labels.key`, `{side}_labels.value`)";
+        !Has(t, Labels(side)) ? False
+        : $"position(`{Labels(side)}`, {SqlLiteral.String(label.Value is null ? PackedStrings.LabelKeyNeedle(label.Key) : PackedStrings.LabelNeedle(label.Key, label.Value))}) > 0";
+
+    private static string Labels(string side) => side + "_" + EndpointColumns.LabelsColumn;
+
+    private static string Names(string side) => side + "_" + EndpointColumns.NamesColumn;
 
     // Stored addresses are FixedString(16): IPv6 as is, IPv4 as ::ffff:a.b.c.d, no address as ::.
     // A CIDR is a byte range of that form. An IPv6 range never holds IPv4 addresses or :: (the
@@ -144,6 +149,29 @@ internal static class EventFilterSql
         return pattern.IsSuffix
             ? $"endsWith({canonical}, {SqlLiteral.String(pattern.Name)})"
             : $"{canonical} = {SqlLiteral.String(pattern.Name)}";
+    }
+
+    // The same on packed names: some item, in ASCII lower case (escapes are not letters, so lower()
+    // leaves them be), is the name, or ends with the suffix, followed by any trailing dots and the
+    // item's end. An exact name starts right after a separator; a suffix starts with '.', which is
+    // never the second byte of an escape, so it cannot match half an escaped character.
+    private static string PackedName(string column, DnsNamePattern pattern) =>
+        $"match(lower(`{column}`), {SqlLiteral.String((pattern.IsSuffix ? "" : PackedStrings.Separator.ToString()) + RegexLiteral(PackedStrings.Escaped(pattern.Name)) + "\\.*" + PackedStrings.Separator)})";
+
+    // Text that an RE2 pattern matches literally: its metacharacters behind a backslash, everything else
+    // (the separators included) as it is; ClickHouse's pattern analysis misreads "\xHH" escapes.
+    private static string RegexLiteral(string text)
+    {
+        var sb = new System.Text.StringBuilder(text.Length + 8);
+        foreach (var c in text)
+        {
+            if ("\\.+*?()|[]{}^$".Contains(c, StringComparison.Ordinal))
+            {
+                sb.Append('\\');
+            }
+            sb.Append(c);
+        }
+        return sb.ToString();
     }
 
     /// <summary>AND of conditions, folding constants; no conditions is true.</summary>

@@ -282,6 +282,7 @@ public sealed class EventBatchDecoderTests
         [
             "", "a", "shop", "kube-system", "web-7-abc3", "é中😀", "nul\0tab\t", "it's \"q\"",
             new string('x', 42), new string('y', 43), new string('z', 200), string.Concat(Enumerable.Repeat("ü€", 30)),
+            "sep\x1e\x1fkv\x1d" + "0esc", "\x1d",
         ];
 
         public byte[] Build()
@@ -355,7 +356,7 @@ public sealed class EventBatchDecoderTests
             Maybe(fields, () => Str(8, Pick(Strings)), 0.9);
             Maybe(fields, () => Str(9, Pick(Strings)), 0.9);
             Maybe(fields, () => Str(9, Pick(Strings)), 0.1);
-            var keys = new[] { "app", "tier", "é", "", "k8s.io/name" };
+            var keys = new[] { "app", "tier", "é", "", "k8s.io/name", "k\x1f=\x1e\x1d" };
             for (var i = random.Next(5); i > 0; i--)
             {
                 var entry = new List<byte[]>();

@@ -1,3 +1,4 @@
+using FlowSec.Api.Filters;
 using FlowSec.Api.V1;
 using FlowSec.Relay.Storage;
 
@@ -75,10 +76,17 @@ public sealed class ClickHouseSchemaTests(ClickHouseServer ch) : IClassFixture<C
         (await schema.EnsureAsync()).Should().Be(ClickHouseSchema.LatestVersion);
 
         (await TablesAsync(db)).Should().Equal(AllTables.Order(StringComparer.Ordinal));
-        // The only change to the old table: the batch id each row came in, added as the last column.
+        // The only changes to the old table: the batch id each row came in, added as the last column, and
+        // each endpoint's label and name arrays packed into one String each, where the arrays were.
         var upgradedCreate = oldCreate.Replace("socket_id UInt64)", "socket_id UInt64,  batch_id UInt64)", StringComparison.Ordinal);
+        foreach (var side in new[] { "src", "dst" })
+        {
+            upgradedCreate = upgradedCreate.Replace($"`{side}_labels.key` Array(String),  `{side}_labels.value` Array(String),  {side}_names Array(String)",
+                $"{side}_labels_text String,  {side}_names_text String", StringComparison.Ordinal);
+        }
         upgradedCreate.Should().NotBe(oldCreate);
-        (await ch.RunClientAsync($"SHOW CREATE TABLE {db}.flows")).Should().Be(upgradedCreate, "the flows table only gains batch_id");
+        upgradedCreate.Should().NotContain("Array(String)");
+        (await ch.RunClientAsync($"SHOW CREATE TABLE {db}.flows")).Should().Be(upgradedCreate, "the flows table only gains batch_id and packs labels and names");
         (await ch.RunClientAsync($"SELECT version, description FROM {db}.schema_version ORDER BY version FORMAT TabSeparated"))
             .Split('\n', StringSplitOptions.RemoveEmptyEntries)
             .Should().StartWith(["1\tflows table", "2\tdns table", "3\tprocess_events table", "4\tfile_events table"])
@@ -103,6 +111,117 @@ public sealed class ClickHouseSchemaTests(ClickHouseServer ch) : IClassFixture<C
         await Eventually.HoldsAsync(() => relay.Writer.EventsStored == events.Count, TimeSpan.FromSeconds(30), () => $"stored {relay.Writer.EventsStored}");
         (await relay.Store.QueryAsync(new EventQuery(Since: DateTimeOffset.UnixEpoch.AddTicks((long)(events[0].TimeUnixNano / 100))))).Should().Equal(events);
         (await relay.Store.QueryFlowsAsync(new EventQuery())).Should().HaveCount(210);
+    }
+
+    [Fact]
+    public async Task Labels_and_names_stored_as_arrays_by_the_release_before_are_packed_and_read_and_filtered_as_before()
+    {
+        var db = ClickHouseServer.NewDatabase();
+        await ch.Client.ExecuteAsync($"CREATE DATABASE {db}");
+        foreach (var table in EventTables.All)
+        {
+            await ch.Client.ExecuteAsync(ArraysInsteadOfPacked(table.CreateSql(db, lowCardinality: false)));
+        }
+
+        var schema = new ClickHouseSchema(ch.Client, ch.Options(db));
+        (await schema.EnsureAsync(ClickHouseSchema.LatestVersion - 1, CancellationToken.None)).Should().Be(ClickHouseSchema.LatestVersion - 1);
+        List<Event> events = [.. TestEvents.Mixed(60), .. Enumerable.Range(0, 10).Select(TestEvents.Alert)];
+        foreach (var (e, i) in events.Select((e, i) => (e, i)).Where(x => x.i % 3 == 0 && x.e.Source is not null))
+        {
+            // Separators and escapes inside keys, values and names; upper case and trailing dots in names.
+            e.Source.Labels["sep\x1e|\x1d"] = "v\x1f\x1d" + "0";
+            e.Source.Names.Add(i % 2 == 0 ? "Odd\x1e.Example.COM." : "");
+        }
+        foreach (var table in EventTables.All)
+        {
+            await InsertAsArraysAsync(db, table, events.Where(e => table.Types.Contains(e.Type)).ToList());
+        }
+
+        // As if a relay died right after adding one of the new columns: the step runs again from there.
+        await ch.Client.ExecuteAsync($"ALTER TABLE {db}.flows ADD COLUMN src_labels_text String AFTER src_namespace");
+        (await schema.EnsureAsync()).Should().Be(ClickHouseSchema.LatestVersion);
+
+        var fresh = ClickHouseServer.NewDatabase();
+        await new ClickHouseSchema(ch.Client, ch.Options(fresh)).EnsureAsync();
+        (await ShowCreateAllAsync(db)).Should().Equal((await ShowCreateAllAsync(fresh)).Select(c => c.Replace(fresh, db, StringComparison.Ordinal)),
+            "the migrated tables are the tables this release creates");
+        (await ch.RunClientAsync($"SELECT hex(src_labels_text), hex(dst_names_text) FROM {db}.flows ORDER BY time_ns FORMAT TabSeparated"))
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries).Should().Equal(events.Where(e => e.Type == EventType.Flow)
+                .Select(e => Hex(PackedStrings.Labels(e.Source.Labels)) + "\t" + Hex(PackedStrings.Names(e.Destination.Names))),
+                "the migration's SQL packs byte for byte as the writer does");
+
+        var store = new ClickHouseEventStore(ch.Client, ch.Options(db));
+        foreach (var table in EventTables.All)
+        {
+            (await store.QueryAsync(new EventQuery(), table.Types.ToArray())).Should().Equal(events.Where(e => table.Types.Contains(e.Type)), table.Name);
+        }
+
+        foreach (var (filter, selectsSome) in new (EventFilter, bool)[]
+                 {
+                     (new EventFilter { Label = { "app" } }, true), (new EventFilter { Label = { "app=web-3" } }, true),
+                     (new EventFilter { Label = { "tier=front'end" } }, true), (new EventFilter { Label = { "x\\y=" } }, true),
+                     (new EventFilter { Label = { "sep\x1e|\x1d=v\x1f\x1d" + "0" } }, true), (new EventFilter { Label = { "sep\x1e|\x1d=v" } }, false),
+                     (new EventFilter { Label = { "k8s-app=kube-dns" } }, true), (new EventFilter { DnsName = { "web.shop.svc" } }, true),
+                     (new EventFilter { DnsName = { "*.svc" } }, true), (new EventFilter { DnsName = { "odd\x1e.example.com" } }, true),
+                     (new EventFilter { DnsName = { "*.example.com" } }, true), (new EventFilter { DnsName = { "*.shop" } }, false),
+                 })
+        {
+            var matcher = new EventFilterMatcher([filter], []);
+            var expected = events.Where(matcher.Matches).Select(e => e.TimeUnixNano).Order().ToList();
+            (await store.QueryAsync(new EventQuery(Filter: matcher), EventTables.StoredTypes)).Select(e => e.TimeUnixNano).Order()
+                .Should().Equal(expected, filter.ToString());
+            (expected.Count > 0).Should().Be(selectsSome, filter.ToString());
+        }
+    }
+
+    private static string Hex(string s) => Convert.ToHexString(System.Text.Encoding.UTF8.GetBytes(s));
+
+    // The DDL of schema version 10: each endpoint's labels were Nested-style arrays, its names an array.
+    private static string ArraysInsteadOfPacked(string createSql)
+    {
+        foreach (var side in new[] { "src", "dst" })
+        {
+            createSql = createSql.Replace($"`{side}_labels_text` String,\n    `{side}_names_text` String",
+                $"`{side}_labels.key` Array(String),\n    `{side}_labels.value` Array(String),\n    `{side}_names` Array(String)", StringComparison.Ordinal);
+        }
+
+        return createSql;
+    }
+
+    // Rows as the release before wrote them: the map's keys, then its values, then the names, each an Array(String).
+    private async Task InsertAsArraysAsync(string db, EventTable table, List<Event> events)
+    {
+        var columns = new List<string>();
+        var writers = new List<Action<RowBinaryWriter, Event>>();
+        foreach (var column in table.Columns)
+        {
+            var side = column.Name.Split('_')[0];
+            Endpoint Of(Event e) => (side == "src" ? e.Source : e.Destination) ?? new Endpoint();
+            if (column.Name.EndsWith("_labels_text", StringComparison.Ordinal))
+            {
+                columns.AddRange([$"{side}_labels.key", $"{side}_labels.value"]);
+                writers.Add((w, e) => w.WriteArray(Of(e).Labels.Keys, (w2, k) => w2.WriteString(k)));
+                writers.Add((w, e) => w.WriteArray(Of(e).Labels.Values, (w2, v) => w2.WriteString(v)));
+            }
+            else if (column.Name.EndsWith("_names_text", StringComparison.Ordinal))
+            {
+                columns.Add($"{side}_names");
+                writers.Add((w, e) => w.WriteArray(Of(e).Names, (w2, n) => w2.WriteString(n)));
+            }
+            else
+            {
+                columns.Add(column.Name);
+                writers.Add(column.Write);
+            }
+        }
+
+        var rows = new RowBinaryWriter();
+        foreach (var e in events)
+        {
+            writers.ForEach(write => write(rows, e));
+        }
+
+        await ch.Client.InsertRowBinaryAsync($"{db}.{table.Name}", columns, rows.WrittenMemory);
     }
 
     [Fact]
@@ -153,7 +272,7 @@ public sealed class ClickHouseSchemaTests(ClickHouseServer ch) : IClassFixture<C
 
         var create = await ch.RunClientAsync($"SHOW CREATE TABLE {db}.{table}");
         create.Should().Contain("PARTITION BY toYYYYMMDD(time)").And.Contain("src_ip FixedString(16)")
-            .And.Contain("`src_labels.key` Array(String)").And.Contain("time_ns UInt64")
+            .And.Contain("src_labels_text String").And.NotContain("src_labels.key").And.NotContain("src_names Array").And.Contain("time_ns UInt64")
             .And.Contain($"ORDER BY (toStartOfHour(time), src_namespace, src_pod, {keyColumn}");
 
         // force_* make the server refuse a query that would scan without partition or key pruning.

@@ -54,7 +54,7 @@ public sealed class EventFilterSqlTests(ClickHouseServer ch) : IClassFixture<Cli
         var before = await CountsAsync(db);
 
         // Quotes, backslashes, comment starts, semicolons, NUL, newlines: plain values, matched as written.
-        foreach (var value in new[] { "it's \"quoted\"", "back\\slash", "nul\0tab\tnl\n", "--;DROP", "'; DROP TABLE flows; --", "\\'", "é中😀", new string('x', CompiledEventFilter.MaxValueLength - 2) })
+        foreach (var value in new[] { "it's \"quoted\"", "back\\slash", "nul\0tab\tnl\n", "--;DROP", "'; DROP TABLE flows; --", "\\'", "é中😀", "sep\x1e\x1f\x1d" + "0", new string('x', CompiledEventFilter.MaxValueLength - 2) })
         {
             foreach (var filter in new[] { new EventFilter { Process = { value } }, new EventFilter { Pod = { value } }, new EventFilter { Label = { "k=" + value } }, new EventFilter { DnsName = { value } } })
             {

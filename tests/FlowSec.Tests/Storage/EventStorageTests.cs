@@ -97,11 +97,11 @@ public sealed class EventStorageTests(ClickHouseServer ch) : IClassFixture<Click
 
         var process = events.Where(e => e.Type is EventType.Exec or EventType.Exit).ToList();
         (await Lines("SELECT time_ns, event, toInt8(event), node, capture, src_pid, hex(src_process), src_cgroup_id, src_container_id, src_pod, " +
-                     "arrayMap(x -> hex(x), src_labels.key), hex(src_ip), pid, ppid, uid, hex(exe), arrayMap(x -> hex(x), args), exit_code, parent_exe, lifetime_ns " +
+                     "hex(src_labels_text), hex(src_ip), pid, ppid, uid, hex(exe), arrayMap(x -> hex(x), args), exit_code, parent_exe, lifetime_ns " +
                      $"FROM {db}.process_events ORDER BY time_ns"))
             .Should().Equal(process.Select(e => Tsv(
                 e.TimeUnixNano, e.Type == EventType.Exec ? "exec" : "exit", (int)e.Type, e.Node, e.Capture, e.Source.Pid, Hex(e.Source.Process),
-                e.Source.CgroupId, e.Source.ContainerId, e.Source.Pod, Array(e.Source.Labels.Keys.Select(k => Quote(Hex(k)))), new string('0', 32),
+                e.Source.CgroupId, e.Source.ContainerId, e.Source.Pod, Hex(PackedStrings.Labels(e.Source.Labels)), new string('0', 32),
                 e.Process.Pid, e.Process.Ppid, e.Process.Uid, Hex(e.Process.Exe), Array(e.Process.Args.Select(a => Quote(Hex(a)))),
                 e.Process.ExitCode, e.Process.ParentExe, e.Process.LifetimeNs)));
 

@@ -17,18 +17,18 @@ public sealed class FilterCorpus(int seed)
     private static readonly string[] Pods = ["web-1", "db-0", "", "--;DROP", "x/y"];
     private static readonly string[] Workloads = ["web", "db", "", "nul\0w"];
     private static readonly string[] Processes = ["curl", "nginx", "", "it's \"quoted\"", "back\\slash", "nul\0tab\tnl\n", "é中😀"];
-    private static readonly (string Key, string Value)[] Labels = [("app", "web"), ("app", "db"), ("tier", "front'end"), ("x\\y", ""), ("a=b", "c")];
+    private static readonly (string Key, string Value)[] Labels = [("app", "web"), ("app", "db"), ("tier", "front'end"), ("x\\y", ""), ("a=b", "c"), ("s\x1e", "v\x1f\x1d")];
     private static readonly string[] Addresses =
         ["10.0.0.1", "10.0.0.200", "10.1.2.3", "192.168.1.10", "0.0.0.0", "fd00::1", "2001:db8::53", "::1", "::ffff:10.0.0.5", "ffff::1", ""];
     private static readonly uint[] Ports = [0, 53, 443, 8080, 65535];
     private static readonly string[] Names =
-        ["api.example.com", "API.Example.COM.", "x.example.com..", "example.com", "é.example.com", "evil'.com", "", "a.b"];
+        ["api.example.com", "API.Example.COM.", "x.example.com..", "example.com", "é.example.com", "evil'.com", "", "a.b", "odd\x1e.Example.com.", "\x1d" + "0.b"];
 
     private static readonly string[] CidrFilters =
         ["10.0.0.0/24", "10.0.0.0/8", "10.0.0.1", "0.0.0.0/0", "::/0", "fd00::/8", "::ffff:10.0.0.5", "2001:db8::/32", "10.0.0.128/25", "::1", "0.0.0.0", "::/1", "8000::/1"];
     private static readonly string[] PodFilters = ["web-1", "shop/web-1", "kube-system/db-0", "db-0", "--;DROP", "x/y", "shop/x/y"];
-    private static readonly string[] LabelFilters = ["app", "app=web", "tier=front'end", "x\\y=", "x\\y", "a", "a=b=c"];
-    private static readonly string[] DnsFilters = ["*.example.com", "api.example.com", "API.EXAMPLE.COM.", "*.com", "example.com", "É.example.com", "*.b", "evil'.com"];
+    private static readonly string[] LabelFilters = ["app", "app=web", "tier=front'end", "x\\y=", "x\\y", "a", "a=b=c", "s\x1e=v\x1f\x1d", "s\x1e"];
+    private static readonly string[] DnsFilters = ["*.example.com", "api.example.com", "API.EXAMPLE.COM.", "*.com", "example.com", "É.example.com", "*.b", "evil'.com", "odd\x1e.example.com", "\x1d" + "0.b"];
 
     private readonly Random _random = new(seed);
 

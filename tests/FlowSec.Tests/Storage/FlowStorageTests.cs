@@ -88,14 +88,16 @@ public sealed class FlowStorageTests(ClickHouseServer ch) : IClassFixture<ClickH
 
         var rows = await ch.RunClientAsync(
             "SELECT time_ns, IPv6NumToString(src_ip), src_port, src_pid, hex(src_process), src_cgroup_id, src_namespace, src_pod, " +
-            "arrayStringConcat(src_labels.key, ','), IPv6NumToString(dst_ip), dst_port, arrayStringConcat(dst_names, ','), " +
+            "hex(src_labels_text), IPv6NumToString(dst_ip), dst_port, hex(dst_names_text), " +
             "toInt8(protocol), state, duration_ns, direction, bytes_sent, rtt_us, retransmits, socket_id " +
             $"FROM {db}.flows ORDER BY time_ns FORMAT TabSeparated");
         rows.Split('\n', StringSplitOptions.RemoveEmptyEntries).Should().Equal(flows.Select(f => string.Join('\t',
             f.TimeUnixNano, Ip(f.Source.Ip), f.Source.Port, f.Source.Pid, Convert.ToHexString(System.Text.Encoding.UTF8.GetBytes(f.Source.Process)),
-            f.Source.CgroupId, f.Source.Namespace, f.Source.Pod, string.Join(',', f.Source.Labels.Keys).Replace("\\", "\\\\"),
-            Ip(f.Destination.Ip), f.Destination.Port, string.Join(',', f.Destination.Names), (int)f.Flow.Protocol, f.Flow.State, f.Flow.DurationNs,
+            f.Source.CgroupId, f.Source.Namespace, f.Source.Pod, Hex(PackedStrings.Labels(f.Source.Labels)),
+            Ip(f.Destination.Ip), f.Destination.Port, Hex(PackedStrings.Names(f.Destination.Names)), (int)f.Flow.Protocol, f.Flow.State, f.Flow.DurationNs,
             f.Flow.Direction, f.Flow.BytesSent, f.Flow.RttUs, f.Flow.Retransmits, f.Flow.SocketId)));
+
+        static string Hex(string s) => Convert.ToHexString(System.Text.Encoding.UTF8.GetBytes(s));
 
         static string Ip(Google.Protobuf.ByteString ip)
         {

@@ -119,7 +119,7 @@ public sealed class FlowSummaryTests(ClickHouseServer ch) : IClassFixture<ClickH
             .Should().BeEquivalentTo(["dst_port", "verdict"]);
         FlowSummary.ColumnsOf(Sql(new EventFilter { Pod = { "shop/`src_ip`", "it's `dst_ip`" } }))
             .Should().BeEquivalentTo(["src_namespace", "src_pod", "dst_namespace", "dst_pod"], "backquotes inside a value are the value's");
-        FlowSummary.ColumnsOf(Sql(new EventFilter { Label = { "app=web" } })).Should().Contain("src_labels.key");
+        FlowSummary.ColumnsOf(Sql(new EventFilter { Label = { "app=web" } })).Should().Contain("src_labels_text");
         FlowSummary.ColumnsOf("`src_pod` = 'a' AND query = 'x'").Should().BeNull("a column named without backquotes cannot be vouched for");
         FlowSummary.ColumnsOf("`src_pod` = 'a' AND src_ip = 'x'").Should().BeNull("a column named without backquotes cannot be vouched for");
         FlowSummary.SummaryFor(["src_pod", "verdict", "drop_reason"]).Should().Be(FlowSummary.Sources);
