@@ -1,4 +1,7 @@
+using System.Diagnostics;
 using System.Globalization;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace FlowSec.Relay.Storage;
 
@@ -16,12 +19,18 @@ public sealed class ClickHouseSchema
 {
     private readonly ClickHouseHttpClient _client;
     private readonly string _database;
+    private readonly ILogger _logger;
 
-    /// <summary>Creates the schema manager for the database named in <paramref name="options"/>.</summary>
-    public ClickHouseSchema(ClickHouseHttpClient client, ClickHouseOptions options)
+    /// <summary>
+    /// Creates the schema manager for the database named in <paramref name="options"/>; it logs each
+    /// migration step to <paramref name="logger"/>, since a step that rewrites stored rows can hold
+    /// the relay's first insert for a while.
+    /// </summary>
+    public ClickHouseSchema(ClickHouseHttpClient client, ClickHouseOptions options, ILogger<ClickHouseSchema>? logger = null)
     {
         _client = client;
         _database = SqlLiteral.Identifier(options.Database);
+        _logger = logger ?? NullLogger<ClickHouseSchema>.Instance;
     }
 
     /// <summary>The version this release creates.</summary>
@@ -70,6 +79,8 @@ public sealed class ClickHouseSchema
         for (var v = current + 1; v <= upTo; v++)
         {
             var (description, sql, run) = Migrations[v - 1];
+            _logger.LogInformation("ClickHouse schema: migrating {Database} to version {Version} of {Latest}: {Description}", _database, v, Migrations.Count, description);
+            var started = Stopwatch.StartNew();
             if (run is not null)
             {
                 await run(this, lowCardinality, cancellationToken);
@@ -88,6 +99,7 @@ public sealed class ClickHouseSchema
             await _client.ExecuteAsync(
                 $"INSERT INTO {_database}.schema_version (version, description, applied_at) " +
                 $"VALUES ({SqlLiteral.Integer((long)v)}, {SqlLiteral.String(description)}, now())", null, cancellationToken);
+            _logger.LogInformation("ClickHouse schema: version {Version} in place after {Seconds:0.0} s", v, started.Elapsed.TotalSeconds);
         }
 
         if (upTo < Migrations.Count)
@@ -178,6 +190,7 @@ public sealed class ClickHouseSchema
                 await AddColumnIfMissingAsync(target, columns, $"{side}_{EndpointColumns.NamesColumn}", $"{side}_{EndpointColumns.LabelsColumn}", ct);
             }
 
+            _logger.LogInformation("ClickHouse schema: packing labels and DNS names of {Table} (one ALTER … UPDATE over all its rows; the relay's inserts wait for it)", target);
             if (!await WaitForMutationsAsync(table.Name, EndpointColumns.LabelsColumn, ct))
             {
                 var assignments = sides.SelectMany(side => new[]

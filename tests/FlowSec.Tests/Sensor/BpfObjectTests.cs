@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Text;
 using FlowSec.Sensor.Capture;
 using FlowSec.Sensor.Export;
@@ -123,18 +122,6 @@ public sealed class BpfObjectTests(ITestOutputHelper output)
         {
             Directory.Delete(dir, recursive: true);
         }
-    }
-
-    private sealed class ListLogger : ILogger
-    {
-        public ConcurrentQueue<string> Messages { get; } = new();
-
-        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
-
-        public bool IsEnabled(LogLevel logLevel) => true;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
-            Messages.Enqueue(formatter(state, exception));
     }
 }
 

@@ -123,7 +123,8 @@ public sealed class ClickHouseSchemaTests(ClickHouseServer ch) : IClassFixture<C
             await ch.Client.ExecuteAsync(ArraysInsteadOfPacked(table.CreateSql(db, lowCardinality: false)));
         }
 
-        var schema = new ClickHouseSchema(ch.Client, ch.Options(db));
+        var log = new ListLogger<ClickHouseSchema>();
+        var schema = new ClickHouseSchema(ch.Client, ch.Options(db), log);
         (await schema.EnsureAsync(ClickHouseSchema.LatestVersion - 1, CancellationToken.None)).Should().Be(ClickHouseSchema.LatestVersion - 1);
         List<Event> events = [.. TestEvents.Mixed(60), .. Enumerable.Range(0, 10).Select(TestEvents.Alert)];
         foreach (var (e, i) in events.Select((e, i) => (e, i)).Where(x => x.i % 3 == 0 && x.e.Source is not null))
@@ -140,6 +141,10 @@ public sealed class ClickHouseSchemaTests(ClickHouseServer ch) : IClassFixture<C
         // As if a relay died right after adding one of the new columns: the step runs again from there.
         await ch.Client.ExecuteAsync($"ALTER TABLE {db}.flows ADD COLUMN src_labels_text String AFTER src_namespace");
         (await schema.EnsureAsync()).Should().Be(ClickHouseSchema.LatestVersion);
+        // The step rewrites every stored row while the relay's inserts wait: the operator is told which step and which table.
+        log.Messages.Should().Contain(m => m.Contains($"to version {ClickHouseSchema.LatestVersion} of {ClickHouseSchema.LatestVersion}", StringComparison.Ordinal))
+            .And.Contain(m => m.Contains($"packing labels and DNS names of {db}.flows", StringComparison.Ordinal))
+            .And.Contain(m => m.Contains($"version {ClickHouseSchema.LatestVersion} in place after", StringComparison.Ordinal));
 
         var fresh = ClickHouseServer.NewDatabase();
         await new ClickHouseSchema(ch.Client, ch.Options(fresh)).EnsureAsync();
