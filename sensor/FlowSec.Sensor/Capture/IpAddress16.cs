@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Net;
+using FlowSec.Sensor.Dns;
 
 namespace FlowSec.Sensor.Capture;
 
@@ -37,9 +38,8 @@ internal readonly record struct IpAddress16
     /// The address a BPF program stored: <paramref name="bytes"/> holds 16 bytes in network order,
     /// IPv4 in the first 4 when <paramref name="isIPv4"/>.
     /// </summary>
-    public static IpAddress16 FromKernel(bool isIPv4, ReadOnlySpan<byte> bytes) => isIPv4
-        ? new(((UInt128)MappedPrefix) | BinaryPrimitives.ReadUInt32BigEndian(bytes), true)
-        : new(BinaryPrimitives.ReadUInt128BigEndian(bytes), false);
+    public static IpAddress16 FromKernel(bool isIPv4, ReadOnlySpan<byte> bytes) =>
+        new(DnsNameCache.KeyOf(isIPv4 ? bytes[..4] : bytes[..16]), isIPv4);
 
     /// <summary>The value of <paramref name="address"/> (IPv4 or IPv6); for tests and cold paths.</summary>
     public static IpAddress16 From(IPAddress address)
