@@ -535,7 +535,7 @@ public sealed class EventBatchDecoder
             }
 
             data.WriteVarUInt((ulong)length);
-            var span = data.Append(length);
+            var span = data.Reserve(length);
             var at = 0;
             foreach (var (key, value) in labels)
             {
@@ -563,7 +563,7 @@ public sealed class EventBatchDecoder
             }
 
             data.WriteVarUInt((ulong)length);
-            var span = data.Append(length);
+            var span = data.Reserve(length);
             var at = 0;
             foreach (var name in names)
             {

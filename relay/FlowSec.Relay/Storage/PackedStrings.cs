@@ -89,7 +89,7 @@ internal static class PackedStrings
         }
 
         w.WriteVarUInt((ulong)length);
-        var span = w.Append(length);
+        var span = w.Reserve(length);
         var at = 0;
         foreach (var pair in labels)
         {
@@ -118,7 +118,7 @@ internal static class PackedStrings
         }
 
         w.WriteVarUInt((ulong)length);
-        var span = w.Append(length);
+        var span = w.Reserve(length);
         var at = 0;
         for (var i = 0; i < names.Count; i++)
         {

@@ -121,9 +121,6 @@ public sealed class RowBinaryWriter
     /// <summary>Bytes as they are, already encoded (e.g. a column's values copied from another writer).</summary>
     public void WriteRaw(ReadOnlySpan<byte> bytes) => bytes.CopyTo(Reserve(bytes.Length));
 
-    /// <summary>Reserves <paramref name="count"/> bytes at the end for the caller to fill (e.g. a String body whose length was written first).</summary>
-    internal Span<byte> Append(int count) => Reserve(count);
-
     /// <summary>FixedString(N): exactly <paramref name="size"/> bytes, zero-padded on the right.</summary>
     /// <exception cref="ArgumentException">The value is longer than the column.</exception>
     public void WriteFixedString(ReadOnlySpan<byte> value, int size)
@@ -170,7 +167,8 @@ public sealed class RowBinaryWriter
         WriteUInt8((byte)value);
     }
 
-    private Span<byte> Reserve(int count)
+    /// <summary>Reserves <paramref name="count"/> bytes at the end for the caller to fill (e.g. a String body whose length was written first).</summary>
+    internal Span<byte> Reserve(int count)
     {
         if (_buffer.Length - _length < count)
         {
