@@ -28,9 +28,9 @@ internal sealed class EventBatchBytes : WriteOnlyMessage
 
     private readonly List<byte[]> _segments = [];
     private readonly List<int> _used = [];
-    private readonly SingleEvent _writer = new();
+    // One writer per thread (the exporter's Add, each capture thread's Encode), not one per batch or event.
     [ThreadStatic]
-    private static SingleEvent? t_encoder;
+    private static SingleEvent? t_writer;
     private int _eventBytes;
 
     /// <summary>The node named in the batch.</summary>
@@ -54,11 +54,12 @@ internal sealed class EventBatchBytes : WriteOnlyMessage
     /// <summary>Encodes <paramref name="e"/> into the batch; later changes to the event are not sent.</summary>
     public void Add(Event e)
     {
-        _writer.Set(e);
-        int total = _writer.CalculateSize();
+        var writer = t_writer ??= new SingleEvent();
+        writer.Set(e);
+        int total = writer.CalculateSize();
         var segment = Room(total);
-        _writer.WriteTo(segment.AsSpan(_used[^1], total));
-        _writer.Set(null);
+        writer.WriteTo(segment.AsSpan(_used[^1], total));
+        writer.Set(null);
         Added(total);
     }
 
@@ -76,8 +77,7 @@ internal sealed class EventBatchBytes : WriteOnlyMessage
     /// </summary>
     public static byte[] Encode(Event e)
     {
-        // One writer per capture thread, not one per event: this runs for every event queued.
-        var writer = t_encoder ??= new SingleEvent();
+        var writer = t_writer ??= new SingleEvent();
         writer.Set(e);
         var bytes = new byte[writer.CalculateSize()];
         writer.WriteTo(bytes.AsSpan());
