@@ -71,9 +71,9 @@ internal static partial class OverheadBenchmark
             Console.WriteLine();
             foreach (var mode in new[] { "close", "keepalive" })
             {
-                var none = Median(results[(mode, "none")]);
-                var floor = Median(results[(mode, "floor")]);
-                var sensor = Median(results[(mode, "sensor")]);
+                var none = Quartiles(results[(mode, "none")]).Median;
+                var floor = Quartiles(results[(mode, "floor")]).Median;
+                var sensor = Quartiles(results[(mode, "sensor")]).Median;
                 var floorLoss = 1 - floor / none;
                 var sensorLoss = 1 - sensor / none;
                 Console.WriteLine($"{mode}: medians none {none:0} req/s, floor {floor:0} ({floorLoss:P1} loss), sensor {sensor:0} ({sensorLoss:P1} loss); " +
@@ -514,12 +514,6 @@ internal static partial class OverheadBenchmark
             return sorted[below] + (sorted[above] - sorted[below]) * (position - below);
         }
         return (At(0.25), At(0.5), At(0.75));
-    }
-
-    private static double Median(List<double> values)
-    {
-        var sorted = values.Order().ToArray();
-        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
     }
 
     [GeneratedRegex(@"Requests/sec:\s+([\d.]+)")]
