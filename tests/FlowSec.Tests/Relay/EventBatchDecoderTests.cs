@@ -61,6 +61,37 @@ public sealed class EventBatchDecoderTests
     }
 
     [Fact]
+    public async Task Batches_longer_than_a_run_keep_every_event_in_its_place_between_flows_that_stay_objects()
+    {
+        // The decoder appends flows a run of FlowRows.Capacity at a time, and the decoded flows before
+        // a flow it parses into an object (another type's payload on it) before that object: in an
+        // unsorted block, any row out of its place changes the bytes.
+        var decoder = new EventBatchDecoder(decodeFlows: true);
+        var objects = 0;
+        for (var seed = 0; seed < 12; seed++)
+        {
+            var bytes = new WireBatch(new Random(500 + seed), eventCount: 3 * FlowRows.Capacity + seed * 37).Build();
+            var objectBlock = new NativeBlock(FlowTable.Table, sortRows: false);
+            var expected = ObjectPath(bytes, objectBlock);
+            if (expected.Resent)
+            {
+                continue;
+            }
+
+            var received = decoder.Decode(bytes, liveEvents: false);
+            var decodedBlock = new NativeBlock(FlowTable.Table, sortRows: false);
+            AppendLikeTheWriter(received, decodedBlock);
+
+            objects += expected.Events.Count(e => e.Type == EventType.Flow && (e.Dns ?? e.Process ?? e.File ?? (object?)e.Alert) is not null);
+            decodedBlock.Rows.Should().Be(objectBlock.Rows).And.BeGreaterThan(2 * FlowRows.Capacity, $"seed {seed}");
+            (await Encode(decodedBlock)).Should().Equal(await Encode(objectBlock), $"seed {seed}");
+        }
+
+        objects.Should().BeGreaterThan(12, "flows carrying another type's payload sit between the decoded runs");
+        decoder.BatchesHandedToProtobuf.Should().Be(0);
+    }
+
+    [Fact]
     public void With_a_live_consumer_every_event_is_also_an_object_stamped_with_the_batch_node()
     {
         var bytes = new WireBatch(new Random(7)).Build();
@@ -276,7 +307,7 @@ public sealed class EventBatchDecoderTests
     /// level, strings with non-ASCII text, empty and long values, addresses of every length, and enum
     /// values no sensor sends today.
     /// </summary>
-    private sealed class WireBatch(Random random)
+    private sealed class WireBatch(Random random, int? eventCount = null)
     {
         private static readonly string[] Strings =
         [
@@ -292,7 +323,7 @@ public sealed class EventBatchDecoderTests
                 Str(1, Pick(Strings.Where(s => s.Length > 0).ToArray())),
                 Varint(2, Number()),
             };
-            var events = random.Next(0, 40);
+            var events = eventCount ?? random.Next(0, 40);
             for (var i = 0; i < events; i++)
             {
                 fields.Add(Bytes(3, Event()));
