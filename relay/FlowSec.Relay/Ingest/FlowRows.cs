@@ -534,7 +534,8 @@ internal sealed class FlowRows
                 case ColumnKind.String:
                     for (var r = 0; r < events.Length; r++)
                     {
-                        values.String(Bytes(events[r].Ranges[slot]));
+                        var value = events[r].Ranges[slot];
+                        values.String(_message, value.Start, value.Length);
                     }
 
                     break;

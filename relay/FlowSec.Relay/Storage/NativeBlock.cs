@@ -501,6 +501,27 @@ internal sealed class NativeBlock
         /// <summary>Appends the next row's String value.</summary>
         public void String(ReadOnlySpan<byte> value) => value.CopyTo(String(value.Length));
 
+        /// <summary>Appends the next row's String value: the <paramref name="length"/> bytes at <paramref name="start"/> of <paramref name="source"/>.</summary>
+        /// <remarks>
+        /// Most values (names, pods, states) are shorter than 16 bytes: when <paramref name="source"/>
+        /// has 16 bytes from <paramref name="start"/> on, such a value is copied as one 16-byte load and
+        /// store (the bytes past it land in room the next value overwrites) instead of a Memmove call.
+        /// </remarks>
+        public void String(ReadOnlySpan<byte> source, int start, int length)
+        {
+            if (length < Vector128<byte>.Count && source.Length - start >= Vector128<byte>.Count)
+            {
+                var room = _data.Room(1 + Vector128<byte>.Count);
+                room[0] = (byte)length;
+                Vector128.Create<byte>(source.Slice(start, Vector128<byte>.Count)).CopyTo(room[1..]);
+                _data.Advance(1 + length);
+                _ends[_written++] = _data.Length;
+                return;
+            }
+
+            String(source.Slice(start, length));
+        }
+
         /// <summary>Appends the next row's String value of <paramref name="length"/> bytes: writes its length and returns the room for its bytes, which the caller fills.</summary>
         /// <exception cref="IndexOutOfRangeException">Every row of the run has its value already.</exception>
         public Span<byte> String(int length)

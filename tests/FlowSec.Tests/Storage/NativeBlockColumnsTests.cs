@@ -184,9 +184,21 @@ public sealed class NativeBlockColumnsTests
 
                     break;
                 default:
+                    // As the decoder writes strings: where each lies in one buffer (the last ones
+                    // closer than 16 bytes to its end, which a short value's 16-byte copy must not read past).
+                    var pods = new List<byte>();
+                    var starts = new List<int>();
+                    for (var r = 0; r < _events.Length; r++)
+                    {
+                        starts.Add(pods.Count);
+                        pods.AddRange(System.Text.Encoding.UTF8.GetBytes(_events[r].Source.Pod));
+                    }
+
+                    starts.Add(pods.Count);
+                    var buffer = pods.ToArray();
                     for (var r = 0; r < count; r++)
                     {
-                        values.String(System.Text.Encoding.UTF8.GetBytes(_events[r].Source.Pod));
+                        values.String(buffer, starts[r], starts[r + 1] - starts[r]);
                     }
 
                     break;
