@@ -10,7 +10,8 @@ namespace FlowSec.Relay.Ingest;
 /// Turns a received <c>EventBatch</c>'s protobuf bytes into a <see cref="ReceivedBatch"/>, on the
 /// sensor stream's own read loop. Flow events, almost all of what sensors send, are decoded straight
 /// into a per-batch block of the <c>flows</c> table's Native columns (strings copied as the UTF-8 they
-/// arrive in), without becoming <see cref="Event"/> objects; other event types are parsed into objects
+/// arrive in), without becoming <see cref="Event"/> objects (a run at a time, column by column: see
+/// <see cref="FlowRows"/>); other event types are parsed into objects
 /// as before. Parsing a flow into objects, collecting those objects and re-encoding their UTF-16
 /// strings as UTF-8 was about half of the relay's CPU per stored flow.
 /// </summary>
