@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.Intrinsics;
 using System.Text.Unicode;
 
 namespace FlowSec.Relay.Ingest;
@@ -98,12 +99,25 @@ internal ref struct ProtoReader(ReadOnlySpan<byte> data, int start, int end)
     public ByteRange ReadString()
     {
         var range = ReadLengthDelimited();
-        if (!Utf8.IsValid(_data.Slice(range.Start, range.Length)))
+        if (!IsShortAscii(range) && !Utf8.IsValid(_data.Slice(range.Start, range.Length)))
         {
             throw new MalformedProtobufException("string is not valid UTF-8");
         }
 
         return range;
+    }
+
+    // Most strings (names, pods, states) are short ASCII, which is valid UTF-8: with 16 bytes of the
+    // message from the string's start, one vector load and a sign-bit mask tell, without a call.
+    private readonly bool IsShortAscii(ByteRange range)
+    {
+        if (range.Length >= Vector128<byte>.Count || _data.Length - range.Start < Vector128<byte>.Count)
+        {
+            return false;
+        }
+
+        var bytes = Vector128.Create<byte>(_data.Slice(range.Start, Vector128<byte>.Count));
+        return (bytes.ExtractMostSignificantBits() & ((1u << range.Length) - 1)) == 0;
     }
 
     /// <summary>Skips the value of a field this reader does not know (forward compatibility: newer sensors may send more).</summary>

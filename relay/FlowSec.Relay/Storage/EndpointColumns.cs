@@ -50,13 +50,16 @@ internal static class EndpointColumns
         ];
     }
 
-    /// <summary>Writes an address as the FixedString(16) it is stored as: IPv4 as IPv4-mapped IPv6; no address (or a malformed one) as ::.</summary>
-    internal static void WriteIp(RowBinaryWriter writer, ReadOnlySpan<byte> ip)
+    /// <summary>Writes an address as the FixedString(16) it is stored as: see <see cref="StoreIp"/>.</summary>
+    internal static void WriteIp(RowBinaryWriter writer, ReadOnlySpan<byte> ip) => StoreIp(ip, writer.Reserve(16));
+
+    /// <summary>Stores an address into the 16 bytes of its FixedString(16) value: IPv4 as IPv4-mapped IPv6; no address (or a malformed one) as ::.</summary>
+    internal static void StoreIp(ReadOnlySpan<byte> ip, Span<byte> v6)
     {
-        Span<byte> v6 = stackalloc byte[16];
-        v6.Clear();
+        v6 = v6[..16];
         if (ip.Length == 4)
         {
+            v6[..10].Clear();
             v6[10] = 0xff;
             v6[11] = 0xff;
             ip.CopyTo(v6[12..]);
@@ -65,8 +68,10 @@ internal static class EndpointColumns
         {
             ip.CopyTo(v6);
         }
-
-        writer.WriteFixedString(v6, 16);
+        else
+        {
+            v6.Clear();
+        }
     }
 
     private static ByteString IpFromFixed16(string hex)

@@ -21,7 +21,7 @@ namespace FlowSec.Relay.Storage;
 /// These are single UTF-8 bytes that never occur inside a multi-byte sequence, so the bytes and the
 /// UTF-16 form escape alike. <c>app=web, tier=db</c> is <c>␞app␟web␞tier␟db␞</c>; names
 /// <c>a.com, b.com</c> are <c>␞a.com␞b.com␞</c>; one empty name is <c>␞␞</c>.
-/// The C# writers here, the Native writer of <c>EventBatchDecoder</c> and <see cref="LabelsSql"/>/<see cref="NamesSql"/>
+/// The C# writers here, the Native writer of the ingest decoder (<c>FlowRows</c>) and <see cref="LabelsSql"/>/<see cref="NamesSql"/>
 /// (the migration from the array columns) produce the same bytes.
 /// </summary>
 internal static class PackedStrings

@@ -180,5 +180,24 @@ public sealed class RowBinaryWriter
         return span;
     }
 
+    /// <summary>Room for at least <paramref name="count"/> bytes after what was written, not yet counted as written: fill what you need, then <see cref="Advance"/> by it.</summary>
+    internal Span<byte> Room(int count)
+    {
+        if (_buffer.Length - _length < count)
+        {
+            Grow(count);
+        }
+
+        return _buffer.AsSpan(_length);
+    }
+
+    /// <summary>Counts <paramref name="count"/> bytes filled in <see cref="Room"/> as written.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">More than the room there is.</exception>
+    internal void Advance(int count)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThan((uint)count, (uint)(_buffer.Length - _length), nameof(count));
+        _length += count;
+    }
+
     private void Grow(int count) => Array.Resize(ref _buffer, Math.Max(_buffer.Length * 2, _length + count));
 }

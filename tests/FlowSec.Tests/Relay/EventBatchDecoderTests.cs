@@ -61,6 +61,37 @@ public sealed class EventBatchDecoderTests
     }
 
     [Fact]
+    public async Task Batches_longer_than_a_run_keep_every_event_in_its_place_between_flows_that_stay_objects()
+    {
+        // The decoder appends flows a run of FlowRows.Capacity at a time, and the decoded flows before
+        // a flow it parses into an object (another type's payload on it) before that object: in an
+        // unsorted block, any row out of its place changes the bytes.
+        var decoder = new EventBatchDecoder(decodeFlows: true);
+        var objects = 0;
+        for (var seed = 0; seed < 12; seed++)
+        {
+            var bytes = new WireBatch(new Random(500 + seed), eventCount: 3 * FlowRows.Capacity + seed * 37).Build();
+            var objectBlock = new NativeBlock(FlowTable.Table, sortRows: false);
+            var expected = ObjectPath(bytes, objectBlock);
+            if (expected.Resent)
+            {
+                continue;
+            }
+
+            var received = decoder.Decode(bytes, liveEvents: false);
+            var decodedBlock = new NativeBlock(FlowTable.Table, sortRows: false);
+            AppendLikeTheWriter(received, decodedBlock);
+
+            objects += expected.Events.Count(e => e.Type == EventType.Flow && (e.Dns ?? e.Process ?? e.File ?? (object?)e.Alert) is not null);
+            decodedBlock.Rows.Should().Be(objectBlock.Rows).And.BeGreaterThan(2 * FlowRows.Capacity, $"seed {seed}");
+            (await Encode(decodedBlock)).Should().Equal(await Encode(objectBlock), $"seed {seed}");
+        }
+
+        objects.Should().BeGreaterThan(12, "flows carrying another type's payload sit between the decoded runs");
+        decoder.BatchesHandedToProtobuf.Should().Be(0);
+    }
+
+    [Fact]
     public void With_a_live_consumer_every_event_is_also_an_object_stamped_with_the_batch_node()
     {
         var bytes = new WireBatch(new Random(7)).Build();
@@ -141,7 +172,30 @@ public sealed class EventBatchDecoderTests
         { "a flow's state", [0x0a, 0x01, 0x6e, 0x1a, 0x08, 0x18, 0x01, 0x3a, 0x04, 0x12, 0x02, 0xed, 0xa0] },
         { "a label key", [0x0a, 0x01, 0x6e, 0x1a, 0x0a, 0x18, 0x01, 0x2a, 0x06, 0x52, 0x04, 0x0a, 0x02, 0xff, 0x41] },
         { "the node", [0x0a, 0x02, 0xff, 0xfe, 0x1a, 0x02, 0x18, 0x01] },
+        // A short string with more of the batch after it (here an unknown field of 20 bytes), as in real batches.
+        { "a flow's pod, the batch going on", [0x0a, 0x01, 0x6e, 0x1a, 0x08, 0x18, 0x01, 0x2a, 0x04, 0x42, 0x02, 0xc3, 0x28, 0x7a, 0x14, .. new byte[20]] },
+        { "a flow's pod, its last byte", [0x0a, 0x01, 0x6e, 0x1a, 0x0b, 0x18, 0x01, 0x2a, 0x07, 0x42, 0x05, 0x61, 0x62, 0x63, 0x64, 0x80, 0x7a, 0x14, .. new byte[20]] },
+        { "a flow's state of 15 bytes", [0x0a, 0x01, 0x6e, 0x1a, 0x15, 0x18, 0x01, 0x3a, 0x11, 0x12, 0x0f, .. "abcdefghijklmn"u8.ToArray(), 0xc0, 0x7a, 0x14, .. new byte[20]] },
     };
+
+    [Fact]
+    public async Task Ascii_strings_followed_by_bytes_that_are_not_utf8_are_decoded_by_the_decoder_itself()
+    {
+        // The ASCII check of short strings reads 16 bytes from a string's start: the bytes past its end
+        // (here a fixed64 time and an unknown field of 0xff bytes) must not count.
+        byte[] bytes = [0x0a, 0x01, 0x6e, 0x1a, 0x11, 0x3a, 0x04, 0x12, 0x02, 0x6f, 0x6b, 0x09, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x18, 0x01,
+            0x7a, 0x10, .. Enumerable.Repeat((byte)0xff, 16)];
+        var objectBlock = new NativeBlock(FlowTable.Table, sortRows: false);
+        ObjectPath(bytes, objectBlock);
+        var decoder = new EventBatchDecoder(decodeFlows: true);
+        var decodedBlock = new NativeBlock(FlowTable.Table, sortRows: false);
+
+        AppendLikeTheWriter(decoder.Decode(bytes, liveEvents: false), decodedBlock);
+
+        decoder.BatchesHandedToProtobuf.Should().Be(0);
+        decodedBlock.Rows.Should().Be(1);
+        (await Encode(decodedBlock)).Should().Equal(await Encode(objectBlock));
+    }
 
     [Theory]
     [MemberData(nameof(InvalidUtf8))]
@@ -276,7 +330,7 @@ public sealed class EventBatchDecoderTests
     /// level, strings with non-ASCII text, empty and long values, addresses of every length, and enum
     /// values no sensor sends today.
     /// </summary>
-    private sealed class WireBatch(Random random)
+    private sealed class WireBatch(Random random, int? eventCount = null)
     {
         private static readonly string[] Strings =
         [
@@ -292,7 +346,7 @@ public sealed class EventBatchDecoderTests
                 Str(1, Pick(Strings.Where(s => s.Length > 0).ToArray())),
                 Varint(2, Number()),
             };
-            var events = random.Next(0, 40);
+            var events = eventCount ?? random.Next(0, 40);
             for (var i = 0; i < events; i++)
             {
                 fields.Add(Bytes(3, Event()));
