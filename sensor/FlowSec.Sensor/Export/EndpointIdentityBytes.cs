@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using Endpoint = FlowSec.Api.V1.Endpoint;
 
 namespace FlowSec.Sensor.Export;
@@ -128,35 +127,10 @@ internal sealed class EndpointIdentityBytes
     /// <summary>The size of <paramref name="ep"/>'s identity fields on the wire.</summary>
     internal static int Size(Endpoint ep)
     {
-        int size = 0;
-        if (ep.Pid != 0)
-        {
-            size += 1 + ProtoSpanWriter.VarintSize(ep.Pid);
-        }
-        if (ep.Process.Length != 0)
-        {
-            size += 1 + ProtoSpanWriter.StringSize(ep.Process);
-        }
-        if (ep.CgroupId != 0UL)
-        {
-            size += 1 + ProtoSpanWriter.VarintSize(ep.CgroupId);
-        }
-        if (ep.ContainerId.Length != 0)
-        {
-            size += 1 + ProtoSpanWriter.StringSize(ep.ContainerId);
-        }
-        if (ep.Workload.Length != 0)
-        {
-            size += 1 + ProtoSpanWriter.StringSize(ep.Workload);
-        }
-        if (ep.Pod.Length != 0)
-        {
-            size += 1 + ProtoSpanWriter.StringSize(ep.Pod);
-        }
-        if (ep.Namespace.Length != 0)
-        {
-            size += 1 + ProtoSpanWriter.StringSize(ep.Namespace);
-        }
+        int size = ProtoSpanWriter.VarintFieldSize(ep.Pid) + ProtoSpanWriter.StringFieldSize(ep.Process)
+            + ProtoSpanWriter.VarintFieldSize(ep.CgroupId) + ProtoSpanWriter.StringFieldSize(ep.ContainerId)
+            + ProtoSpanWriter.StringFieldSize(ep.Workload) + ProtoSpanWriter.StringFieldSize(ep.Pod)
+            + ProtoSpanWriter.StringFieldSize(ep.Namespace);
         // Guarded: enumerating a map allocates an enumerator even when it is empty.
         if (ep.Labels.Count == 0)
         {
@@ -173,41 +147,13 @@ internal sealed class EndpointIdentityBytes
     /// <summary>Writes <paramref name="ep"/>'s identity fields (3-10) as Google.Protobuf does.</summary>
     internal static void Write(ref ProtoSpanWriter output, Endpoint ep)
     {
-        if (ep.Pid != 0)
-        {
-            output.Tag(24);
-            output.Varint(ep.Pid);
-        }
-        if (ep.Process.Length != 0)
-        {
-            output.Tag(34);
-            output.String(ep.Process);
-        }
-        if (ep.CgroupId != 0UL)
-        {
-            output.Tag(40);
-            output.Varint(ep.CgroupId);
-        }
-        if (ep.ContainerId.Length != 0)
-        {
-            output.Tag(50);
-            output.String(ep.ContainerId);
-        }
-        if (ep.Workload.Length != 0)
-        {
-            output.Tag(58);
-            output.String(ep.Workload);
-        }
-        if (ep.Pod.Length != 0)
-        {
-            output.Tag(66);
-            output.String(ep.Pod);
-        }
-        if (ep.Namespace.Length != 0)
-        {
-            output.Tag(74);
-            output.String(ep.Namespace);
-        }
+        output.VarintField(24, ep.Pid);
+        output.StringField(34, ep.Process);
+        output.VarintField(40, ep.CgroupId);
+        output.StringField(50, ep.ContainerId);
+        output.StringField(58, ep.Workload);
+        output.StringField(66, ep.Pod);
+        output.StringField(74, ep.Namespace);
         if (ep.Labels.Count == 0)
         {
             return;
@@ -217,20 +163,11 @@ internal sealed class EndpointIdentityBytes
             // A map entry is a message of key (1) and value (2); like the generated codec, an empty one is left out.
             output.Tag(82);
             output.Varint((uint)LabelEntrySize(key, value));
-            if (key.Length != 0)
-            {
-                output.Tag(10);
-                output.String(key);
-            }
-            if (value.Length != 0)
-            {
-                output.Tag(18);
-                output.String(value);
-            }
+            output.StringField(10, key);
+            output.StringField(18, value);
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int LabelEntrySize(string key, string value) =>
-        (key.Length != 0 ? 1 + ProtoSpanWriter.StringSize(key) : 0) + (value.Length != 0 ? 1 + ProtoSpanWriter.StringSize(value) : 0);
+        ProtoSpanWriter.StringFieldSize(key) + ProtoSpanWriter.StringFieldSize(value);
 }

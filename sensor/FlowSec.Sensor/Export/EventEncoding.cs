@@ -65,21 +65,9 @@ internal sealed class EventEncoding
             output.Tag(9);
             output.Fixed64(e.TimeUnixNano);
         }
-        if (e.Node.Length != 0)
-        {
-            output.Tag(18);
-            output.String(e.Node);
-        }
-        if (e.Type != EventType.Unspecified)
-        {
-            output.Tag(24);
-            output.Int32((int)e.Type);
-        }
-        if (e.Capture.Length != 0)
-        {
-            output.Tag(34);
-            output.String(e.Capture);
-        }
+        output.StringField(18, e.Node);
+        output.EnumField(24, (int)e.Type);
+        output.StringField(34, e.Capture);
         if (e.Source is { } source)
         {
             output.Tag(42);
@@ -127,23 +115,8 @@ internal sealed class EventEncoding
 
     private int EventSize(Event e)
     {
-        int size = 0;
-        if (e.TimeUnixNano != 0UL)
-        {
-            size += 1 + 8;
-        }
-        if (e.Node.Length != 0)
-        {
-            size += 1 + ProtoSpanWriter.StringSize(e.Node);
-        }
-        if (e.Type != EventType.Unspecified)
-        {
-            size += 1 + ProtoSpanWriter.Int32Size((int)e.Type);
-        }
-        if (e.Capture.Length != 0)
-        {
-            size += 1 + ProtoSpanWriter.StringSize(e.Capture);
-        }
+        int size = (e.TimeUnixNano != 0UL ? 1 + 8 : 0) + ProtoSpanWriter.StringFieldSize(e.Node)
+            + ProtoSpanWriter.EnumFieldSize((int)e.Type) + ProtoSpanWriter.StringFieldSize(e.Capture);
         if (e.Source is { } source)
         {
             _source = EndpointSize(source);
@@ -193,10 +166,7 @@ internal sealed class EventEncoding
         {
             size += 1 + ProtoSpanWriter.VarintSize((uint)ep.Ip.Length) + ep.Ip.Length;
         }
-        if (ep.Port != 0)
-        {
-            size += 1 + ProtoSpanWriter.VarintSize(ep.Port);
-        }
+        size += ProtoSpanWriter.VarintFieldSize(ep.Port);
         if (!EndpointIdentityBytes.IsEmpty(ep))
         {
             size += Identities.For(ep).Length;
@@ -216,11 +186,7 @@ internal sealed class EventEncoding
             output.Varint((uint)ep.Ip.Length);
             output.Raw(ep.Ip.Span);
         }
-        if (ep.Port != 0)
-        {
-            output.Tag(16);
-            output.Varint(ep.Port);
-        }
+        output.VarintField(16, ep.Port);
         if (!EndpointIdentityBytes.IsEmpty(ep))
         {
             // Looked up again rather than kept from sizing: the other endpoint may have taken the slot since.
@@ -233,130 +199,29 @@ internal sealed class EventEncoding
         }
     }
 
-    private static int FlowSize(Flow f)
-    {
-        int size = 0;
-        if (f.Protocol != Protocol.Unspecified)
-        {
-            size += 1 + ProtoSpanWriter.Int32Size((int)f.Protocol);
-        }
-        if (f.State.Length != 0)
-        {
-            size += 1 + ProtoSpanWriter.StringSize(f.State);
-        }
-        if (f.DurationNs != 0UL)
-        {
-            size += 1 + ProtoSpanWriter.VarintSize(f.DurationNs);
-        }
-        if (f.Direction.Length != 0)
-        {
-            size += 1 + ProtoSpanWriter.StringSize(f.Direction);
-        }
-        if (f.Verdict != Verdict.Unspecified)
-        {
-            size += 1 + ProtoSpanWriter.Int32Size((int)f.Verdict);
-        }
-        if (f.DropReason.Length != 0)
-        {
-            size += 1 + ProtoSpanWriter.StringSize(f.DropReason);
-        }
-        if (f.BytesSent != 0UL)
-        {
-            size += 1 + ProtoSpanWriter.VarintSize(f.BytesSent);
-        }
-        if (f.BytesReceived != 0UL)
-        {
-            size += 1 + ProtoSpanWriter.VarintSize(f.BytesReceived);
-        }
-        if (f.PacketsSent != 0UL)
-        {
-            size += 1 + ProtoSpanWriter.VarintSize(f.PacketsSent);
-        }
-        if (f.PacketsReceived != 0UL)
-        {
-            size += 1 + ProtoSpanWriter.VarintSize(f.PacketsReceived);
-        }
-        if (f.RttUs != 0)
-        {
-            size += 1 + ProtoSpanWriter.VarintSize(f.RttUs);
-        }
-        if (f.Retransmits != 0)
-        {
-            size += 1 + ProtoSpanWriter.VarintSize(f.Retransmits);
-        }
-        if (f.SocketId != 0UL)
-        {
-            size += 1 + ProtoSpanWriter.VarintSize(f.SocketId);
-        }
-        return size;
-    }
+    private static int FlowSize(Flow f) =>
+        ProtoSpanWriter.EnumFieldSize((int)f.Protocol) + ProtoSpanWriter.StringFieldSize(f.State)
+        + ProtoSpanWriter.VarintFieldSize(f.DurationNs) + ProtoSpanWriter.StringFieldSize(f.Direction)
+        + ProtoSpanWriter.EnumFieldSize((int)f.Verdict) + ProtoSpanWriter.StringFieldSize(f.DropReason)
+        + ProtoSpanWriter.VarintFieldSize(f.BytesSent) + ProtoSpanWriter.VarintFieldSize(f.BytesReceived)
+        + ProtoSpanWriter.VarintFieldSize(f.PacketsSent) + ProtoSpanWriter.VarintFieldSize(f.PacketsReceived)
+        + ProtoSpanWriter.VarintFieldSize(f.RttUs) + ProtoSpanWriter.VarintFieldSize(f.Retransmits)
+        + ProtoSpanWriter.VarintFieldSize(f.SocketId);
 
     private static void WriteFlow(ref ProtoSpanWriter output, Flow f)
     {
-        if (f.Protocol != Protocol.Unspecified)
-        {
-            output.Tag(8);
-            output.Int32((int)f.Protocol);
-        }
-        if (f.State.Length != 0)
-        {
-            output.Tag(18);
-            output.String(f.State);
-        }
-        if (f.DurationNs != 0UL)
-        {
-            output.Tag(24);
-            output.Varint(f.DurationNs);
-        }
-        if (f.Direction.Length != 0)
-        {
-            output.Tag(34);
-            output.String(f.Direction);
-        }
-        if (f.Verdict != Verdict.Unspecified)
-        {
-            output.Tag(40);
-            output.Int32((int)f.Verdict);
-        }
-        if (f.DropReason.Length != 0)
-        {
-            output.Tag(50);
-            output.String(f.DropReason);
-        }
-        if (f.BytesSent != 0UL)
-        {
-            output.Tag(56);
-            output.Varint(f.BytesSent);
-        }
-        if (f.BytesReceived != 0UL)
-        {
-            output.Tag(64);
-            output.Varint(f.BytesReceived);
-        }
-        if (f.PacketsSent != 0UL)
-        {
-            output.Tag(72);
-            output.Varint(f.PacketsSent);
-        }
-        if (f.PacketsReceived != 0UL)
-        {
-            output.Tag(80);
-            output.Varint(f.PacketsReceived);
-        }
-        if (f.RttUs != 0)
-        {
-            output.Tag(88);
-            output.Varint(f.RttUs);
-        }
-        if (f.Retransmits != 0)
-        {
-            output.Tag(96);
-            output.Varint(f.Retransmits);
-        }
-        if (f.SocketId != 0UL)
-        {
-            output.Tag(104);
-            output.Varint(f.SocketId);
-        }
+        output.EnumField(8, (int)f.Protocol);
+        output.StringField(18, f.State);
+        output.VarintField(24, f.DurationNs);
+        output.StringField(34, f.Direction);
+        output.EnumField(40, (int)f.Verdict);
+        output.StringField(50, f.DropReason);
+        output.VarintField(56, f.BytesSent);
+        output.VarintField(64, f.BytesReceived);
+        output.VarintField(72, f.PacketsSent);
+        output.VarintField(80, f.PacketsReceived);
+        output.VarintField(88, f.RttUs);
+        output.VarintField(96, f.Retransmits);
+        output.VarintField(104, f.SocketId);
     }
 }

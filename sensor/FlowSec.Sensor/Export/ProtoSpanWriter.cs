@@ -71,6 +71,36 @@ internal ref struct ProtoSpanWriter(Span<byte> buffer)
         _position += bytes.Length;
     }
 
+    /// <summary>A string field, left out when empty (proto3).</summary>
+    public void StringField(byte tag, string value)
+    {
+        if (value.Length != 0)
+        {
+            Tag(tag);
+            String(value);
+        }
+    }
+
+    /// <summary>An unsigned varint field, left out when zero (proto3).</summary>
+    public void VarintField(byte tag, ulong value)
+    {
+        if (value != 0)
+        {
+            Tag(tag);
+            Varint(value);
+        }
+    }
+
+    /// <summary>An enum field, left out when zero (proto3).</summary>
+    public void EnumField(byte tag, int value)
+    {
+        if (value != 0)
+        {
+            Tag(tag);
+            Int32(value);
+        }
+    }
+
     /// <summary>Moves past <paramref name="bytes"/> the caller wrote into the span itself.</summary>
     public void Skip(int bytes) => _position += bytes;
 
@@ -82,6 +112,15 @@ internal ref struct ProtoSpanWriter(Span<byte> buffer)
 
     /// <summary>The size of an enum or int32 (ten bytes when negative).</summary>
     public static int Int32Size(int value) => value < 0 ? 10 : VarintSize((uint)value);
+
+    /// <summary>The size of <see cref="StringField"/>'s field.</summary>
+    public static int StringFieldSize(string value) => value.Length == 0 ? 0 : 1 + StringSize(value);
+
+    /// <summary>The size of <see cref="VarintField"/>'s field.</summary>
+    public static int VarintFieldSize(ulong value) => value == 0 ? 0 : 1 + VarintSize(value);
+
+    /// <summary>The size of <see cref="EnumField"/>'s field.</summary>
+    public static int EnumFieldSize(int value) => value == 0 ? 0 : 1 + Int32Size(value);
 
     /// <summary>The size of a string's length and UTF-8 bytes.</summary>
     public static int StringSize(string value)
