@@ -52,12 +52,12 @@ internal sealed class EventEncoding
         return 1 + ProtoSpanWriter.VarintSize((uint)_size) + _size;
     }
 
-    /// <summary>Writes the prepared event into <paramref name="destination"/>, exactly <see cref="Prepare"/>'s size, and forgets it.</summary>
-    internal void Write(Span<byte> destination)
+    /// <summary>Writes the prepared event into <paramref name="buffer"/>, exactly <see cref="Prepare"/>'s size, and forgets it.</summary>
+    internal void Write(Span<byte> buffer)
     {
         var e = _event!;
         _event = null;
-        var output = new ProtoSpanWriter(destination);
+        var output = new ProtoSpanWriter(buffer);
         output.Tag(EventTag);
         output.Varint((uint)_size);
         if (e.TimeUnixNano != 0UL)
@@ -74,11 +74,11 @@ internal sealed class EventEncoding
             output.Varint((uint)_source);
             WriteEndpoint(ref output, source);
         }
-        if (e.Destination is { } destination1)
+        if (e.Destination is { } destination)
         {
             output.Tag(50);
             output.Varint((uint)_destination);
-            WriteEndpoint(ref output, destination1);
+            WriteEndpoint(ref output, destination);
         }
         if (e.Flow is { } flow)
         {
@@ -90,26 +90,26 @@ internal sealed class EventEncoding
         if (e.Dns is { } dns)
         {
             output.Tag(66);
-            WriteMessage(ref output, destination, dns);
+            WriteMessage(ref output, buffer, dns);
         }
         if (e.Process is { } process)
         {
             output.Tag(74);
-            WriteMessage(ref output, destination, process);
+            WriteMessage(ref output, buffer, process);
         }
         if (e.File is { } file)
         {
             output.Tag(82);
-            WriteMessage(ref output, destination, file);
+            WriteMessage(ref output, buffer, file);
         }
         if (e.Alert is { } alert)
         {
             output.Tag(90);
-            WriteMessage(ref output, destination, alert);
+            WriteMessage(ref output, buffer, alert);
         }
-        if (output.Position != destination.Length)
+        if (output.Position != buffer.Length)
         {
-            throw new InvalidOperationException($"Event encoded in {output.Position} bytes, sized {destination.Length}: it changed between Prepare and Write.");
+            throw new InvalidOperationException($"Event encoded in {output.Position} bytes, sized {buffer.Length}: it changed between Prepare and Write.");
         }
     }
 
@@ -151,11 +151,11 @@ internal sealed class EventEncoding
         return size;
     }
 
-    private static void WriteMessage(ref ProtoSpanWriter output, Span<byte> destination, IMessage message)
+    private static void WriteMessage(ref ProtoSpanWriter output, Span<byte> buffer, IMessage message)
     {
         int size = message.CalculateSize();
         output.Varint((uint)size);
-        message.WriteTo(destination.Slice(output.Position, size));
+        message.WriteTo(buffer.Slice(output.Position, size));
         output.Skip(size);
     }
 
