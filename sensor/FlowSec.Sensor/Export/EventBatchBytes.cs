@@ -28,9 +28,6 @@ internal sealed class EventBatchBytes : WriteOnlyMessage
 
     private readonly List<byte[]> _segments = [];
     private readonly List<int> _used = [];
-    // One writer per thread (the exporter's Add, each capture thread's Encode), not one per batch or event.
-    [ThreadStatic]
-    private static SingleEvent? t_writer;
     private int _eventBytes;
 
     /// <summary>The node named in the batch.</summary>
@@ -54,12 +51,10 @@ internal sealed class EventBatchBytes : WriteOnlyMessage
     /// <summary>Encodes <paramref name="e"/> into the batch; later changes to the event are not sent.</summary>
     public void Add(Event e)
     {
-        var writer = t_writer ??= new SingleEvent();
-        writer.Set(e);
-        int total = writer.CalculateSize();
+        var encoder = EventEncoding.ForThisThread;
+        int total = encoder.Prepare(e);
         var segment = Room(total);
-        writer.WriteTo(segment.AsSpan(_used[^1], total));
-        writer.Set(null);
+        encoder.Write(segment.AsSpan(_used[^1], total));
         Added(total);
     }
 
@@ -77,11 +72,9 @@ internal sealed class EventBatchBytes : WriteOnlyMessage
     /// </summary>
     public static byte[] Encode(Event e)
     {
-        var writer = t_writer ??= new SingleEvent();
-        writer.Set(e);
-        var bytes = new byte[writer.CalculateSize()];
-        writer.WriteTo(bytes.AsSpan());
-        writer.Set(null);
+        var encoder = EventEncoding.ForThisThread;
+        var bytes = new byte[encoder.Prepare(e)];
+        encoder.Write(bytes);
         return bytes;
     }
 
@@ -159,41 +152,5 @@ internal sealed class EventBatchBytes : WriteOnlyMessage
                 return value;
             }
         }
-    }
-
-    /// <summary>Writes one event as it appears in a batch (tag, length, event), with its sizes computed once.</summary>
-    private sealed class SingleEvent : WriteOnlyMessage
-    {
-        private Event? _event;
-        private int _size;
-        private int _source;
-        private int _destination;
-        private int _flow;
-
-        public override MessageDescriptor Descriptor => Event.Descriptor;
-
-        /// <summary>Sizes <paramref name="e"/> (and its endpoints and flow) for the write that follows; null forgets it.</summary>
-        public void Set(Event? e)
-        {
-            _event = e;
-            if (e is null)
-            {
-                (_size, _source, _destination, _flow) = (0, 0, 0, 0);
-                return;
-            }
-            Span<int> nested = stackalloc int[3];
-            nested.Clear();
-            _size = EventEncoding.EventSize(e, nested);
-            (_source, _destination, _flow) = (nested[0], nested[1], nested[2]);
-        }
-
-        public override void InternalWriteTo(ref WriteContext output)
-        {
-            output.WriteRawTag(EventTag);
-            output.WriteLength(_size);
-            EventEncoding.WriteEvent(ref output, _event!, _source, _destination, _flow);
-        }
-
-        public override int CalculateSize() => 1 + CodedOutputStream.ComputeLengthSize(_size) + _size;
     }
 }

@@ -1,68 +1,137 @@
 using FlowSec.Api.V1;
 using Google.Protobuf;
-using Google.Protobuf.Collections;
 using Endpoint = FlowSec.Api.V1.Endpoint;
 
 namespace FlowSec.Sensor.Export;
 
 /// <summary>
-/// Writes one <see cref="Event"/> in exactly the bytes Google.Protobuf's generated code writes, but
-/// sizes the event and its endpoints and flow once. The generated code sizes a nested message again
-/// every time it writes one: the batch's size, then each event's length prefix, then each
-/// endpoint's, so every endpoint was sized three times (about 12 % of the sensor's CPU at 10 k
-/// connections/s, docs/benchmarks.md 2026-12-05, third session). <see cref="EventBatchBytes"/>
-/// encodes each event with it as the exporter takes it.
+/// Writes one <see cref="Event"/>, as it appears inside an <see cref="EventBatch"/> (tag, length,
+/// event), in exactly the bytes Google.Protobuf's generated code writes, straight into a span
+/// (<see cref="ProtoSpanWriter"/>): each part is sized once, and an endpoint's identity fields are
+/// copied from <see cref="EndpointIdentityBytes"/> instead of transcoded again. One encoder per
+/// thread (<see cref="ForThisThread"/>): <see cref="EventBatchBytes"/> uses it on the capture
+/// threads and the exporter.
 /// </summary>
 /// <remarks>
+/// Why: with <c>WriteContext</c> every string of every event was transcoded from UTF-16 to UTF-8
+/// (sized, then written), and an endpoint's process, workload, pod and labels repeat across
+/// thousands of flows; encoding was 1.4–1.8 µs of the sensor's ~5 µs of user-space CPU per
+/// <c>Connection: close</c> request (docs/benchmarks.md, issue 3, sixth and eighth sessions).
 /// Fields follow the order and presence rules of the generated <c>InternalWriteTo</c> methods
-/// (events.proto); <c>EventEncodingTests</c> checks every field is known and
-/// <c>EventBatchBytesTests</c> compares the bytes. Fields unknown to this build are not written:
-/// use it for events this sensor built, not for ones read back from a spool written by another
-/// version. The event must not change between <see cref="EventSize"/> and <see cref="WriteEvent"/>.
+/// (events.proto); <c>EventEncodingTests</c> checks every field is known and compares the bytes.
+/// Fields unknown to this build are not written: use it for events this sensor built, not for ones
+/// read back from a spool written by another version. The event must not change between
+/// <see cref="Prepare"/> and <see cref="Write"/>.
 /// </remarks>
-internal static class EventEncoding
+internal sealed class EventEncoding
 {
-    // As generated for Endpoint.labels (field 10) and Endpoint.names (field 11).
-    private static readonly MapField<string, string>.Codec LabelsCodec =
-        new(FieldCodec.ForString(10, ""), FieldCodec.ForString(18, ""), 82);
-    private static readonly FieldCodec<string> NamesCodec = FieldCodec.ForString(90);
+    // Each event as it appears inside the batch: tag 26 (field 3, length-delimited), length, event.
+    private const byte EventTag = 26;
 
-    /// <summary>The size of one event; <paramref name="nested"/> receives its source's, destination's and flow's.</summary>
-    internal static int EventSize(Event e, Span<int> nested)
+    [ThreadStatic]
+    private static EventEncoding? t_encoder;
+
+    private Event? _event;
+    private int _size;
+    private int _source;
+    private int _destination;
+    private int _flow;
+
+    /// <summary>This thread's encoder.</summary>
+    internal static EventEncoding ForThisThread => t_encoder ??= new EventEncoding();
+
+    /// <summary>The endpoint identities this encoder has encoded.</summary>
+    internal EndpointIdentityBytes Identities { get; } = new();
+
+    /// <summary>Sizes <paramref name="e"/> for the <see cref="Write"/> that follows; returns its size in a batch (tag, length, event).</summary>
+    internal int Prepare(Event e)
     {
-        int size = 0;
+        _event = e;
+        (_source, _destination, _flow) = (0, 0, 0);
+        _size = EventSize(e);
+        return 1 + ProtoSpanWriter.VarintSize((uint)_size) + _size;
+    }
+
+    /// <summary>Writes the prepared event into <paramref name="buffer"/>, exactly <see cref="Prepare"/>'s size, and forgets it.</summary>
+    internal void Write(Span<byte> buffer)
+    {
+        var e = _event!;
+        _event = null;
+        var output = new ProtoSpanWriter(buffer);
+        output.Tag(EventTag);
+        output.Varint((uint)_size);
         if (e.TimeUnixNano != 0UL)
         {
-            size += 1 + 8;
+            output.Tag(9);
+            output.Fixed64(e.TimeUnixNano);
         }
-        if (e.Node.Length != 0)
-        {
-            size += 1 + CodedOutputStream.ComputeStringSize(e.Node);
-        }
-        if (e.Type != EventType.Unspecified)
-        {
-            size += 1 + CodedOutputStream.ComputeEnumSize((int)e.Type);
-        }
-        if (e.Capture.Length != 0)
-        {
-            size += 1 + CodedOutputStream.ComputeStringSize(e.Capture);
-        }
+        output.StringField(18, e.Node);
+        output.EnumField(24, (int)e.Type);
+        output.StringField(34, e.Capture);
         if (e.Source is { } source)
         {
-            nested[0] = EndpointSize(source);
-            size += 1 + CodedOutputStream.ComputeLengthSize(nested[0]) + nested[0];
+            output.Tag(42);
+            output.Varint((uint)_source);
+            WriteEndpoint(ref output, source);
         }
         if (e.Destination is { } destination)
         {
-            nested[1] = EndpointSize(destination);
-            size += 1 + CodedOutputStream.ComputeLengthSize(nested[1]) + nested[1];
+            output.Tag(50);
+            output.Varint((uint)_destination);
+            WriteEndpoint(ref output, destination);
         }
         if (e.Flow is { } flow)
         {
-            nested[2] = FlowSize(flow);
-            size += 1 + CodedOutputStream.ComputeLengthSize(nested[2]) + nested[2];
+            output.Tag(58);
+            output.Varint((uint)_flow);
+            WriteFlow(ref output, flow);
         }
-        // The other kinds are a few per second: their generated code sizes them.
+        // The other kinds are a few per second: their generated code writes them.
+        if (e.Dns is { } dns)
+        {
+            output.Tag(66);
+            WriteMessage(ref output, buffer, dns);
+        }
+        if (e.Process is { } process)
+        {
+            output.Tag(74);
+            WriteMessage(ref output, buffer, process);
+        }
+        if (e.File is { } file)
+        {
+            output.Tag(82);
+            WriteMessage(ref output, buffer, file);
+        }
+        if (e.Alert is { } alert)
+        {
+            output.Tag(90);
+            WriteMessage(ref output, buffer, alert);
+        }
+        if (output.Position != buffer.Length)
+        {
+            throw new InvalidOperationException($"Event encoded in {output.Position} bytes, sized {buffer.Length}: it changed between Prepare and Write.");
+        }
+    }
+
+    private int EventSize(Event e)
+    {
+        int size = (e.TimeUnixNano != 0UL ? 1 + 8 : 0) + ProtoSpanWriter.StringFieldSize(e.Node)
+            + ProtoSpanWriter.EnumFieldSize((int)e.Type) + ProtoSpanWriter.StringFieldSize(e.Capture);
+        if (e.Source is { } source)
+        {
+            _source = EndpointSize(source);
+            size += 1 + ProtoSpanWriter.VarintSize((uint)_source) + _source;
+        }
+        if (e.Destination is { } destination)
+        {
+            _destination = EndpointSize(destination);
+            size += 1 + ProtoSpanWriter.VarintSize((uint)_destination) + _destination;
+        }
+        if (e.Flow is { } flow)
+        {
+            _flow = FlowSize(flow);
+            size += 1 + ProtoSpanWriter.VarintSize((uint)_flow) + _flow;
+        }
         if (e.Dns is { } dns)
         {
             size += 1 + CodedOutputStream.ComputeMessageSize(dns);
@@ -82,299 +151,77 @@ internal static class EventEncoding
         return size;
     }
 
-    internal static void WriteEvent(ref WriteContext output, Event e, int sourceSize, int destinationSize, int flowSize)
+    private static void WriteMessage(ref ProtoSpanWriter output, Span<byte> buffer, IMessage message)
     {
-        if (e.TimeUnixNano != 0UL)
-        {
-            output.WriteRawTag(9);
-            output.WriteFixed64(e.TimeUnixNano);
-        }
-        if (e.Node.Length != 0)
-        {
-            output.WriteRawTag(18);
-            output.WriteString(e.Node);
-        }
-        if (e.Type != EventType.Unspecified)
-        {
-            output.WriteRawTag(24);
-            output.WriteEnum((int)e.Type);
-        }
-        if (e.Capture.Length != 0)
-        {
-            output.WriteRawTag(34);
-            output.WriteString(e.Capture);
-        }
-        if (e.Source is { } source)
-        {
-            output.WriteRawTag(42);
-            output.WriteLength(sourceSize);
-            WriteEndpoint(ref output, source);
-        }
-        if (e.Destination is { } destination)
-        {
-            output.WriteRawTag(50);
-            output.WriteLength(destinationSize);
-            WriteEndpoint(ref output, destination);
-        }
-        if (e.Flow is { } flow)
-        {
-            output.WriteRawTag(58);
-            output.WriteLength(flowSize);
-            WriteFlow(ref output, flow);
-        }
-        if (e.Dns is { } dns)
-        {
-            output.WriteRawTag(66);
-            output.WriteMessage(dns);
-        }
-        if (e.Process is { } process)
-        {
-            output.WriteRawTag(74);
-            output.WriteMessage(process);
-        }
-        if (e.File is { } file)
-        {
-            output.WriteRawTag(82);
-            output.WriteMessage(file);
-        }
-        if (e.Alert is { } alert)
-        {
-            output.WriteRawTag(90);
-            output.WriteMessage(alert);
-        }
+        int size = message.CalculateSize();
+        output.Varint((uint)size);
+        message.WriteTo(buffer.Slice(output.Position, size));
+        output.Skip(size);
     }
 
-    private static int EndpointSize(Endpoint ep)
+    private int EndpointSize(Endpoint ep)
     {
         int size = 0;
         if (ep.Ip.Length != 0)
         {
-            size += 1 + CodedOutputStream.ComputeBytesSize(ep.Ip);
+            size += 1 + ProtoSpanWriter.VarintSize((uint)ep.Ip.Length) + ep.Ip.Length;
         }
-        if (ep.Port != 0)
+        size += ProtoSpanWriter.VarintFieldSize(ep.Port);
+        if (!EndpointIdentityBytes.IsEmpty(ep))
         {
-            size += 1 + CodedOutputStream.ComputeUInt32Size(ep.Port);
+            size += Identities.For(ep).Length;
         }
-        if (ep.Pid != 0)
+        for (int i = 0; i < ep.Names.Count; i++)
         {
-            size += 1 + CodedOutputStream.ComputeUInt32Size(ep.Pid);
-        }
-        if (ep.Process.Length != 0)
-        {
-            size += 1 + CodedOutputStream.ComputeStringSize(ep.Process);
-        }
-        if (ep.CgroupId != 0UL)
-        {
-            size += 1 + CodedOutputStream.ComputeUInt64Size(ep.CgroupId);
-        }
-        if (ep.ContainerId.Length != 0)
-        {
-            size += 1 + CodedOutputStream.ComputeStringSize(ep.ContainerId);
-        }
-        if (ep.Workload.Length != 0)
-        {
-            size += 1 + CodedOutputStream.ComputeStringSize(ep.Workload);
-        }
-        if (ep.Pod.Length != 0)
-        {
-            size += 1 + CodedOutputStream.ComputeStringSize(ep.Pod);
-        }
-        if (ep.Namespace.Length != 0)
-        {
-            size += 1 + CodedOutputStream.ComputeStringSize(ep.Namespace);
-        }
-        if (ep.Labels.Count != 0)
-        {
-            size += ep.Labels.CalculateSize(LabelsCodec);
-        }
-        if (ep.Names.Count != 0)
-        {
-            size += ep.Names.CalculateSize(NamesCodec);
+            size += 1 + ProtoSpanWriter.StringSize(ep.Names[i]);
         }
         return size;
     }
 
-    private static void WriteEndpoint(ref WriteContext output, Endpoint ep)
+    private void WriteEndpoint(ref ProtoSpanWriter output, Endpoint ep)
     {
         if (ep.Ip.Length != 0)
         {
-            output.WriteRawTag(10);
-            output.WriteBytes(ep.Ip);
+            output.Tag(10);
+            output.Varint((uint)ep.Ip.Length);
+            output.Raw(ep.Ip.Span);
         }
-        if (ep.Port != 0)
+        output.VarintField(16, ep.Port);
+        if (!EndpointIdentityBytes.IsEmpty(ep))
         {
-            output.WriteRawTag(16);
-            output.WriteUInt32(ep.Port);
+            // Looked up again rather than kept from sizing: the other endpoint may have taken the slot since.
+            output.Raw(Identities.For(ep));
         }
-        if (ep.Pid != 0)
+        for (int i = 0; i < ep.Names.Count; i++)
         {
-            output.WriteRawTag(24);
-            output.WriteUInt32(ep.Pid);
-        }
-        if (ep.Process.Length != 0)
-        {
-            output.WriteRawTag(34);
-            output.WriteString(ep.Process);
-        }
-        if (ep.CgroupId != 0UL)
-        {
-            output.WriteRawTag(40);
-            output.WriteUInt64(ep.CgroupId);
-        }
-        if (ep.ContainerId.Length != 0)
-        {
-            output.WriteRawTag(50);
-            output.WriteString(ep.ContainerId);
-        }
-        if (ep.Workload.Length != 0)
-        {
-            output.WriteRawTag(58);
-            output.WriteString(ep.Workload);
-        }
-        if (ep.Pod.Length != 0)
-        {
-            output.WriteRawTag(66);
-            output.WriteString(ep.Pod);
-        }
-        if (ep.Namespace.Length != 0)
-        {
-            output.WriteRawTag(74);
-            output.WriteString(ep.Namespace);
-        }
-        if (ep.Labels.Count != 0)
-        {
-            ep.Labels.WriteTo(ref output, LabelsCodec);
-        }
-        if (ep.Names.Count != 0)
-        {
-            ep.Names.WriteTo(ref output, NamesCodec);
+            output.Tag(90);
+            output.String(ep.Names[i]);
         }
     }
 
-    private static int FlowSize(Flow f)
-    {
-        int size = 0;
-        if (f.Protocol != Protocol.Unspecified)
-        {
-            size += 1 + CodedOutputStream.ComputeEnumSize((int)f.Protocol);
-        }
-        if (f.State.Length != 0)
-        {
-            size += 1 + CodedOutputStream.ComputeStringSize(f.State);
-        }
-        if (f.DurationNs != 0UL)
-        {
-            size += 1 + CodedOutputStream.ComputeUInt64Size(f.DurationNs);
-        }
-        if (f.Direction.Length != 0)
-        {
-            size += 1 + CodedOutputStream.ComputeStringSize(f.Direction);
-        }
-        if (f.Verdict != Verdict.Unspecified)
-        {
-            size += 1 + CodedOutputStream.ComputeEnumSize((int)f.Verdict);
-        }
-        if (f.DropReason.Length != 0)
-        {
-            size += 1 + CodedOutputStream.ComputeStringSize(f.DropReason);
-        }
-        if (f.BytesSent != 0UL)
-        {
-            size += 1 + CodedOutputStream.ComputeUInt64Size(f.BytesSent);
-        }
-        if (f.BytesReceived != 0UL)
-        {
-            size += 1 + CodedOutputStream.ComputeUInt64Size(f.BytesReceived);
-        }
-        if (f.PacketsSent != 0UL)
-        {
-            size += 1 + CodedOutputStream.ComputeUInt64Size(f.PacketsSent);
-        }
-        if (f.PacketsReceived != 0UL)
-        {
-            size += 1 + CodedOutputStream.ComputeUInt64Size(f.PacketsReceived);
-        }
-        if (f.RttUs != 0)
-        {
-            size += 1 + CodedOutputStream.ComputeUInt32Size(f.RttUs);
-        }
-        if (f.Retransmits != 0)
-        {
-            size += 1 + CodedOutputStream.ComputeUInt32Size(f.Retransmits);
-        }
-        if (f.SocketId != 0UL)
-        {
-            size += 1 + CodedOutputStream.ComputeUInt64Size(f.SocketId);
-        }
-        return size;
-    }
+    private static int FlowSize(Flow f) =>
+        ProtoSpanWriter.EnumFieldSize((int)f.Protocol) + ProtoSpanWriter.StringFieldSize(f.State)
+        + ProtoSpanWriter.VarintFieldSize(f.DurationNs) + ProtoSpanWriter.StringFieldSize(f.Direction)
+        + ProtoSpanWriter.EnumFieldSize((int)f.Verdict) + ProtoSpanWriter.StringFieldSize(f.DropReason)
+        + ProtoSpanWriter.VarintFieldSize(f.BytesSent) + ProtoSpanWriter.VarintFieldSize(f.BytesReceived)
+        + ProtoSpanWriter.VarintFieldSize(f.PacketsSent) + ProtoSpanWriter.VarintFieldSize(f.PacketsReceived)
+        + ProtoSpanWriter.VarintFieldSize(f.RttUs) + ProtoSpanWriter.VarintFieldSize(f.Retransmits)
+        + ProtoSpanWriter.VarintFieldSize(f.SocketId);
 
-    private static void WriteFlow(ref WriteContext output, Flow f)
+    private static void WriteFlow(ref ProtoSpanWriter output, Flow f)
     {
-        if (f.Protocol != Protocol.Unspecified)
-        {
-            output.WriteRawTag(8);
-            output.WriteEnum((int)f.Protocol);
-        }
-        if (f.State.Length != 0)
-        {
-            output.WriteRawTag(18);
-            output.WriteString(f.State);
-        }
-        if (f.DurationNs != 0UL)
-        {
-            output.WriteRawTag(24);
-            output.WriteUInt64(f.DurationNs);
-        }
-        if (f.Direction.Length != 0)
-        {
-            output.WriteRawTag(34);
-            output.WriteString(f.Direction);
-        }
-        if (f.Verdict != Verdict.Unspecified)
-        {
-            output.WriteRawTag(40);
-            output.WriteEnum((int)f.Verdict);
-        }
-        if (f.DropReason.Length != 0)
-        {
-            output.WriteRawTag(50);
-            output.WriteString(f.DropReason);
-        }
-        if (f.BytesSent != 0UL)
-        {
-            output.WriteRawTag(56);
-            output.WriteUInt64(f.BytesSent);
-        }
-        if (f.BytesReceived != 0UL)
-        {
-            output.WriteRawTag(64);
-            output.WriteUInt64(f.BytesReceived);
-        }
-        if (f.PacketsSent != 0UL)
-        {
-            output.WriteRawTag(72);
-            output.WriteUInt64(f.PacketsSent);
-        }
-        if (f.PacketsReceived != 0UL)
-        {
-            output.WriteRawTag(80);
-            output.WriteUInt64(f.PacketsReceived);
-        }
-        if (f.RttUs != 0)
-        {
-            output.WriteRawTag(88);
-            output.WriteUInt32(f.RttUs);
-        }
-        if (f.Retransmits != 0)
-        {
-            output.WriteRawTag(96);
-            output.WriteUInt32(f.Retransmits);
-        }
-        if (f.SocketId != 0UL)
-        {
-            output.WriteRawTag(104);
-            output.WriteUInt64(f.SocketId);
-        }
+        output.EnumField(8, (int)f.Protocol);
+        output.StringField(18, f.State);
+        output.VarintField(24, f.DurationNs);
+        output.StringField(34, f.Direction);
+        output.EnumField(40, (int)f.Verdict);
+        output.StringField(50, f.DropReason);
+        output.VarintField(56, f.BytesSent);
+        output.VarintField(64, f.BytesReceived);
+        output.VarintField(72, f.PacketsSent);
+        output.VarintField(80, f.PacketsReceived);
+        output.VarintField(88, f.RttUs);
+        output.VarintField(96, f.Retransmits);
+        output.VarintField(104, f.SocketId);
     }
 }

@@ -20,11 +20,6 @@ public sealed class RelayExporter(
     IOptions<SensorOptions> options,
     ILogger<RelayExporter> logger) : BackgroundService
 {
-    // While a batch fills, the exporter takes events from the queue every this many (or at the
-    // batch's deadline) and encodes those still queued as objects at once: an event then lives a
-    // few ms as objects instead of up to the whole batch delay, so gen0 collections rarely promote it.
-    private const int TakeEvents = 256;
-
     private readonly LinkedList<Unacked> _unacked = new();
     private readonly SemaphoreSlim _ackSignal = new(0);
     private ulong _nextBatchId = (ulong)DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() << 16;
@@ -352,8 +347,12 @@ public sealed class RelayExporter(
     }
 
     /// <summary>
-    /// Takes up to BatchMaxEvents events, waiting at most BatchMaxDelay, enriched and encoded as
-    /// they are taken (see <see cref="TakeEvents"/>).
+    /// Takes up to BatchMaxEvents events, waiting at most BatchMaxDelay. Once a batch is started the
+    /// exporter is woken when it is full or at its deadline, not every few hundred events: the
+    /// capture threads queue nearly every event as its encoded bytes, which need nothing more until
+    /// the batch leaves, and a thread-pool worker's wake-up (the hand-off, futex, spinning before it
+    /// parks again) cost more than the work it did (docs/benchmarks.md, issue 3, eighth session).
+    /// Events queued as objects (their peer not claimed yet) are named and encoded when taken.
     /// </summary>
     private async Task<EventBatchBytes> CollectAsync(SensorOptions o, CancellationToken ct)
     {
@@ -378,9 +377,8 @@ public sealed class RelayExporter(
                 }
                 else
                 {
-                    // A batch is started: wake for the next run of events, not for each one
-                    // (a thread-pool hand-off each), and not only at the deadline either.
-                    await queue.WaitForAsync(Math.Min(o.BatchMaxEvents - taken, TakeEvents), timeout.Token);
+                    // A batch is started: wake when it is full (or at the deadline), not for each event.
+                    await queue.WaitForAsync(o.BatchMaxEvents - taken, timeout.Token);
                 }
             }
         }
